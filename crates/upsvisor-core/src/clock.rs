@@ -1,0 +1,473 @@
+//! Time, without an async runtime.
+//!
+//! [`Clock`] is the only way the engine reads the time or waits. Two
+//! implementations ship here: [`SystemClock`] (real time, one small timer
+//! thread shared by the process, works under any executor or under
+//! `futures::executor::block_on`) and [`SimClock`] (simulated time that jumps
+//! straight to the next deadline, so an hour-long outage runs in
+//! milliseconds and every run is the same).
+
+use std::collections::{BTreeMap, BinaryHeap};
+use std::cmp::Reverse;
+use std::fmt;
+use std::future::Future;
+use std::ops::{Add, Sub};
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// A point on a [`Clock`]'s monotonic time line, in milliseconds since the
+/// clock's origin. Serialises as that number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Instant(u64);
+
+impl Instant {
+    /// The clock's origin.
+    pub const ZERO: Instant = Instant(0);
+
+    /// An instant `ms` milliseconds after the origin.
+    pub const fn from_millis(ms: u64) -> Self {
+        Instant(ms)
+    }
+
+    /// Milliseconds since the origin.
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// Time since `earlier`, zero if `earlier` is later.
+    pub fn saturating_since(self, earlier: Instant) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Instant;
+    fn add(self, d: Duration) -> Instant {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Instant(self.0.saturating_add(ms))
+    }
+}
+
+impl Sub<Instant> for Instant {
+    type Output = Duration;
+    fn sub(self, earlier: Instant) -> Duration {
+        self.saturating_since(earlier)
+    }
+}
+
+impl fmt::Display for Instant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0 / 1000;
+        write!(f, "T+{:02}:{:02}:{:02}.{:03}", s / 3600, (s / 60) % 60, s % 60, self.0 % 1000)
+    }
+}
+
+/// Monotonic time and waiting. Object safe: engines hold `Arc<dyn Clock>`.
+#[async_trait]
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> Instant;
+
+    /// Completes at or after `deadline`.
+    async fn sleep_until(&self, deadline: Instant);
+
+    /// Completes after `d`.
+    async fn sleep(&self, d: Duration) {
+        let at = self.now() + d;
+        self.sleep_until(at).await
+    }
+}
+
+/// The deadline passed before the work finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+/// Runs `fut` until `deadline` on `clock`; `Err(Elapsed)` if the deadline
+/// came first (the future is dropped, which cancels it).
+pub async fn with_deadline<F: Future>(
+    clock: &dyn Clock,
+    deadline: Instant,
+    fut: F,
+) -> Result<F::Output, Elapsed> {
+    let fut = pin!(fut);
+    let sleep = clock.sleep_until(deadline);
+    match futures::future::select(fut, sleep).await {
+        futures::future::Either::Left((v, _)) => Ok(v),
+        futures::future::Either::Right(((), _)) => Err(Elapsed),
+    }
+}
+
+// ---------------------------------------------------------------- system
+
+/// Real monotonic time. Waiting is served by one timer thread per process,
+/// started on first use; no async runtime is involved.
+#[derive(Debug, Clone)]
+pub struct SystemClock {
+    origin: std::time::Instant,
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SystemClock {
+    /// A clock whose origin is now.
+    pub fn new() -> Self {
+        SystemClock {
+            origin: std::time::Instant::now(),
+        }
+    }
+
+    fn to_std(&self, at: Instant) -> std::time::Instant {
+        self.origin + Duration::from_millis(at.0)
+    }
+}
+
+#[async_trait]
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        let ms = self.origin.elapsed().as_millis();
+        Instant(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+
+    async fn sleep_until(&self, deadline: Instant) {
+        TimerSleep {
+            at: self.to_std(deadline),
+        }
+        .await
+    }
+}
+
+struct TimerState {
+    // Entries may be stale (the sleeper was dropped or re-polled); waking a
+    // stale waker is harmless, so they are not removed.
+    heap: BinaryHeap<Reverse<(std::time::Instant, u64)>>,
+    wakers: BTreeMap<u64, Waker>,
+    next_id: u64,
+}
+
+struct Timer {
+    state: Mutex<TimerState>,
+    cv: Condvar,
+}
+
+fn timer() -> &'static Timer {
+    static TIMER: OnceLock<&'static Timer> = OnceLock::new();
+    TIMER.get_or_init(|| {
+        let t: &'static Timer = Box::leak(Box::new(Timer {
+            state: Mutex::new(TimerState {
+                heap: BinaryHeap::new(),
+                wakers: BTreeMap::new(),
+                next_id: 0,
+            }),
+            cv: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("upsvisor-timer".into())
+            .spawn(move || timer_loop(t))
+            .map(|_| ())
+            .unwrap_or_else(|e| {
+                // Without the thread no sleep ever completes; make that loud.
+                tracing::error!(error = %e, "cannot start the timer thread");
+            });
+        t
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn timer_loop(t: &'static Timer) {
+    let mut st = lock(&t.state);
+    loop {
+        let now = std::time::Instant::now();
+        while let Some(Reverse((at, id))) = st.heap.peek().copied() {
+            if at > now {
+                break;
+            }
+            st.heap.pop();
+            if let Some(w) = st.wakers.remove(&id) {
+                w.wake();
+            }
+        }
+        st = match st.heap.peek().copied() {
+            Some(Reverse((at, _))) => {
+                let wait = at.saturating_duration_since(now);
+                t.cv.wait_timeout(st, wait).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0)
+            }
+            None => t.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+        };
+    }
+}
+
+struct TimerSleep {
+    at: std::time::Instant,
+}
+
+impl Future for TimerSleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if std::time::Instant::now() >= self.at {
+            return Poll::Ready(());
+        }
+        let t = timer();
+        let mut st = lock(&t.state);
+        let id = st.next_id;
+        st.next_id += 1;
+        let earliest = st.heap.peek().map(|Reverse((at, _))| *at);
+        st.heap.push(Reverse((self.at, id)));
+        st.wakers.insert(id, cx.waker().clone());
+        drop(st);
+        if earliest.is_none_or(|e| self.at < e) {
+            t.cv.notify_one();
+        }
+        Poll::Pending
+    }
+}
+
+// ------------------------------------------------------------- simulated
+
+/// Simulated time. Nothing moves it but [`SimClock::advance`], which jumps
+/// to the earliest pending deadline; [`SimClock::block_on`] runs a future
+/// and advances whenever the future has nothing else to do.
+///
+/// Everything driven by a `SimClock` must wait only on that clock (and on
+/// channels fed by futures it also runs); waiting on real I/O stalls the
+/// simulation, which `block_on` reports.
+#[derive(Clone, Default)]
+pub struct SimClock {
+    inner: Arc<Mutex<SimState>>,
+}
+
+#[derive(Default)]
+struct SimState {
+    now: Instant,
+    timers: BTreeMap<(Instant, u64), Waker>,
+    next_id: u64,
+}
+
+impl fmt::Debug for SimClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = lock(&self.inner);
+        f.debug_struct("SimClock")
+            .field("now", &st.now)
+            .field("pending", &st.timers.len())
+            .finish()
+    }
+}
+
+/// [`SimClock::try_block_on`] found the future waiting with no pending
+/// deadline: it can never finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stalled {
+    /// Simulated time when it stalled.
+    pub at: Instant,
+}
+
+impl SimClock {
+    /// A simulated clock at its origin.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves time to the earliest pending deadline and wakes its sleepers.
+    /// Returns false when nothing is pending.
+    pub fn advance(&self) -> bool {
+        let mut st = lock(&self.inner);
+        let Some(&(at, _)) = st.timers.keys().next() else {
+            return false;
+        };
+        st.now = st.now.max(at);
+        let now = st.now;
+        let later = st.timers.split_off(&(Instant(now.0.saturating_add(1)), 0));
+        let due = std::mem::replace(&mut st.timers, later);
+        drop(st);
+        for w in due.into_values() {
+            w.wake();
+        }
+        true
+    }
+
+    /// Sets the time forward to `at` (never backward), waking sleepers due.
+    pub fn advance_to(&self, at: Instant) {
+        let mut st = lock(&self.inner);
+        st.now = st.now.max(at);
+        let now = st.now;
+        let later = st.timers.split_off(&(Instant(now.0.saturating_add(1)), 0));
+        let due = std::mem::replace(&mut st.timers, later);
+        drop(st);
+        for w in due.into_values() {
+            w.wake();
+        }
+    }
+
+    /// Runs `fut` to completion on this thread, jumping time forward
+    /// whenever it is idle.
+    ///
+    /// # Panics
+    /// If the future stalls (see [`SimClock::try_block_on`]).
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        match self.try_block_on(fut) {
+            Ok(v) => v,
+            Err(s) => panic!("simulation stalled at {}: the future waits on something other than the simulated clock", s.at),
+        }
+    }
+
+    /// Like [`SimClock::block_on`], but reports a stall instead of panicking.
+    pub fn try_block_on<F: Future>(&self, fut: F) -> Result<F::Output, Stalled> {
+        struct Flag(AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(Flag(AtomicBool::new(true)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = pin!(fut);
+        loop {
+            flag.0.store(false, Ordering::SeqCst);
+            if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return Ok(v);
+            }
+            if flag.0.load(Ordering::SeqCst) {
+                continue;
+            }
+            if !self.advance() {
+                return Err(Stalled { at: self.now() });
+            }
+        }
+    }
+
+    /// Number of sleepers waiting.
+    pub fn pending(&self) -> usize {
+        lock(&self.inner).timers.len()
+    }
+}
+
+struct SimSleep {
+    clock: SimClock,
+    at: Instant,
+    key: Option<(Instant, u64)>,
+}
+
+impl Future for SimSleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let clock = self.clock.clone();
+        let mut st = lock(&clock.inner);
+        if st.now >= self.at {
+            if let Some(k) = self.key.take() {
+                st.timers.remove(&k);
+            }
+            return Poll::Ready(());
+        }
+        let key = match self.key {
+            Some(k) => k,
+            None => {
+                let k = (self.at, st.next_id);
+                st.next_id += 1;
+                self.key = Some(k);
+                k
+            }
+        };
+        st.timers.insert(key, cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for SimSleep {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take() {
+            lock(&self.clock.inner).timers.remove(&k);
+        }
+    }
+}
+
+#[async_trait]
+impl Clock for SimClock {
+    fn now(&self) -> Instant {
+        lock(&self.inner).now
+    }
+
+    async fn sleep_until(&self, deadline: Instant) {
+        SimSleep {
+            clock: self.clone(),
+            at: deadline,
+            key: None,
+        }
+        .await
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sim_clock_jumps_to_deadlines_in_order() {
+        let clock = SimClock::new();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let c = clock.clone();
+        let l = log.clone();
+        clock.block_on(async move {
+            let a = async {
+                c.sleep(Duration::from_secs(3600)).await;
+                lock(&l).push(("hour", c.now()));
+            };
+            let b = async {
+                c.sleep(Duration::from_millis(5)).await;
+                lock(&l).push(("5ms", c.now()));
+            };
+            futures::future::join(a, b).await;
+        });
+        assert_eq!(
+            *lock(&log),
+            vec![("5ms", Instant::from_millis(5)), ("hour", Instant::from_millis(3_600_000))]
+        );
+    }
+
+    #[test]
+    fn deadline_cancels_the_slow_side() {
+        let clock = SimClock::new();
+        let c = clock.clone();
+        let r = clock.block_on(async move {
+            with_deadline(&c, Instant::from_millis(100), c.sleep(Duration::from_secs(10))).await
+        });
+        assert_eq!(r, Err(Elapsed));
+        assert_eq!(clock.now(), Instant::from_millis(100));
+        assert_eq!(clock.pending(), 0, "the dropped sleeper must deregister");
+    }
+
+    #[test]
+    fn stall_is_reported() {
+        let clock = SimClock::new();
+        let r = clock.try_block_on(futures::future::pending::<()>());
+        assert_eq!(r, Err(Stalled { at: Instant::ZERO }));
+    }
+
+    #[test]
+    fn system_clock_sleeps_without_a_runtime() {
+        let clock = SystemClock::new();
+        let t0 = std::time::Instant::now();
+        futures::executor::block_on(clock.sleep(Duration::from_millis(30)));
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+        assert!(clock.now() >= Instant::from_millis(30));
+    }
+
+    #[test]
+    fn instant_display() {
+        assert_eq!(Instant::from_millis(3_723_004).to_string(), "T+01:02:03.004");
+    }
+}

@@ -1,0 +1,51 @@
+//! # upsvisor-core
+//!
+//! The runtime-free heart of upsvisor: the traits a vendor implements
+//! ([`HostTransport`], [`PowerDevice`], [`Clock`]), the data model (the host
+//! list, power management data and the VM table), and the engine that polls
+//! hosts in parallel, merges their answers into the table and publishes
+//! changes.
+//!
+//! No I/O and no async runtime: everything here runs under any executor,
+//! including `futures::executor::block_on` on a small board. Time comes only
+//! from a [`Clock`]; [`SimClock`] makes long scenarios instant and
+//! deterministic.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use upsvisor_core::{Clock, SimClock, Poller, PollerConfig};
+//!
+//! let clock = SimClock::new();
+//! let mut poller = Poller::new(Arc::new(clock.clone()), PollerConfig::default());
+//! // poller.add_host(id, Arc::new(transport)) for each host, then:
+//! let update = clock.block_on(poller.poll_once());
+//! assert_eq!(update.table.cycle, 1);
+//! assert_eq!(update.table.vm_count(), 0);
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bus;
+pub mod clock;
+pub mod error;
+pub mod merge;
+pub mod model;
+pub mod poller;
+pub mod power;
+pub mod secret;
+pub mod transport;
+
+pub use bus::{Bus, Subscription, Update};
+pub use clock::{Clock, Elapsed, Instant, SimClock, SystemClock, with_deadline};
+pub use error::{Error, ErrorKind, Result};
+pub use merge::{Event, HostOutcome, merge};
+pub use model::{
+    DeviceId, Freshness, HostEntry, HostId, HostInfo, HostInventory, HostRecord, Inventory, Outlet,
+    OutletId, PowerState, SupplyKind, SupplySettings, ToolsState, TransportKind, VmId, VmInfo, VmTable,
+};
+pub use poller::{Poller, PollerConfig, PollerHandle};
+pub use power::{
+    DeviceCapabilities, DeviceCommand, OutletStatus, PowerDevice, PowerSource, PowerStatus, StatusToken,
+};
+pub use secret::{Credentials, Secret};
+pub use transport::{Capabilities, HostOp, HostTransport, VmOp};

@@ -1,0 +1,352 @@
+//! The poller: every cycle, one future per host, all at once; then merge.
+//!
+//! No task is spawned: a cycle is one future that drives every host's
+//! inventory concurrently (`buffer_unordered`, at most
+//! [`PollerConfig::max_concurrency`] at a time), each under its own deadline
+//! that starts when that host's poll starts. The table is merged and
+//! published only when every host has answered or hit its deadline.
+//!
+//! Logging contract: `info` for host state changes (unreachable,
+//! recovered) and migrations; `debug` for each cycle's summary; `trace`
+//! for each host's result. Credentials are never logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::{FutureExt, StreamExt};
+use tracing::Instrument;
+
+use crate::bus::{Bus, Subscription, Update};
+use crate::clock::{Clock, Instant, with_deadline};
+use crate::error::{Error, Result};
+use crate::merge::{Event, HostOutcome, merge};
+use crate::model::{HostId, HostInventory, VmTable};
+use crate::transport::HostTransport;
+
+/// Poller settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PollerConfig {
+    /// Cycle period on mains (the design's `t`).
+    pub period: Duration,
+    /// Cycle period while on battery.
+    pub on_battery_period: Duration,
+    /// Deadline for one host's whole inventory.
+    pub host_deadline: Duration,
+    /// Pause between two requests to the same host (per-VM flow only).
+    pub pacing: Duration,
+    /// Hosts polled at once.
+    pub max_concurrency: usize,
+}
+
+impl Default for PollerConfig {
+    fn default() -> Self {
+        PollerConfig {
+            period: Duration::from_secs(60),
+            on_battery_period: Duration::from_secs(10),
+            host_deadline: Duration::from_secs(30),
+            pacing: Duration::ZERO,
+            max_concurrency: 256,
+        }
+    }
+}
+
+impl PollerConfig {
+    /// Sets the cycle period on mains.
+    pub fn period(mut self, d: Duration) -> Self {
+        self.period = d;
+        self
+    }
+    /// Sets the cycle period on battery.
+    pub fn on_battery_period(mut self, d: Duration) -> Self {
+        self.on_battery_period = d;
+        self
+    }
+    /// Sets the per-host deadline.
+    pub fn host_deadline(mut self, d: Duration) -> Self {
+        self.host_deadline = d;
+        self
+    }
+    /// Sets the pacing between requests to one host.
+    pub fn pacing(mut self, d: Duration) -> Self {
+        self.pacing = d;
+        self
+    }
+    /// Sets how many hosts are polled at once (at least 1).
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = n.max(1);
+        self
+    }
+}
+
+/// A control message for a running poller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    PollNow,
+    OnBattery(bool),
+    Stop,
+}
+
+/// Steers a poller that is [`Poller::run`]ning. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PollerHandle {
+    tx: mpsc::UnboundedSender<Control>,
+}
+
+impl PollerHandle {
+    /// Starts a cycle at once (after the one in progress, if any).
+    pub fn poll_now(&self) {
+        let _ = self.tx.unbounded_send(Control::PollNow);
+    }
+    /// Switches to the on-battery period (and polls now when it changes to
+    /// on battery).
+    pub fn set_on_battery(&self, on_battery: bool) {
+        let _ = self.tx.unbounded_send(Control::OnBattery(on_battery));
+    }
+    /// Stops [`Poller::run`] after the current cycle.
+    pub fn stop(&self) {
+        let _ = self.tx.unbounded_send(Control::Stop);
+    }
+}
+
+/// Polls a set of hosts and keeps the VM table.
+pub struct Poller {
+    clock: Arc<dyn Clock>,
+    config: PollerConfig,
+    hosts: Vec<(HostId, Arc<dyn HostTransport>)>,
+    table: Arc<VmTable>,
+    bus: Bus,
+    on_battery: bool,
+    ctl_tx: mpsc::UnboundedSender<Control>,
+    ctl_rx: mpsc::UnboundedReceiver<Control>,
+}
+
+impl std::fmt::Debug for Poller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poller")
+            .field("config", &self.config)
+            .field("hosts", &self.hosts.iter().map(|(h, _)| h).collect::<Vec<_>>())
+            .field("cycle", &self.table.cycle)
+            .finish()
+    }
+}
+
+impl Poller {
+    /// A poller with no hosts.
+    pub fn new(clock: Arc<dyn Clock>, config: PollerConfig) -> Self {
+        let (ctl_tx, ctl_rx) = mpsc::unbounded();
+        Poller {
+            clock,
+            config,
+            hosts: Vec::new(),
+            table: Arc::new(VmTable::default()),
+            bus: Bus::new(),
+            on_battery: false,
+            ctl_tx,
+            ctl_rx,
+        }
+    }
+
+    /// Adds a host (replacing one with the same id).
+    pub fn add_host(&mut self, id: HostId, transport: Arc<dyn HostTransport>) {
+        self.hosts.retain(|(h, _)| h != &id);
+        let mut t = (*self.table).clone();
+        t.hosts.entry(id.clone()).or_insert_with(crate::model::HostRecord::unknown);
+        self.table = Arc::new(t);
+        self.hosts.push((id, transport));
+    }
+
+    /// The transport of a host.
+    pub fn transport(&self, id: &HostId) -> Option<&Arc<dyn HostTransport>> {
+        self.hosts.iter().find(|(h, _)| h == id).map(|(_, t)| t)
+    }
+
+    /// The hosts polled.
+    pub fn host_ids(&self) -> impl Iterator<Item = &HostId> {
+        self.hosts.iter().map(|(h, _)| h)
+    }
+
+    /// The latest table.
+    pub fn table(&self) -> &Arc<VmTable> {
+        &self.table
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PollerConfig {
+        &self.config
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Subscribes to published updates.
+    pub fn subscribe(&self, buffer: usize) -> Subscription {
+        self.bus.subscribe(buffer)
+    }
+
+    /// The bus updates are published on.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// A handle to steer [`Poller::run`].
+    pub fn handle(&self) -> PollerHandle {
+        PollerHandle {
+            tx: self.ctl_tx.clone(),
+        }
+    }
+
+    /// Runs one cycle: polls every host, merges, publishes, returns the update.
+    pub async fn poll_once(&mut self) -> Arc<Update> {
+        let cycle = self.table.cycle + 1;
+        let span = tracing::debug_span!("cycle", n = cycle, hosts = self.hosts.len());
+        let started = self.clock.now();
+        let outcomes = collect_outcomes(&*self.clock, &self.config, &self.hosts)
+            .instrument(span.clone())
+            .await;
+        let now = self.clock.now();
+        let (table, events) = merge(&self.table, outcomes, now);
+        let _g = span.enter();
+        log_events(&events);
+        tracing::debug!(
+            vms = table.vm_count(),
+            events = events.len(),
+            took_ms = (now - started).as_millis() as u64,
+            "cycle done"
+        );
+        self.table = Arc::new(table);
+        let update = Update {
+            table: self.table.clone(),
+            events,
+        };
+        self.bus.publish(update.clone());
+        Arc::new(update)
+    }
+
+    /// Polls every cycle until [`PollerHandle::stop`]: every
+    /// [`PollerConfig::period`], or [`PollerConfig::on_battery_period`] while
+    /// on battery, and at once on [`PollerHandle::poll_now`].
+    pub async fn run(&mut self) {
+        loop {
+            let started = self.clock.now();
+            self.poll_once().await;
+            let mut poll_now = false;
+            // Messages that came during the cycle.
+            while let Ok(c) = self.ctl_rx.try_recv() {
+                match self.apply(c) {
+                    Some(true) => poll_now = true,
+                    Some(false) => {}
+                    None => return,
+                }
+            }
+            while !poll_now {
+                let period = if self.on_battery {
+                    self.config.on_battery_period
+                } else {
+                    self.config.period
+                };
+                let next: Instant = started + period;
+                let clock = self.clock.clone();
+                futures::select_biased! {
+                    c = self.ctl_rx.next() => match c.map(|c| self.apply(c)) {
+                        Some(Some(true)) => poll_now = true,
+                        Some(Some(false)) => {}
+                        Some(None) | None => return,
+                    },
+                    () = clock.sleep_until(next).fuse() => poll_now = true,
+                }
+            }
+        }
+    }
+
+    /// Applies a control message: `Some(poll_now)`, or `None` to stop.
+    fn apply(&mut self, c: Control) -> Option<bool> {
+        match c {
+            Control::Stop => None,
+            Control::PollNow => Some(true),
+            Control::OnBattery(b) => {
+                let changed = b != self.on_battery;
+                self.on_battery = b;
+                Some(changed && b)
+            }
+        }
+    }
+}
+
+fn log_events(events: &[Event]) {
+    for e in events {
+        match e {
+            Event::HostUnreachable { host, kind, error } => {
+                tracing::info!(%host, ?kind, %error, "host unreachable; keeping its last VMs as stale")
+            }
+            Event::HostRecovered { host, .. } => tracing::info!(%host, "host recovered"),
+            Event::VmMigrated { vm, name, from, to } => {
+                tracing::info!(%vm, %name, %from, %to, "VM migrated")
+            }
+            _ => tracing::trace!(?e, "change"),
+        }
+    }
+}
+
+async fn collect_outcomes(
+    clock: &dyn Clock,
+    config: &PollerConfig,
+    hosts: &[(HostId, Arc<dyn HostTransport>)],
+) -> Vec<(HostId, HostOutcome)> {
+    futures::stream::iter(hosts.iter().map(|(id, t)| {
+        let span = tracing::trace_span!("host", host = %id);
+        async move {
+            let deadline = clock.now() + config.host_deadline;
+            let r = with_deadline(clock, deadline, poll_host(clock, &**t, config.pacing)).await;
+            let outcome = match r {
+                Ok(Ok(inv)) => HostOutcome::Answered(inv),
+                Ok(Err(e)) => HostOutcome::Failed(e),
+                Err(_) => HostOutcome::Failed(Error::timeout(
+                    format!("inventory of {id}"),
+                    config.host_deadline,
+                )),
+            };
+            tracing::trace!(ok = matches!(outcome, HostOutcome::Answered(_)), "polled");
+            (id.clone(), outcome)
+        }
+        .instrument(span)
+    }))
+    .buffer_unordered(config.max_concurrency.max(1))
+    .collect()
+    .await
+}
+
+/// One host's inventory: one call where the transport has a bulk call, else
+/// the per-VM flow with `pacing` between requests.
+pub async fn poll_host(
+    clock: &dyn Clock,
+    t: &dyn HostTransport,
+    pacing: Duration,
+) -> Result<HostInventory> {
+    // Without pacing the trait's `inventory` (bulk, or its default per-VM
+    // flow) is exactly what is wanted.
+    if t.capabilities().bulk_inventory || pacing.is_zero() {
+        return t.inventory().await;
+    }
+    let pace = || async {
+        if !pacing.is_zero() {
+            clock.sleep(pacing).await;
+        }
+    };
+    let info = t.host_info().await?;
+    pace().await;
+    let ids = t.list_vm_ids().await?;
+    let mut vms = Vec::with_capacity(ids.len());
+    for id in &ids {
+        pace().await;
+        match t.vm_info(id).await {
+            Ok(v) => vms.push(v),
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(HostInventory::new(info, vms))
+}

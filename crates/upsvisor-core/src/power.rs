@@ -1,0 +1,305 @@
+//! [`PowerDevice`]: a UPS, PDU or anything else that feeds hosts.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::model::OutletId;
+
+/// A status token, named as NUT names them in `ups.status`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum StatusToken {
+    /// On line (mains present).
+    OL,
+    /// On battery.
+    OB,
+    /// Low battery.
+    LB,
+    /// High battery.
+    HB,
+    /// Replace battery.
+    RB,
+    /// Charging.
+    CHRG,
+    /// Discharging.
+    DISCHRG,
+    /// On bypass.
+    BYPASS,
+    /// Calibrating.
+    CAL,
+    /// Output off.
+    OFF,
+    /// Overloaded.
+    OVER,
+    /// Trimming (voltage too high).
+    TRIM,
+    /// Boosting (voltage too low).
+    BOOST,
+    /// Forced shutdown.
+    FSD,
+    /// An alarm is active.
+    ALARM,
+    /// Anything else, kept verbatim.
+    Other(String),
+}
+
+impl StatusToken {
+    /// Parses one token; unknown ones are kept as [`StatusToken::Other`].
+    pub fn parse(s: &str) -> StatusToken {
+        match s {
+            "OL" => StatusToken::OL,
+            "OB" => StatusToken::OB,
+            "LB" => StatusToken::LB,
+            "HB" => StatusToken::HB,
+            "RB" => StatusToken::RB,
+            "CHRG" => StatusToken::CHRG,
+            "DISCHRG" => StatusToken::DISCHRG,
+            "BYPASS" => StatusToken::BYPASS,
+            "CAL" => StatusToken::CAL,
+            "OFF" => StatusToken::OFF,
+            "OVER" => StatusToken::OVER,
+            "TRIM" => StatusToken::TRIM,
+            "BOOST" => StatusToken::BOOST,
+            "FSD" => StatusToken::FSD,
+            "ALARM" => StatusToken::ALARM,
+            other => StatusToken::Other(other.to_owned()),
+        }
+    }
+
+    /// Parses a whitespace-separated `ups.status` value.
+    pub fn parse_list(s: &str) -> Vec<StatusToken> {
+        s.split_whitespace().map(StatusToken::parse).collect()
+    }
+}
+
+impl fmt::Display for StatusToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatusToken::Other(s) => f.write_str(s),
+            t => write!(f, "{t:?}"),
+        }
+    }
+}
+
+/// Where the load's power comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerSource {
+    /// Mains.
+    OnLine,
+    /// Battery.
+    OnBattery,
+    /// Bypass (mains, unprotected).
+    Bypass,
+    /// Output off.
+    Off,
+    /// Not known.
+    #[default]
+    Unknown,
+}
+
+/// One outlet's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct OutletStatus {
+    /// Outlet id.
+    pub id: OutletId,
+    /// Whether it is powered, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<bool>,
+    /// Whether it can be switched.
+    pub switchable: bool,
+    /// Name or description, if the device gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl OutletStatus {
+    /// An outlet status.
+    pub fn new(id: impl Into<OutletId>, on: Option<bool>, switchable: bool) -> Self {
+        OutletStatus {
+            id: id.into(),
+            on,
+            switchable,
+            name: None,
+        }
+    }
+}
+
+/// A power device's status. Values a device did not report are `None`,
+/// never zero.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PowerStatus {
+    /// Where the load's power comes from.
+    pub source: PowerSource,
+    /// Low battery.
+    pub low_battery: bool,
+    /// Forced shutdown in progress.
+    pub fsd: bool,
+    /// Battery charge, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge_pct: Option<f32>,
+    /// Estimated runtime on battery, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_s: Option<u32>,
+    /// Output load, percent of capacity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_pct: Option<f32>,
+    /// Every status token the device reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<StatusToken>,
+    /// Outlets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outlets: Vec<OutletStatus>,
+    /// The device's data is known to be out of date (NUT's DATA-STALE).
+    #[serde(default)]
+    pub stale: bool,
+}
+
+impl PowerStatus {
+    /// A status built from NUT-style tokens: `OB` means on battery, `OFF`
+    /// output off, `BYPASS` bypass, `OL` on line; `LB` and `FSD` set their
+    /// flags. When a device reports both OL and OB (some do, briefly), OB wins:
+    /// the unsafe reading is the one to act on.
+    pub fn from_tokens(tokens: Vec<StatusToken>) -> Self {
+        let has = |t: StatusToken| tokens.contains(&t);
+        let source = if has(StatusToken::OB) {
+            PowerSource::OnBattery
+        } else if has(StatusToken::OFF) {
+            PowerSource::Off
+        } else if has(StatusToken::BYPASS) {
+            PowerSource::Bypass
+        } else if has(StatusToken::OL) {
+            PowerSource::OnLine
+        } else {
+            PowerSource::Unknown
+        };
+        PowerStatus {
+            source,
+            low_battery: has(StatusToken::LB),
+            fsd: has(StatusToken::FSD),
+            tokens,
+            ..PowerStatus::default()
+        }
+    }
+
+    /// Whether the device runs on battery.
+    pub fn on_battery(&self) -> bool {
+        self.source == PowerSource::OnBattery
+    }
+}
+
+/// A command to a power device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "command")]
+#[non_exhaustive]
+pub enum DeviceCommand {
+    /// Switch an outlet on.
+    OutletOn {
+        /// Which.
+        outlet: OutletId,
+    },
+    /// Switch an outlet off, after `delay`.
+    OutletOff {
+        /// Which.
+        outlet: OutletId,
+        /// Delay before switching (zero: now).
+        #[serde(with = "secs")]
+        delay: Duration,
+    },
+    /// Turn the output off after `delay` and back on when mains returns
+    /// (NUT `shutdown.return`).
+    ShutdownReturn {
+        /// Delay before the output goes off.
+        #[serde(with = "secs")]
+        delay: Duration,
+    },
+    /// Turn the output off after `delay` and keep it off (NUT
+    /// `shutdown.stayoff`).
+    ShutdownStayOff {
+        /// Delay before the output goes off.
+        #[serde(with = "secs")]
+        delay: Duration,
+    },
+    /// Cancel a pending shutdown.
+    CancelShutdown,
+    /// Raise the forced-shutdown flag for every client of the device.
+    SetFsd,
+}
+
+mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+/// What a device can do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DeviceCapabilities {
+    /// Outlets that can be switched.
+    pub switchable_outlets: Vec<OutletId>,
+    /// `ShutdownReturn` works.
+    pub shutdown_return: bool,
+    /// `ShutdownStayOff` works.
+    pub shutdown_stayoff: bool,
+    /// `SetFsd` works.
+    pub set_fsd: bool,
+}
+
+/// A power device: UPS, PDU, or a composite of several.
+#[async_trait]
+pub trait PowerDevice: Send + Sync {
+    /// Current status. An unreachable device is an error, never an
+    /// invented on-line status.
+    async fn status(&self) -> Result<PowerStatus>;
+
+    /// What commands work.
+    async fn capabilities(&self) -> Result<DeviceCapabilities>;
+
+    /// Runs a command.
+    async fn command(&self, cmd: DeviceCommand) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_map_to_source() {
+        let s = PowerStatus::from_tokens(StatusToken::parse_list("OB DISCHRG LB"));
+        assert_eq!(s.source, PowerSource::OnBattery);
+        assert!(s.low_battery);
+        assert!(!s.fsd);
+        let s = PowerStatus::from_tokens(StatusToken::parse_list("OL CHRG WEIRD"));
+        assert_eq!(s.source, PowerSource::OnLine);
+        assert_eq!(s.tokens[2], StatusToken::Other("WEIRD".into()));
+        let s = PowerStatus::from_tokens(StatusToken::parse_list("FSD OB LB"));
+        assert!(s.fsd);
+        assert_eq!(PowerStatus::from_tokens(vec![]).source, PowerSource::Unknown);
+        assert_eq!(StatusToken::DISCHRG.to_string(), "DISCHRG");
+    }
+
+    #[test]
+    fn command_json() {
+        let c = DeviceCommand::ShutdownReturn {
+            delay: Duration::from_secs(30),
+        };
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"command":"shutdown_return","delay":30}"#
+        );
+    }
+}

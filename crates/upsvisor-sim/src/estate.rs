@@ -1,0 +1,738 @@
+//! Simulated hosts and VMs.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use upsvisor_core::{
+    Capabilities, Clock, Error, HostId, HostInfo, HostInventory, HostOp, HostTransport, Instant,
+    PowerState, Result, ToolsState, VmId, VmInfo, VmOp,
+};
+
+use crate::ups::UpsState;
+
+/// How a guest OS answers a guest shutdown request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Guest {
+    /// Shuts down, taking this long.
+    Cooperative(Duration),
+    /// Accepts the request and keeps running.
+    Stubborn,
+    /// Has no guest tools: guest operations fail with `ToolsUnavailable`.
+    NoTools,
+}
+
+/// How a host answers requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HostBehavior {
+    /// Answers after its latency.
+    Normal,
+    /// Fails every request (unreachable) after its latency.
+    Fail,
+    /// Never answers.
+    Hang,
+}
+
+/// A simulated host's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SimHostConfig {
+    /// Delay before each answer.
+    pub latency: Duration,
+    /// Whether the host answers inventory in one request.
+    pub bulk_inventory: bool,
+    /// Time from power on to answering.
+    pub boot_time: Duration,
+    /// Time from a shutdown request to power off.
+    pub shutdown_time: Duration,
+    /// Product, version.
+    pub info: HostInfo,
+}
+
+impl Default for SimHostConfig {
+    fn default() -> Self {
+        SimHostConfig {
+            latency: Duration::from_millis(20),
+            bulk_inventory: true,
+            boot_time: Duration::from_secs(90),
+            shutdown_time: Duration::from_secs(20),
+            info: HostInfo::new("Simulated ESXi", "8.0.2"),
+        }
+    }
+}
+
+impl SimHostConfig {
+    /// Sets the latency.
+    pub fn latency(mut self, d: Duration) -> Self {
+        self.latency = d;
+        self
+    }
+    /// Sets whether inventory is one request.
+    pub fn bulk_inventory(mut self, yes: bool) -> Self {
+        self.bulk_inventory = yes;
+        self
+    }
+}
+
+/// Shape of a generated estate.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct EstateSpec {
+    /// Number of hosts (`esx01`, `esx02`, ...).
+    pub hosts: usize,
+    /// VMs per host.
+    pub vms_per_host: usize,
+    /// Host settings.
+    pub host: SimHostConfig,
+    /// One VM in this many ignores guest shutdown (0: none).
+    pub stubborn_every: usize,
+    /// One VM in this many has no guest tools (0: none).
+    pub no_tools_every: usize,
+    /// One VM in this many is powered off at the start (0: none).
+    pub off_every: usize,
+    /// Guest shutdown time of cooperative guests.
+    pub guest_shutdown: Duration,
+}
+
+impl EstateSpec {
+    /// `hosts` hosts with `vms_per_host` VMs each, default settings.
+    pub fn new(hosts: usize, vms_per_host: usize) -> Self {
+        EstateSpec {
+            hosts,
+            vms_per_host,
+            host: SimHostConfig::default(),
+            stubborn_every: 0,
+            no_tools_every: 0,
+            off_every: 0,
+            guest_shutdown: Duration::from_secs(30),
+        }
+    }
+    /// Sets the host settings.
+    pub fn host(mut self, h: SimHostConfig) -> Self {
+        self.host = h;
+        self
+    }
+    /// One in `n` guests ignores shutdown.
+    pub fn stubborn_every(mut self, n: usize) -> Self {
+        self.stubborn_every = n;
+        self
+    }
+    /// One in `n` guests has no tools.
+    pub fn no_tools_every(mut self, n: usize) -> Self {
+        self.no_tools_every = n;
+        self
+    }
+    /// One in `n` VMs starts powered off.
+    pub fn off_every(mut self, n: usize) -> Self {
+        self.off_every = n;
+        self
+    }
+}
+
+/// One command a simulated host or UPS received, and what it answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommandRecord {
+    /// When.
+    pub at: Instant,
+    /// Host or UPS.
+    pub target: String,
+    /// VM, if a VM command.
+    pub vm: Option<VmId>,
+    /// The operation.
+    pub op: String,
+    /// `ok` or the error.
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct HostState {
+    pub(crate) cfg: SimHostConfig,
+    pub(crate) behavior: HostBehavior,
+    /// Has power at its input.
+    pub(crate) powered: bool,
+    /// OS running and answering.
+    pub(crate) up: bool,
+    pub(crate) maintenance: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct VmState {
+    pub(crate) host: HostId,
+    pub(crate) info: VmInfo,
+    pub(crate) guest: Guest,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Action {
+    Migrate { vm: VmId, to: HostId },
+    GuestOff { vm: VmId },
+    HostBoot { host: HostId },
+    HostHalt { host: HostId },
+    Ups(crate::ups::UpsAction),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) now: Instant,
+    pub(crate) hosts: BTreeMap<HostId, HostState>,
+    pub(crate) vms: BTreeMap<VmId, VmState>,
+    pub(crate) actions: BTreeMap<(Instant, u64), Action>,
+    pub(crate) seq: u64,
+    pub(crate) log: Vec<CommandRecord>,
+    /// VMs that lost power while running (the thing upsvisor prevents).
+    pub(crate) unclean: Vec<(Instant, VmId)>,
+    pub(crate) ups: Option<UpsState>,
+}
+
+impl State {
+    pub(crate) fn schedule(&mut self, at: Instant, a: Action) {
+        let k = (at, self.seq);
+        self.seq += 1;
+        self.actions.insert(k, a);
+    }
+
+    /// Applies everything due up to `now`, in time order.
+    pub(crate) fn catch_up(&mut self, now: Instant) {
+        loop {
+            let action = self.actions.keys().next().copied().filter(|(t, _)| *t <= now);
+            let empty = self.ups_battery_empty_at().filter(|t| *t <= now);
+            let t = match (action.map(|k| k.0), empty) {
+                (Some(a), Some(e)) => a.min(e),
+                (Some(x), None) | (None, Some(x)) => x,
+                (None, None) => break,
+            };
+            self.advance_ups(t);
+            self.now = self.now.max(t);
+            if empty == Some(t) {
+                self.ups_battery_empty();
+            } else if let Some(k) = action.filter(|k| k.0 == t) {
+                if let Some(a) = self.actions.remove(&k) {
+                    self.apply(a);
+                }
+            }
+        }
+        self.advance_ups(now);
+        self.now = self.now.max(now);
+    }
+
+    fn apply(&mut self, a: Action) {
+        let now = self.now;
+        match a {
+            Action::Migrate { vm, to } => {
+                let to_up = self.hosts.get(&to).is_some_and(|h| h.up && !h.maintenance);
+                if let Some(v) = self.vms.get_mut(&vm) {
+                    let from_up = self.hosts.get(&v.host).is_some_and(|h| h.up);
+                    // A live migration needs both ends up; a powered-off VM can
+                    // be re-registered only if the target is up.
+                    if to_up && (from_up || !v.info.power.is_on()) {
+                        v.host = to;
+                    }
+                }
+            }
+            Action::GuestOff { vm } => {
+                if let Some(v) = self.vms.get_mut(&vm) {
+                    if v.info.power == PowerState::PoweredOn {
+                        v.info.power = PowerState::PoweredOff;
+                        v.info.ips.clear();
+                    }
+                }
+            }
+            Action::HostBoot { host } => {
+                if let Some(h) = self.hosts.get_mut(&host) {
+                    if h.powered {
+                        h.up = true;
+                    }
+                }
+            }
+            Action::HostHalt { host } => self.host_goes_dark(&host, now),
+            Action::Ups(u) => self.apply_ups(u),
+        }
+    }
+
+    /// The host stops: anything still running on it loses power uncleanly.
+    pub(crate) fn host_goes_dark(&mut self, host: &HostId, now: Instant) {
+        if let Some(h) = self.hosts.get_mut(host) {
+            h.up = false;
+        }
+        for (id, v) in self.vms.iter_mut().filter(|(_, v)| &v.host == host) {
+            if v.info.power == PowerState::PoweredOn {
+                self.unclean.push((now, id.clone()));
+            }
+            if v.info.power != PowerState::Suspended {
+                v.info.power = PowerState::PoweredOff;
+            }
+            v.info.ips.clear();
+        }
+        // Pending guest shutdowns on a dark host never complete.
+        let on_host: Vec<VmId> = self.vms.iter().filter(|(_, v)| &v.host == host).map(|(id, _)| id.clone()).collect();
+        self.actions
+            .retain(|_, a| !matches!(a, Action::GuestOff { vm } if on_host.contains(vm)) && !matches!(a, Action::HostHalt { host: h } if h == host));
+    }
+
+    /// Power at a host's input changes.
+    pub(crate) fn set_host_power(&mut self, host: &HostId, on: bool) {
+        let now = self.now;
+        let Some(h) = self.hosts.get_mut(host) else { return };
+        if h.powered == on {
+            return;
+        }
+        h.powered = on;
+        if on {
+            let boot = h.cfg.boot_time;
+            self.schedule(now + boot, Action::HostBoot { host: host.clone() });
+        } else {
+            self.host_goes_dark(host, now);
+            self.actions.retain(|_, a| !matches!(a, Action::HostBoot { host: h } if h == host));
+        }
+    }
+
+    /// Load of `hosts`: a running host draws 1, a halted but powered one a
+    /// little standby power.
+    pub(crate) fn load_of<'a>(&self, hosts: impl Iterator<Item = &'a HostId>) -> f64 {
+        hosts
+            .filter_map(|h| self.hosts.get(h))
+            .map(|s| match (s.powered, s.up) {
+                (true, true) => 1.0,
+                (true, false) => 0.05,
+                _ => 0.0,
+            })
+            .sum()
+    }
+
+    pub(crate) fn record(&mut self, target: &str, vm: Option<&VmId>, op: &str, r: &Result<()>) {
+        self.log.push(CommandRecord {
+            at: self.now,
+            target: target.to_owned(),
+            vm: vm.cloned(),
+            op: op.to_owned(),
+            outcome: match r {
+                Ok(()) => "ok".into(),
+                Err(e) => e.to_string(),
+            },
+        });
+    }
+}
+
+pub(crate) fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The simulated estate: hosts, VMs and (optionally) a UPS on one timeline.
+#[derive(Clone)]
+pub struct Estate {
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for Estate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = lock(&self.state);
+        f.debug_struct("Estate")
+            .field("hosts", &st.hosts.len())
+            .field("vms", &st.vms.len())
+            .finish()
+    }
+}
+
+impl Estate {
+    /// An empty estate.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Estate {
+            clock,
+            state: Arc::new(Mutex::new(State::default())),
+        }
+    }
+
+    /// An estate of `spec.hosts` hosts named `esx01`... each with
+    /// `spec.vms_per_host` VMs named `vm-0001`... Ids are UUID-shaped and
+    /// stable for a given spec.
+    pub fn generate(clock: Arc<dyn Clock>, spec: &EstateSpec) -> Self {
+        let e = Estate::new(clock);
+        let oses = [
+            "Ubuntu Linux (64-bit)",
+            "Microsoft Windows Server 2022 (64-bit)",
+            "Red Hat Enterprise Linux 9 (64-bit)",
+            "Debian GNU/Linux 12 (64-bit)",
+        ];
+        let mut n = 0usize;
+        for h in 0..spec.hosts {
+            let host = HostId::new(format!("esx{:02}", h + 1));
+            e.add_host(host.clone(), spec.host.clone());
+            for _ in 0..spec.vms_per_host {
+                n += 1;
+                let every = |k: usize| k != 0 && n % k == 0;
+                let power = if every(spec.off_every) { PowerState::PoweredOff } else { PowerState::PoweredOn };
+                let guest = if every(spec.no_tools_every) {
+                    Guest::NoTools
+                } else if every(spec.stubborn_every) {
+                    Guest::Stubborn
+                } else {
+                    Guest::Cooperative(spec.guest_shutdown)
+                };
+                let mut vm = VmInfo::new(
+                    VmId::new(format!("4210{:04x}-5e1d-4c3b-9a7e-{:012x}", h + 1, n)),
+                    format!("vm-{n:04}"),
+                    power,
+                );
+                if power == PowerState::PoweredOn {
+                    vm.ips = vec![IpAddr::V4(Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8))];
+                }
+                vm.vcpus = Some(1 << (n % 3));
+                vm.memory_mib = Some(1024 << (n % 4));
+                vm.guest_os = Some(oses[n % oses.len()].to_owned());
+                e.add_vm(&host, vm, guest);
+            }
+        }
+        e
+    }
+
+    /// Adds a host, powered and up.
+    pub fn add_host(&self, id: HostId, cfg: SimHostConfig) {
+        lock(&self.state).hosts.insert(
+            id,
+            HostState {
+                cfg,
+                behavior: HostBehavior::Normal,
+                powered: true,
+                up: true,
+                maintenance: false,
+            },
+        );
+    }
+
+    /// Adds a VM to a host. Tools state follows `guest`.
+    pub fn add_vm(&self, host: &HostId, mut info: VmInfo, guest: Guest) {
+        info.tools = match (guest, info.power) {
+            (Guest::NoTools, _) => ToolsState::NotInstalled,
+            (_, PowerState::PoweredOn) => ToolsState::Running,
+            _ => ToolsState::NotRunning,
+        };
+        lock(&self.state).vms.insert(
+            info.id.clone(),
+            VmState {
+                host: host.clone(),
+                info,
+                guest,
+            },
+        );
+    }
+
+    /// The clock this estate runs on.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// A transport to one host (it need not exist: requests then fail with
+    /// `Unreachable`, as an unknown address would).
+    pub fn transport(&self, host: &HostId) -> SimHost {
+        SimHost {
+            estate: self.clone(),
+            host: host.clone(),
+        }
+    }
+
+    /// Host ids.
+    pub fn host_ids(&self) -> Vec<HostId> {
+        lock(&self.state).hosts.keys().cloned().collect()
+    }
+
+    /// Moves `vm` to `to` at `at` (live migration: both hosts must be up).
+    pub fn schedule_migration(&self, at: Instant, vm: &VmId, to: &HostId) {
+        lock(&self.state).schedule(
+            at,
+            Action::Migrate {
+                vm: vm.clone(),
+                to: to.clone(),
+            },
+        );
+    }
+
+    /// Sets how a host answers.
+    pub fn set_behavior(&self, host: &HostId, b: HostBehavior) {
+        if let Some(h) = lock(&self.state).hosts.get_mut(host) {
+            h.behavior = b;
+        }
+    }
+
+    /// Sets a host's latency.
+    pub fn set_latency(&self, host: &HostId, d: Duration) {
+        if let Some(h) = lock(&self.state).hosts.get_mut(host) {
+            h.cfg.latency = d;
+        }
+    }
+
+    /// Changes a guest's behaviour.
+    pub fn set_guest(&self, vm: &VmId, g: Guest) {
+        if let Some(v) = lock(&self.state).vms.get_mut(vm) {
+            v.guest = g;
+            if g == Guest::NoTools {
+                v.info.tools = ToolsState::NotInstalled;
+            }
+        }
+    }
+
+    /// Ground truth now: every VM with its host (due events applied first).
+    pub fn truth(&self) -> BTreeMap<VmId, (HostId, VmInfo)> {
+        let now = self.clock.now();
+        let mut st = lock(&self.state);
+        st.catch_up(now);
+        st.vms.iter().map(|(id, v)| (id.clone(), (v.host.clone(), v.info.clone()))).collect()
+    }
+
+    /// Whether a host is up (answering), after applying due events.
+    pub fn host_up(&self, host: &HostId) -> bool {
+        let now = self.clock.now();
+        let mut st = lock(&self.state);
+        st.catch_up(now);
+        st.hosts.get(host).is_some_and(|h| h.up)
+    }
+
+    /// Whether a host is in maintenance mode.
+    pub fn host_in_maintenance(&self, host: &HostId) -> bool {
+        lock(&self.state).hosts.get(host).is_some_and(|h| h.maintenance)
+    }
+
+    /// Every command received so far.
+    pub fn command_log(&self) -> Vec<CommandRecord> {
+        lock(&self.state).log.clone()
+    }
+
+    /// VMs that lost power while running, with when.
+    pub fn unclean_power_losses(&self) -> Vec<(Instant, VmId)> {
+        let now = self.clock.now();
+        let mut st = lock(&self.state);
+        st.catch_up(now);
+        st.unclean.clone()
+    }
+
+    /// Cuts or restores a host's input power directly (as a PDU outlet would).
+    pub fn set_host_power(&self, host: &HostId, on: bool) {
+        let now = self.clock.now();
+        let mut st = lock(&self.state);
+        st.catch_up(now);
+        st.set_host_power(host, on);
+    }
+}
+
+/// A [`HostTransport`] to one simulated host.
+#[derive(Clone)]
+pub struct SimHost {
+    estate: Estate,
+    host: HostId,
+}
+
+impl std::fmt::Debug for SimHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHost").field("host", &self.host).finish()
+    }
+}
+
+impl SimHost {
+    /// Waits the host's latency, then returns the state lock with due
+    /// events applied, or the error the host would give.
+    async fn request(&self) -> Result<MutexGuard<'_, State>> {
+        let (behavior, latency) = {
+            let st = lock(&self.estate.state);
+            match st.hosts.get(&self.host) {
+                None => return Err(Error::unreachable(self.host.as_str(), "no such host")),
+                Some(h) => (h.behavior, h.cfg.latency),
+            }
+        };
+        if behavior == HostBehavior::Hang {
+            futures::future::pending::<()>().await;
+        }
+        if !latency.is_zero() {
+            self.estate.clock.sleep(latency).await;
+        }
+        let now = self.estate.clock.now();
+        let mut st = lock(&self.estate.state);
+        st.catch_up(now);
+        let Some(h) = st.hosts.get(&self.host) else {
+            return Err(Error::unreachable(self.host.as_str(), "no such host"));
+        };
+        if behavior == HostBehavior::Fail {
+            return Err(Error::unreachable(self.host.as_str(), "connection refused (simulated failure)"));
+        }
+        if !h.up {
+            return Err(Error::unreachable(self.host.as_str(), "host is down"));
+        }
+        Ok(st)
+    }
+
+    fn vm_on_host<'a>(&self, st: &'a State, vm: &VmId) -> Result<&'a VmState> {
+        st.vms
+            .get(vm)
+            .filter(|v| v.host == self.host)
+            .ok_or_else(|| Error::not_found(format!("VM {vm} on {}", self.host)))
+    }
+}
+
+#[async_trait]
+impl HostTransport for SimHost {
+    fn capabilities(&self) -> Capabilities {
+        let bulk = lock(&self.estate.state).hosts.get(&self.host).is_some_and(|h| h.cfg.bulk_inventory);
+        Capabilities::all().with_bulk_inventory(bulk)
+    }
+
+    async fn host_info(&self) -> Result<HostInfo> {
+        let st = self.request().await?;
+        Ok(st.hosts.get(&self.host).map(|h| h.cfg.info.clone()).unwrap_or_default())
+    }
+
+    async fn list_vm_ids(&self) -> Result<Vec<VmId>> {
+        let st = self.request().await?;
+        Ok(st.vms.iter().filter(|(_, v)| v.host == self.host).map(|(id, _)| id.clone()).collect())
+    }
+
+    async fn vm_info(&self, vm: &VmId) -> Result<VmInfo> {
+        let st = self.request().await?;
+        Ok(self.vm_on_host(&st, vm)?.info.clone())
+    }
+
+    async fn inventory(&self) -> Result<HostInventory> {
+        let bulk = self.capabilities().bulk_inventory;
+        if !bulk {
+            // The per-VM flow, one request each, as a host without a bulk
+            // call would need.
+            let info = self.host_info().await?;
+            let ids = self.list_vm_ids().await?;
+            let mut vms = Vec::with_capacity(ids.len());
+            for id in &ids {
+                match self.vm_info(id).await {
+                    Ok(v) => vms.push(v),
+                    Err(e) if e.kind() == upsvisor_core::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(HostInventory::new(info, vms));
+        }
+        let st = self.request().await?;
+        let info = st.hosts.get(&self.host).map(|h| h.cfg.info.clone()).unwrap_or_default();
+        let vms = st.vms.values().filter(|v| v.host == self.host).map(|v| v.info.clone()).collect();
+        Ok(HostInventory::new(info, vms))
+    }
+
+    async fn vm_power(&self, vm: &VmId, op: VmOp) -> Result<()> {
+        let mut st = self.request().await?;
+        let r = vm_op(&mut st, &self.host, vm, op);
+        let target = self.host.to_string();
+        st.record(&target, Some(vm), &op.to_string(), &r);
+        r
+    }
+
+    async fn host_power(&self, op: HostOp) -> Result<()> {
+        let mut st = self.request().await?;
+        let now = st.now;
+        let r = match op {
+            HostOp::EnterMaintenance => {
+                let running = st.vms.values().filter(|v| v.host == self.host && v.info.power.is_on()).count();
+                if running > 0 {
+                    Err(Error::invalid_state(format!(
+                        "{} has {running} running VM(s); maintenance mode needs them off or moved",
+                        self.host
+                    )))
+                } else {
+                    set_maint(&mut st, &self.host, true);
+                    Ok(())
+                }
+            }
+            HostOp::ExitMaintenance => {
+                set_maint(&mut st, &self.host, false);
+                Ok(())
+            }
+            HostOp::Shutdown | HostOp::Reboot => {
+                let d = st.hosts.get(&self.host).map(|h| h.cfg.shutdown_time).unwrap_or_default();
+                st.schedule(now + d, Action::HostHalt { host: self.host.clone() });
+                if op == HostOp::Reboot {
+                    let boot = st.hosts.get(&self.host).map(|h| h.cfg.boot_time).unwrap_or_default();
+                    st.schedule(now + d + boot, Action::HostBoot { host: self.host.clone() });
+                }
+                Ok(())
+            }
+            _ => Err(Error::unsupported(format!("host operation {op}"))),
+        };
+        let target = self.host.to_string();
+        st.record(&target, None, &op.to_string(), &r);
+        r
+    }
+}
+
+fn set_maint(st: &mut State, host: &HostId, on: bool) {
+    if let Some(h) = st.hosts.get_mut(host) {
+        h.maintenance = on;
+    }
+}
+
+fn vm_op(st: &mut State, host: &HostId, vm: &VmId, op: VmOp) -> Result<()> {
+    let now = st.now;
+    let v = st
+        .vms
+        .get_mut(vm)
+        .filter(|v| &v.host == host)
+        .ok_or_else(|| Error::not_found(format!("VM {vm} on {host}")))?;
+    let on = v.info.power == PowerState::PoweredOn;
+    match op {
+        VmOp::ShutdownGuest | VmOp::RebootGuest => {
+            if !on {
+                // Idempotent: an off VM is already where shutdown leads.
+                return if op == VmOp::ShutdownGuest {
+                    Ok(())
+                } else {
+                    Err(Error::invalid_state(format!("{} is not running", v.info.name)))
+                };
+            }
+            match v.guest {
+                Guest::NoTools => Err(Error::tools_unavailable(v.info.name.clone())),
+                Guest::Stubborn => Ok(()),
+                Guest::Cooperative(d) => {
+                    if op == VmOp::ShutdownGuest {
+                        let id = vm.clone();
+                        st.schedule(now + d, Action::GuestOff { vm: id });
+                    }
+                    Ok(())
+                }
+            }
+        }
+        VmOp::PowerOff => {
+            v.info.power = PowerState::PoweredOff;
+            v.info.ips.clear();
+            if v.info.tools == ToolsState::Running {
+                v.info.tools = ToolsState::NotRunning;
+            }
+            let id = vm.clone();
+            st.actions.retain(|_, a| *a != Action::GuestOff { vm: id.clone() });
+            Ok(())
+        }
+        VmOp::PowerOn => {
+            if st.hosts.get(host).is_some_and(|h| h.maintenance) {
+                return Err(Error::invalid_state(format!("{host} is in maintenance mode")));
+            }
+            let Some(v) = st.vms.get_mut(vm) else {
+                return Err(Error::not_found(format!("VM {vm}")));
+            };
+            v.info.power = PowerState::PoweredOn;
+            if v.guest != Guest::NoTools {
+                v.info.tools = ToolsState::Running;
+            }
+            Ok(())
+        }
+        VmOp::Reset => {
+            if on {
+                Ok(())
+            } else {
+                Err(Error::invalid_state(format!("{} is not running", v.info.name)))
+            }
+        }
+        VmOp::Suspend => {
+            if on {
+                v.info.power = PowerState::Suspended;
+                v.info.ips.clear();
+            }
+            Ok(())
+        }
+        _ => Err(Error::unsupported(format!("VM operation {op}"))),
+    }
+}
