@@ -21,30 +21,47 @@ pub struct Update {
     pub events: Vec<Event>,
 }
 
-/// A fan-out of [`Update`]s. A subscriber that falls behind by more than its
+/// A fan-out of messages (by default [`Update`]s). A subscriber that falls behind by more than its
 /// buffer misses updates rather than holding memory; it can see how many
 /// through [`Subscription::missed`]. Each update carries the whole table, so
 /// a lagging subscriber still converges on the current state.
-#[derive(Clone, Default)]
-pub struct Bus {
-    subs: Arc<Mutex<Vec<(mpsc::Sender<Arc<Update>>, Arc<AtomicU64>)>>>,
+pub struct Bus<T = Update> {
+    subs: Arc<Mutex<Vec<Sub<T>>>>,
 }
 
-impl std::fmt::Debug for Bus {
+type Sub<T> = (mpsc::Sender<Arc<T>>, Arc<AtomicU64>);
+
+impl<T> Clone for Bus<T> {
+    fn clone(&self) -> Self {
+        Bus {
+            subs: self.subs.clone(),
+        }
+    }
+}
+
+impl<T> Default for Bus<T> {
+    fn default() -> Self {
+        Bus {
+            subs: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Bus<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.subs.lock().map(|s| s.len()).unwrap_or(0);
         f.debug_struct("Bus").field("subscribers", &n).finish()
     }
 }
 
-impl Bus {
+impl<T> Bus<T> {
     /// A bus with no subscribers.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// A new subscriber with room for `buffer` unread updates.
-    pub fn subscribe(&self, buffer: usize) -> Subscription {
+    pub fn subscribe(&self, buffer: usize) -> Subscription<T> {
         let (tx, rx) = mpsc::channel(buffer.max(1));
         let missed = Arc::new(AtomicU64::new(0));
         self.subs
@@ -55,7 +72,7 @@ impl Bus {
     }
 
     /// Sends `update` to every subscriber; drops closed ones.
-    pub fn publish(&self, update: Update) {
+    pub fn publish(&self, update: T) {
         let update = Arc::new(update);
         let mut subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
         subs.retain_mut(|(tx, missed)| match tx.try_send(update.clone()) {
@@ -69,28 +86,60 @@ impl Bus {
     }
 }
 
-/// A stream of [`Update`]s.
+/// A stream of messages from a [`Bus`].
 #[derive(Debug)]
-pub struct Subscription {
-    rx: mpsc::Receiver<Arc<Update>>,
+pub struct Subscription<T = Update> {
+    rx: mpsc::Receiver<Arc<T>>,
     missed: Arc<AtomicU64>,
 }
 
-impl Subscription {
+impl<T> Subscription<T> {
     /// Updates dropped because this subscriber was full.
     pub fn missed(&self) -> u64 {
         self.missed.load(Ordering::Relaxed)
     }
 
     /// The next update already waiting, without blocking.
-    pub fn try_next(&mut self) -> Option<Arc<Update>> {
+    pub fn try_next(&mut self) -> Option<Arc<T>> {
         self.rx.try_recv().ok()
     }
 }
 
-impl Stream for Subscription {
-    type Item = Arc<Update>;
+impl<T> Stream for Subscription<T> {
+    type Item = Arc<T>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.rx).poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_subscriber_misses_instead_of_growing() {
+        let bus: Bus<u32> = Bus::new();
+        let mut fast = bus.subscribe(100);
+        let mut slow = bus.subscribe(1);
+        for i in 0..10 {
+            bus.publish(i);
+        }
+        assert_eq!(
+            (0..10)
+                .map(|_| *fast.try_next().unwrap())
+                .collect::<Vec<_>>(),
+            (0..10).collect::<Vec<_>>()
+        );
+        // A bounded channel of 1 holds its buffer plus one slot per sender.
+        let got: Vec<u32> = std::iter::from_fn(|| slow.try_next().map(|v| *v)).collect();
+        assert_eq!(got.len() as u64 + slow.missed(), 10);
+        assert!(slow.missed() >= 8, "missed {}", slow.missed());
+        drop(fast);
+        bus.publish(99);
+        assert_eq!(
+            bus.subs.lock().unwrap().len(),
+            1,
+            "closed subscriber is dropped"
+        );
     }
 }

@@ -27,25 +27,42 @@
 
 pub mod bus;
 pub mod clock;
+pub mod engine;
 pub mod error;
+pub mod journal;
 pub mod merge;
 pub mod model;
+pub mod plan;
+pub mod policy;
 pub mod poller;
 pub mod power;
 pub mod secret;
+pub mod sequencer;
 pub mod transport;
 
 pub use bus::{Bus, Subscription, Update};
 pub use clock::{Clock, Elapsed, Instant, SimClock, SystemClock, with_deadline};
+pub use engine::{Engine, EngineConfig, EngineEvent};
 pub use error::{Error, ErrorKind, Result};
+pub use journal::{FileJournal, Journal, MemJournal};
 pub use merge::{Event, HostOutcome, merge};
 pub use model::{
     DeviceId, Freshness, HostEntry, HostId, HostInfo, HostInventory, HostRecord, Inventory, Outlet,
-    OutletId, PowerState, SupplyKind, SupplySettings, ToolsState, TransportKind, VmId, VmInfo, VmTable,
+    OutletId, PowerState, SupplyKind, SupplySettings, ToolsState, TransportKind, VmId, VmInfo,
+    VmTable,
+};
+pub use plan::{
+    CommitPoint, FinalAction, Matcher, Plan, PlanItem, PlanStage, SequencerConfig, VmAction,
+    VmGroup,
+};
+pub use policy::{
+    Alert, LostContactOnBattery, Policy, PolicyConfig, Trigger, Verdict, hosts_at_risk,
 };
 pub use poller::{Poller, PollerConfig, PollerHandle};
 pub use power::{
-    DeviceCapabilities, DeviceCommand, OutletStatus, PowerDevice, PowerSource, PowerStatus, StatusToken,
+    DeviceCapabilities, DeviceCommand, OutletStatus, PowerDevice, PowerSource, PowerStatus,
+    StatusToken,
 };
 pub use secret::{Credentials, Secret};
+pub use sequencer::{Audit, AuditEntry, Command, EpisodeStatus, Issued, PowerView, Sequencer};
 pub use transport::{Capabilities, HostOp, HostTransport, VmOp};

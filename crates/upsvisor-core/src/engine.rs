@@ -1,0 +1,474 @@
+//! The engine: the small async driver around the poller, the power
+//! policies and the sequencer.
+//!
+//! Each turn it reads the power devices (every
+//! [`EngineConfig::status_interval`]), polls the hosts when due (at once
+//! on a power event or when the sequencer asks, faster while on battery or
+//! during an episode), steps the sequencer, journals its state, and runs the
+//! commands it produced concurrently, each under its deadline. No task is
+//! spawned and no runtime is assumed: it runs under any executor, and under
+//! [`crate::SimClock::block_on`] an hour of outage takes milliseconds.
+//!
+//! Logging contract: `warn` for forced host shutdowns and failed
+//! commands, `info` for episode start/end, phase changes and every command,
+//! `debug` for power readings.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use serde::Serialize;
+
+use crate::bus::{Bus, Subscription, Update};
+use crate::clock::{Clock, Instant, with_deadline};
+use crate::error::{Error, Result};
+use crate::journal::Journal;
+use crate::model::{DeviceId, HostId, Inventory, VmTable};
+use crate::plan::{Plan, SequencerConfig};
+use crate::policy::{Policy, PolicyConfig, Verdict, hosts_at_risk};
+use crate::poller::{Poller, PollerConfig};
+use crate::power::PowerDevice;
+use crate::sequencer::{AuditEntry, Command, Issued, PowerView, Sequencer};
+use crate::transport::HostTransport;
+
+/// Engine settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// How often power devices are read.
+    pub status_interval: Duration,
+    /// Deadline for one power-device read.
+    pub device_deadline: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            status_interval: Duration::from_secs(5),
+            device_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Sets the status interval.
+    pub fn status_interval(mut self, d: Duration) -> Self {
+        self.status_interval = d;
+        self
+    }
+}
+
+/// What the engine publishes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+#[non_exhaustive]
+pub enum EngineEvent {
+    /// A poll cycle finished.
+    Table(Arc<Update>),
+    /// A device's verdict changed.
+    Power {
+        /// When it was read.
+        at: Instant,
+        /// Device.
+        device: DeviceId,
+        /// New verdict.
+        verdict: Verdict,
+    },
+    /// An audit line.
+    Audit(AuditEntry),
+}
+
+type Done = (u64, Result<()>);
+
+/// The engine. Build it with [`Engine::new`], add hosts and devices, then
+/// [`Engine::run_until`].
+pub struct Engine {
+    clock: Arc<dyn Clock>,
+    poller: Poller,
+    devices: Vec<(DeviceId, Arc<dyn PowerDevice>)>,
+    policies: BTreeMap<DeviceId, Policy>,
+    verdicts: BTreeMap<DeviceId, Verdict>,
+    policy_cfg: PolicyConfig,
+    inventory: Inventory,
+    seq: Sequencer,
+    journal: Option<Box<dyn Journal>>,
+    cfg: EngineConfig,
+    events: Bus<EngineEvent>,
+    next_status: Instant,
+    next_poll: Instant,
+    last_view: PowerView,
+    inflight: FuturesUnordered<BoxFuture<'static, Done>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("poller", &self.poller)
+            .field(
+                "devices",
+                &self.devices.iter().map(|(d, _)| d).collect::<Vec<_>>(),
+            )
+            .field("episode", &self.seq.status())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine for `inventory` (validated here). Transports and devices
+    /// are attached with [`Engine::add_host`] and [`Engine::add_device`].
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        inventory: Inventory,
+        poller: PollerConfig,
+        policy: PolicyConfig,
+        sequencer: SequencerConfig,
+    ) -> Result<Self> {
+        inventory.validate()?;
+        let now = clock.now();
+        Ok(Engine {
+            poller: Poller::new(clock.clone(), poller),
+            clock,
+            devices: Vec::new(),
+            policies: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
+            policy_cfg: policy,
+            seq: Sequencer::new(sequencer, inventory.clone()),
+            inventory,
+            journal: None,
+            cfg: EngineConfig::default(),
+            events: Bus::new(),
+            next_status: now,
+            next_poll: now,
+            last_view: PowerView::default(),
+            inflight: FuturesUnordered::new(),
+        })
+    }
+
+    /// Sets the engine settings.
+    pub fn with_config(mut self, cfg: EngineConfig) -> Self {
+        self.cfg = cfg;
+        self
+    }
+
+    /// Attaches a journal. If it holds a sequencer state (the controller
+    /// restarted), that state is resumed: in-flight commands are taken as
+    /// delivered and are not sent again.
+    pub fn with_journal(mut self, mut journal: Box<dyn Journal>) -> Result<Self> {
+        if let Some(doc) = journal.load()? {
+            let mut seq: Sequencer = serde_json::from_str(&doc).map_err(|e| {
+                Error::config("journal", format!("unreadable sequencer state: {e}"))
+            })?;
+            seq.resume(self.clock.now());
+            self.seq = seq;
+            self.next_poll = self.clock.now();
+        }
+        self.journal = Some(journal);
+        Ok(self)
+    }
+
+    /// Attaches a host's transport. The host must be in the inventory.
+    pub fn add_host(&mut self, id: &HostId, transport: Arc<dyn HostTransport>) -> Result<()> {
+        if self.inventory.host(id).is_none() {
+            return Err(Error::config(format!("hosts.{id}"), "not in the inventory"));
+        }
+        self.poller.add_host(id.clone(), transport);
+        Ok(())
+    }
+
+    /// Attaches a power device.
+    pub fn add_device(&mut self, id: DeviceId, device: Arc<dyn PowerDevice>) {
+        self.policies.insert(
+            id.clone(),
+            Policy::new(self.policy_cfg.clone(), self.clock.now()),
+        );
+        self.devices.retain(|(d, _)| d != &id);
+        self.devices.push((id, device));
+    }
+
+    /// Subscribes to tables, power verdicts and audit lines.
+    pub fn subscribe(&self, buffer: usize) -> Subscription<EngineEvent> {
+        self.events.subscribe(buffer)
+    }
+
+    /// The latest VM table.
+    pub fn table(&self) -> &Arc<VmTable> {
+        self.poller.table()
+    }
+
+    /// The latest verdict per device.
+    pub fn verdicts(&self) -> &BTreeMap<DeviceId, Verdict> {
+        &self.verdicts
+    }
+
+    /// The sequencer (episode status, measured times).
+    pub fn sequencer(&self) -> &Sequencer {
+        &self.seq
+    }
+
+    /// The dry-run plan if every fed host lost power now.
+    pub fn plan(&self) -> Plan {
+        let scope = self
+            .inventory
+            .hosts
+            .iter()
+            .filter(|h| self.inventory.feeds_of(&h.id).next().is_some())
+            .map(|h| h.id.clone())
+            .collect();
+        self.seq.plan(self.table(), &scope)
+    }
+
+    /// Runs until `end` on the engine's clock. Commands still in flight
+    /// stay in flight and finish in the next call (or, if the engine is
+    /// dropped, are resumed from the journal as delivered).
+    pub async fn run_until(&mut self, end: Instant) {
+        loop {
+            let now = self.clock.now();
+            if now >= end {
+                return;
+            }
+            let mut done = Vec::new();
+            if now >= self.next_status {
+                self.read_power(now, &mut done).await;
+            }
+            let view = self.view();
+            let event = (view.on_battery && !self.last_view.on_battery)
+                || (!view.at_risk.is_empty() && self.last_view.at_risk != view.at_risk);
+            self.last_view = view.clone();
+            if event || self.seq.take_poll_wanted() {
+                self.next_poll = self.clock.now();
+            }
+            if self.clock.now() >= self.next_poll {
+                let started = self.clock.now();
+                let update = drive(self.poller.poll_once(), &mut self.inflight, &mut done).await;
+                self.events.publish(EngineEvent::Table(update));
+                let fast = view.on_battery || self.seq.busy();
+                let cfg = self.poller.config();
+                self.next_poll = started
+                    + if fast {
+                        cfg.on_battery_period
+                    } else {
+                        cfg.period
+                    };
+            }
+            for (id, r) in done {
+                self.complete(id, r);
+            }
+            let now = self.clock.now();
+            let table = self.poller.table().clone();
+            let cmds = self.seq.step(now, &table, &view);
+            self.save();
+            self.flush_audit();
+            for c in cmds {
+                self.launch(c);
+            }
+            if self.seq.take_poll_wanted() {
+                self.next_poll = now;
+                continue;
+            }
+            // The step just handled everything due now; only later wake-ups count.
+            let seq_wake = self.seq.next_wakeup().filter(|w| *w > now);
+            let wake = [
+                Some(self.next_status),
+                Some(self.next_poll),
+                seq_wake,
+                Some(end),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(end)
+            .max(now);
+            let clock = self.clock.clone();
+            let sleep = clock.sleep_until(wake).fuse();
+            futures::pin_mut!(sleep);
+            futures::select_biased! {
+                r = self.inflight.select_next_some() => {
+                    // A result may unblock the next step at once.
+                    self.complete(r.0, r.1);
+                    self.save();
+                    self.flush_audit();
+                }
+                () = sleep => {}
+            }
+        }
+    }
+
+    fn view(&self) -> PowerView {
+        let at_risk = hosts_at_risk(&self.inventory, &self.verdicts);
+        let unhealthy = self
+            .verdicts
+            .iter()
+            .filter(|(_, v)| !v.healthy())
+            .map(|(d, _)| d.clone())
+            .collect();
+        let reason = self
+            .verdicts
+            .iter()
+            .filter_map(|(d, v)| v.trigger.as_ref().map(|t| format!("{d}: {t:?}")))
+            .collect::<Vec<_>>()
+            .join("; ");
+        PowerView {
+            at_risk,
+            unhealthy,
+            on_battery: self.verdicts.values().any(|v| v.on_battery),
+            mains_stable: !self.verdicts.is_empty()
+                && self.verdicts.values().all(|v| v.mains_stable),
+            reason: if reason.is_empty() {
+                self.verdicts
+                    .iter()
+                    .filter(|(_, v)| v.on_battery)
+                    .map(|(d, _)| format!("{d}: on battery"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            } else {
+                reason
+            },
+        }
+    }
+
+    async fn read_power(&mut self, now: Instant, done: &mut Vec<Done>) {
+        let clock = self.clock.clone();
+        let deadline = now + self.cfg.device_deadline;
+        let reads = futures::future::join_all(self.devices.iter().map(|(id, d)| {
+            let clock = clock.clone();
+            let d = d.clone();
+            let id = id.clone();
+            async move {
+                let r = with_deadline(&*clock, deadline, d.status()).await;
+                (id, r.ok().and_then(|r| r.ok()))
+            }
+        }));
+        let results = drive(reads, &mut self.inflight, done).await;
+        let now = self.clock.now();
+        for (id, status) in results {
+            let Some(p) = self.policies.get_mut(&id) else {
+                continue;
+            };
+            let v = p.observe(now, status.as_ref());
+            tracing::debug!(device = %id, on_battery = v.on_battery, trigger = ?v.trigger, "power");
+            let changed = self.verdicts.get(&id).is_none_or(|old| {
+                old.on_battery != v.on_battery
+                    || old.trigger != v.trigger
+                    || old.mains_stable != v.mains_stable
+                    || old.alerts != v.alerts
+            });
+            if changed {
+                self.events.publish(EngineEvent::Power {
+                    at: now,
+                    device: id.clone(),
+                    verdict: v.clone(),
+                });
+            }
+            self.verdicts.insert(id, v);
+        }
+        self.next_status = now + self.cfg.status_interval;
+    }
+
+    fn launch(&mut self, issued: Issued) {
+        let Issued { id, cmd } = issued;
+        let clock = self.clock.clone();
+        let deadline = clock.now() + self.seq.config().call_deadline;
+        let after = self.seq.config().call_deadline;
+        let fut: BoxFuture<'static, Result<()>> = match &cmd {
+            Command::Vm { host, vm, op, .. } => match self.poller.transport(host).cloned() {
+                Some(t) => {
+                    let (vm, op) = (vm.clone(), *op);
+                    async move { t.vm_power(&vm, op).await }.boxed()
+                }
+                None => {
+                    futures::future::ready(Err(Error::not_found(format!("host {host}")))).boxed()
+                }
+            },
+            Command::Host { host, op } => match self.poller.transport(host).cloned() {
+                Some(t) => {
+                    let op = *op;
+                    async move { t.host_power(op).await }.boxed()
+                }
+                None => {
+                    futures::future::ready(Err(Error::not_found(format!("host {host}")))).boxed()
+                }
+            },
+            Command::Device { device, cmd } => match self.devices.iter().find(|(d, _)| d == device)
+            {
+                Some((_, d)) => {
+                    let (d, cmd) = (d.clone(), cmd.clone());
+                    async move { d.command(cmd).await }.boxed()
+                }
+                None => {
+                    futures::future::ready(Err(Error::not_found(format!("power device {device}"))))
+                        .boxed()
+                }
+            },
+        };
+        let what = format!("{cmd:?}");
+        self.inflight.push(
+            async move {
+                let r = match with_deadline(&*clock, deadline, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::timeout(what, after)),
+                };
+                (id, r)
+            }
+            .boxed(),
+        );
+    }
+
+    fn complete(&mut self, id: u64, r: Result<()>) {
+        let now = self.clock.now();
+        self.seq.complete(now, id, r);
+    }
+
+    fn save(&mut self) {
+        if let Some(j) = self.journal.as_mut() {
+            match serde_json::to_string(&self.seq) {
+                Ok(doc) => {
+                    if let Err(e) = j.save(&doc) {
+                        tracing::error!(error = %e, "cannot write the journal; a restart now would lose track of this episode");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot serialise the sequencer"),
+            }
+        }
+    }
+
+    fn flush_audit(&mut self) {
+        for a in self.seq.take_audit() {
+            match &a.what {
+                crate::sequencer::Audit::ForcedHostShutdown { host, reason } => {
+                    tracing::warn!(episode = a.episode, %host, %reason, "forced host shutdown")
+                }
+                crate::sequencer::Audit::Completed {
+                    error: Some(e),
+                    cmd,
+                    ..
+                } => {
+                    tracing::warn!(episode = a.episode, ?cmd, error = %e, "command failed")
+                }
+                other => tracing::info!(episode = a.episode, what = ?other, "audit"),
+            }
+            self.events.publish(EngineEvent::Audit(a));
+        }
+    }
+}
+
+/// Polls `fut` to completion while also collecting finished commands.
+async fn drive<F: std::future::Future>(
+    fut: F,
+    inflight: &mut FuturesUnordered<BoxFuture<'static, Done>>,
+    done: &mut Vec<Done>,
+) -> F::Output {
+    let fut = fut.fuse();
+    futures::pin_mut!(fut);
+    loop {
+        if inflight.is_empty() {
+            return fut.await;
+        }
+        futures::select_biased! {
+            v = fut => return v,
+            d = inflight.select_next_some() => done.push(d),
+        }
+    }
+}

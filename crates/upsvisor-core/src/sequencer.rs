@@ -1,0 +1,1483 @@
+//! The shutdown/restore sequencer: a sans-IO state machine.
+//!
+//! Feed it the time, the live [`VmTable`] and a [`PowerView`] with
+//! [`Sequencer::step`]; it answers with commands to run. Feed each command's
+//! result back with [`Sequencer::complete`]. It never waits and never does
+//! I/O, so the same code runs under the [`crate::Engine`], in simulations and
+//! in table tests. Its whole state serialises (serde), which is what the
+//! [`crate::journal`] stores after every change.
+//!
+//! An *episode* runs from the trigger to the end of restore:
+//!
+//! 1. **Stopping**, stage by stage: VM groups in ascending order (guest
+//!    shutdown, power off at the group's timeout or at once when guest tools
+//!    are missing), then hosts without management VMs, then management
+//!    groups, then their hosts, then the power-device action. A host is shut
+//!    down only when none of its VMs is on, unless the forced deadline has
+//!    passed, which is logged with the VMs still on.
+//! 2. **Down**: waiting for mains to be stable.
+//! 3. **Restoring**: outlets on (if we switched them off), hosts answering,
+//!    maintenance exited, then the VMs this episode stopped are powered on,
+//!    groups in reverse order. VMs that were already off stay off.
+//!
+//! Mains that is stable before the commit point aborts stopping and goes
+//! straight to restoring what was stopped. Within an episode a VM only
+//! ever gets stop commands, then start commands: never stop after start.
+//! A new trigger during restore closes the episode and opens a new one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Instant;
+use crate::error::{Error, ErrorKind};
+use crate::model::{
+    DeviceId, Freshness, HostId, Inventory, OutletId, PowerState, ToolsState, VmId, VmTable,
+};
+use crate::plan::{CommitPoint, FinalAction, Plan, SequencerConfig, VmAction, plan};
+use crate::power::DeviceCommand;
+use crate::transport::{HostOp, VmOp};
+
+/// What the power policy says, as the sequencer needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PowerView {
+    /// Hosts whose feeds are no longer enough (see [`crate::policy::hosts_at_risk`]).
+    pub at_risk: BTreeSet<HostId>,
+    /// Devices whose trigger has fired.
+    pub unhealthy: BTreeSet<DeviceId>,
+    /// Some device feeding the estate is on battery (debounced).
+    pub on_battery: bool,
+    /// Every device is on stable mains with enough charge.
+    pub mains_stable: bool,
+    /// A description of the trigger, for the audit log.
+    pub reason: String,
+}
+
+/// A command for the driver to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
+pub enum Command {
+    /// A VM power operation on the host the VM is on now.
+    Vm {
+        /// Host.
+        host: HostId,
+        /// VM.
+        vm: VmId,
+        /// VM name (for people).
+        name: String,
+        /// Operation.
+        op: VmOp,
+    },
+    /// A host power operation.
+    Host {
+        /// Host.
+        host: HostId,
+        /// Operation.
+        op: HostOp,
+    },
+    /// A power-device command.
+    Device {
+        /// Device.
+        device: DeviceId,
+        /// Command.
+        cmd: DeviceCommand,
+    },
+}
+
+impl Command {
+    /// The host a command goes to, if any.
+    pub fn host(&self) -> Option<&HostId> {
+        match self {
+            Command::Vm { host, .. } | Command::Host { host, .. } => Some(host),
+            Command::Device { .. } => None,
+        }
+    }
+}
+
+/// A command with the id its result is reported under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issued {
+    /// Id.
+    pub id: u64,
+    /// The command.
+    pub cmd: Command,
+}
+
+/// One line of the audit stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When.
+    pub at: Instant,
+    /// Episode number.
+    pub episode: u64,
+    /// What.
+    #[serde(flatten)]
+    pub what: Audit,
+}
+
+/// What an audit line records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "audit")]
+#[non_exhaustive]
+pub enum Audit {
+    /// An episode began.
+    EpisodeStarted {
+        /// Why.
+        reason: String,
+        /// Hosts in scope.
+        scope: Vec<HostId>,
+        /// Full shutdown (false: load shedding only).
+        full: bool,
+    },
+    /// The episode moved to a new phase.
+    Phase {
+        /// Phase name.
+        phase: String,
+    },
+    /// A command was issued.
+    Issued {
+        /// Command id.
+        id: u64,
+        /// Command.
+        cmd: Command,
+    },
+    /// A command finished.
+    Completed {
+        /// Command id.
+        id: u64,
+        /// Command.
+        cmd: Command,
+        /// `None` for success, else the error.
+        error: Option<String>,
+    },
+    /// Something worth a person's attention.
+    Note {
+        /// Text.
+        text: String,
+    },
+    /// A host shut down with VMs still on, past the forced deadline.
+    ForcedHostShutdown {
+        /// Host.
+        host: HostId,
+        /// Why.
+        reason: String,
+    },
+    /// The episode ended.
+    EpisodeEnded {
+        /// How.
+        outcome: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+enum VmSt {
+    Pending,
+    ShutdownSent { deadline: Instant },
+    PowerOffSent,
+    Off,
+    Left,
+    Failed { error: String },
+    StartPending,
+    StartSent,
+    Started,
+    StartFailed { error: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct VmTrack {
+    name: String,
+    group: usize,
+    was_on: bool,
+    st: VmSt,
+    attempts: u32,
+    retry_at: Option<Instant>,
+    force_off: bool,
+    stopped_by_us: bool,
+    sent_at: Option<Instant>,
+    off_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+enum HostSt {
+    Up,
+    MaintSent,
+    InMaint,
+    ShutdownSent { at: Instant },
+    Down,
+    Failed { error: String },
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct HostTrack {
+    st: HostSt,
+    attempts: u32,
+    retry_at: Option<Instant>,
+    maint: bool,
+    no_maint: bool,
+    forced: bool,
+    exit_maint_sent: bool,
+    lost: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FinalCmd {
+    device: DeviceId,
+    cmd: DeviceCommand,
+    sent: bool,
+    done: bool,
+    attempts: u32,
+    retry_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "stage")]
+enum Stage {
+    Group { index: usize },
+    Hosts { management: bool },
+    Final,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "phase")]
+enum Phase {
+    Stopping {
+        stage: usize,
+    },
+    Down,
+    Restoring {
+        since: Instant,
+        outlets_on: bool,
+        group: usize,
+        group_since: Option<Instant>,
+    },
+}
+
+/// The state of one episode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Episode {
+    id: u64,
+    started: Instant,
+    reason: String,
+    full: bool,
+    phase: Phase,
+    scope: BTreeSet<HostId>,
+    vms: BTreeMap<VmId, VmTrack>,
+    hosts: BTreeMap<HostId, HostTrack>,
+    in_flight: BTreeMap<u64, Command>,
+    committed: bool,
+    finals: Vec<FinalCmd>,
+}
+
+/// Where an episode stands, for display.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EpisodeStatus {
+    /// Episode number.
+    pub id: u64,
+    /// Phase name.
+    pub phase: String,
+    /// Past the commit point.
+    pub committed: bool,
+    /// VMs tracked / stopped / to restore.
+    pub vms: usize,
+    /// VMs this episode stopped.
+    pub stopped: usize,
+    /// Commands in flight.
+    pub in_flight: usize,
+}
+
+/// The sequencer. See the module docs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sequencer {
+    cfg: SequencerConfig,
+    inventory: Inventory,
+    episode: Option<Episode>,
+    next_id: u64,
+    episodes: u64,
+    /// Guest shutdown times seen, in ms.
+    measured: BTreeMap<VmId, u64>,
+    #[serde(skip)]
+    audit: Vec<AuditEntry>,
+    #[serde(skip)]
+    poll_wanted: bool,
+}
+
+impl Sequencer {
+    /// A sequencer with no episode.
+    pub fn new(cfg: SequencerConfig, inventory: Inventory) -> Self {
+        Sequencer {
+            cfg,
+            inventory,
+            episode: None,
+            next_id: 1,
+            episodes: 0,
+            measured: BTreeMap::new(),
+            audit: Vec::new(),
+            poll_wanted: false,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SequencerConfig {
+        &self.cfg
+    }
+
+    /// Whether an episode is running.
+    pub fn busy(&self) -> bool {
+        self.episode.is_some()
+    }
+
+    /// The running episode, for display.
+    pub fn status(&self) -> Option<EpisodeStatus> {
+        self.episode.as_ref().map(|e| EpisodeStatus {
+            id: e.id,
+            phase: match &e.phase {
+                Phase::Stopping { stage } => format!(
+                    "stopping ({})",
+                    self.stage_name(self.stages().get(*stage).copied())
+                ),
+                Phase::Down => "down, waiting for mains".into(),
+                Phase::Restoring { .. } => "restoring".into(),
+            },
+            committed: e.committed,
+            vms: e.vms.len(),
+            stopped: e.vms.values().filter(|v| v.stopped_by_us).count(),
+            in_flight: e.in_flight.len(),
+        })
+    }
+
+    /// Audit entries since the last call.
+    pub fn take_audit(&mut self) -> Vec<AuditEntry> {
+        std::mem::take(&mut self.audit)
+    }
+
+    /// Whether the sequencer wants a fresh table now (a VM moved, a
+    /// command found nothing). Reading resets it.
+    pub fn take_poll_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.poll_wanted)
+    }
+
+    /// Guest shutdown times measured so far.
+    pub fn measured(&self) -> BTreeMap<VmId, Duration> {
+        self.measured
+            .iter()
+            .map(|(k, v)| (k.clone(), Duration::from_millis(*v)))
+            .collect()
+    }
+
+    /// The dry-run plan for the hosts in `scope`, from the live table.
+    pub fn plan(&self, table: &VmTable, scope: &BTreeSet<HostId>) -> Plan {
+        plan(&self.cfg, table, scope, &self.measured())
+    }
+
+    /// After a restart from the journal: every command that was in flight
+    /// when the controller stopped is taken as delivered, so none is sent
+    /// twice. (Its effect is checked against the next table: a VM still on
+    /// after a power off is powered off again, which is idempotent.)
+    pub fn resume(&mut self, now: Instant) {
+        let ids: Vec<u64> = self
+            .episode
+            .as_ref()
+            .map(|e| e.in_flight.keys().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.complete(now, id, Ok(()));
+        }
+        if let Some(e) = &self.episode {
+            let ep = e.id;
+            self.note(
+                now,
+                ep,
+                "controller restarted: resuming from the journal".into(),
+            );
+        }
+        self.poll_wanted = true;
+    }
+
+    /// The next instant the sequencer needs a step even if nothing else
+    /// happens (a guest timeout, a retry, a forced deadline).
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let e = self.episode.as_ref()?;
+        let mut t: Vec<Instant> = Vec::new();
+        for v in e.vms.values() {
+            if let VmSt::ShutdownSent { deadline } = v.st {
+                t.push(deadline);
+            }
+            t.extend(v.retry_at);
+        }
+        for h in e.hosts.values() {
+            t.extend(h.retry_at);
+            if let HostSt::ShutdownSent { at } = h.st {
+                t.push(at + self.cfg.host_down_wait);
+            }
+        }
+        t.extend(e.finals.iter().filter_map(|f| f.retry_at));
+        if let (Some(f), Phase::Stopping { .. }) = (self.cfg.force_host_after, &e.phase) {
+            t.push(e.started + f);
+        }
+        if let Phase::Restoring {
+            since, group_since, ..
+        } = &e.phase
+        {
+            t.push(*since + self.cfg.restore_host_wait);
+            if let Some(g) = group_since {
+                t.push(*g + self.cfg.restore_vm_wait);
+            }
+        }
+        t.into_iter().min()
+    }
+
+    fn stages(&self) -> Vec<Stage> {
+        let order = self.cfg.stop_order();
+        let mut s: Vec<Stage> = Vec::new();
+        let mut hosts_added = false;
+        for gi in order {
+            let mgmt = self.cfg.group_props(gi).2;
+            if mgmt && !hosts_added {
+                s.push(Stage::Hosts { management: false });
+                hosts_added = true;
+            }
+            s.push(Stage::Group { index: gi });
+        }
+        if !hosts_added {
+            s.push(Stage::Hosts { management: false });
+        }
+        s.push(Stage::Hosts { management: true });
+        s.push(Stage::Final);
+        s
+    }
+
+    fn stage_name(&self, s: Option<Stage>) -> String {
+        match s {
+            Some(Stage::Group { index }) => format!("group {}", self.cfg.group_props(index).0),
+            Some(Stage::Hosts { management: false }) => "hosts".into(),
+            Some(Stage::Hosts { management: true }) => "management hosts".into(),
+            Some(Stage::Final) => "power devices".into(),
+            None => "-".into(),
+        }
+    }
+
+    fn push(&mut self, now: Instant, episode: u64, what: Audit) {
+        self.audit.push(AuditEntry {
+            at: now,
+            episode,
+            what,
+        });
+    }
+
+    fn note(&mut self, now: Instant, episode: u64, text: String) {
+        self.push(now, episode, Audit::Note { text });
+    }
+
+    /// Advances the state machine; returns commands to run now.
+    pub fn step(&mut self, now: Instant, table: &VmTable, view: &PowerView) -> Vec<Issued> {
+        let mut out = Vec::new();
+        self.maybe_start(now, table, view);
+        let Some(mut e) = self.episode.take() else {
+            return out;
+        };
+        self.track_new_vms(&mut e, table);
+        let mut announced = self.phase_name(&e);
+        loop {
+            let name = self.phase_name(&e);
+            if name != announced {
+                announced = name.clone();
+                self.push(now, e.id, Audit::Phase { phase: name });
+            }
+            let phase = e.phase.clone();
+            match phase {
+                Phase::Stopping { stage } => {
+                    if !e.committed && view.mains_stable && view.at_risk.is_empty() {
+                        self.note(now, e.id, "mains stable before the commit point: aborting, restoring what was stopped".into());
+                        e.phase = Phase::Restoring {
+                            since: now,
+                            outlets_on: true,
+                            group: 0,
+                            group_since: None,
+                        };
+                        continue;
+                    }
+                    let stages = self.stages();
+                    let Some(&st) = stages.get(stage) else {
+                        e.phase = Phase::Down;
+                        continue;
+                    };
+                    if !e.full && !matches!(st, Stage::Group { .. }) {
+                        break; // load shedding stops at the VM groups
+                    }
+                    let done = match st {
+                        Stage::Group { index } => {
+                            self.step_group(now, &mut e, table, index, &mut out)
+                        }
+                        Stage::Hosts { management } => {
+                            self.step_hosts(now, &mut e, table, management, &mut out)
+                        }
+                        Stage::Final => self.step_final(now, &mut e, view, &mut out),
+                    };
+                    if done {
+                        e.phase = Phase::Stopping { stage: stage + 1 };
+                        continue;
+                    }
+                    break;
+                }
+                Phase::Down => {
+                    if view.mains_stable {
+                        e.phase = Phase::Restoring {
+                            since: now,
+                            outlets_on: false,
+                            group: 0,
+                            group_since: None,
+                        };
+                        continue;
+                    }
+                    break;
+                }
+                Phase::Restoring { .. } => {
+                    if !view.at_risk.is_empty() {
+                        // Power failed again during restore: this episode ends here.
+                        self.push(
+                            now,
+                            e.id,
+                            Audit::EpisodeEnded {
+                                outcome: "interrupted by a new power failure".into(),
+                            },
+                        );
+                        self.episode = None;
+                        self.maybe_start(now, table, view);
+                        return self.step(now, table, view).into_iter().chain(out).collect();
+                    }
+                    if self.step_restore(now, &mut e, table, &mut out) {
+                        let stopped = e.vms.values().filter(|v| v.stopped_by_us).count();
+                        let started = e.vms.values().filter(|v| v.st == VmSt::Started).count();
+                        let failed = e
+                            .vms
+                            .values()
+                            .filter(|v| matches!(v.st, VmSt::StartFailed { .. }))
+                            .count();
+                        self.push(
+                            now,
+                            e.id,
+                            Audit::EpisodeEnded {
+                                outcome: format!("restored: {started} of {stopped} stopped VMs running again, {failed} failed"),
+                            },
+                        );
+                        return out;
+                    }
+                    break;
+                }
+            }
+        }
+        let name = self.phase_name(&e);
+        if name != announced {
+            self.push(now, e.id, Audit::Phase { phase: name });
+        }
+        self.episode = Some(e);
+        out
+    }
+
+    fn phase_name(&self, e: &Episode) -> String {
+        match &e.phase {
+            Phase::Stopping { stage } => match self.stages().get(*stage).copied() {
+                None => "stopping: done".into(),
+                Some(Stage::Group { .. }) => format!(
+                    "stopping: {}",
+                    self.stage_name(self.stages().get(*stage).copied())
+                ),
+                Some(_) if !e.full => {
+                    "load shed; holding until mains is stable or a trigger fires".into()
+                }
+                s => format!("stopping: {}", self.stage_name(s)),
+            },
+            Phase::Down => "down: waiting for stable mains".into(),
+            Phase::Restoring { .. } => "restoring".into(),
+        }
+    }
+
+    fn maybe_start(&mut self, now: Instant, table: &VmTable, view: &PowerView) {
+        let shed_groups = self.cfg.groups.iter().any(|g| g.shed_on_battery);
+        match &mut self.episode {
+            Some(e) if !view.at_risk.is_empty() && matches!(e.phase, Phase::Stopping { .. }) => {
+                let new: Vec<HostId> = view.at_risk.difference(&e.scope).cloned().collect();
+                if !e.full || !new.is_empty() {
+                    let was_full = e.full;
+                    e.full = true;
+                    e.scope.extend(new.iter().cloned());
+                    for h in &new {
+                        e.hosts.entry(h.clone()).or_insert_with(new_host);
+                    }
+                    // Re-walk the stages: finished ones finish at once.
+                    e.phase = Phase::Stopping { stage: 0 };
+                    let id = e.id;
+                    let text = if was_full {
+                        format!("scope grows: {new:?}")
+                    } else {
+                        format!("load shedding becomes a full shutdown: {}", view.reason)
+                    };
+                    self.note(now, id, text);
+                }
+            }
+            Some(_) => {}
+            None => {
+                let full = !view.at_risk.is_empty();
+                let shed = shed_groups && view.on_battery && !view.mains_stable;
+                if !full && !shed {
+                    return;
+                }
+                self.episodes += 1;
+                let scope: BTreeSet<HostId> = if full {
+                    view.at_risk.clone()
+                } else {
+                    table.hosts.keys().cloned().collect()
+                };
+                let mut e = Episode {
+                    id: self.episodes,
+                    started: now,
+                    reason: view.reason.clone(),
+                    full,
+                    phase: Phase::Stopping { stage: 0 },
+                    scope: scope.clone(),
+                    vms: BTreeMap::new(),
+                    hosts: scope.iter().map(|h| (h.clone(), new_host())).collect(),
+                    in_flight: BTreeMap::new(),
+                    committed: false,
+                    finals: Vec::new(),
+                };
+                self.track_new_vms(&mut e, table);
+                let reason = view.reason.clone();
+                self.push(
+                    now,
+                    e.id,
+                    Audit::EpisodeStarted {
+                        reason,
+                        scope: scope.into_iter().collect(),
+                        full,
+                    },
+                );
+                let first = self.phase_name(&e);
+                self.push(now, e.id, Audit::Phase { phase: first });
+                self.poll_wanted = true;
+                self.episode = Some(e);
+            }
+        }
+    }
+
+    fn track_new_vms(&self, e: &mut Episode, table: &VmTable) {
+        for (h, v) in table.vms() {
+            if !e.scope.contains(h) || e.vms.contains_key(&v.id) {
+                continue;
+            }
+            let group = self.cfg.group_of(v);
+            let restoring = matches!(e.phase, Phase::Restoring { .. });
+            e.vms.insert(
+                v.id.clone(),
+                VmTrack {
+                    name: v.name.clone(),
+                    group,
+                    was_on: v.power.is_on(),
+                    // A VM first seen during restore is not ours to touch.
+                    st: if restoring { VmSt::Left } else { VmSt::Pending },
+                    attempts: 0,
+                    retry_at: None,
+                    force_off: false,
+                    stopped_by_us: false,
+                    sent_at: None,
+                    off_at: None,
+                },
+            );
+        }
+    }
+
+    fn in_flight_ok(&self, e: &Episode, host: &HostId) -> bool {
+        e.in_flight.len() < self.cfg.max_in_flight
+            && e.in_flight
+                .values()
+                .filter(|c| c.host() == Some(host))
+                .count()
+                < self.cfg.per_host_in_flight
+    }
+
+    fn issue(&mut self, now: Instant, e: &mut Episode, cmd: Command, out: &mut Vec<Issued>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        e.in_flight.insert(id, cmd.clone());
+        self.push(
+            now,
+            e.id,
+            Audit::Issued {
+                id,
+                cmd: cmd.clone(),
+            },
+        );
+        out.push(Issued { id, cmd });
+    }
+
+    fn vm_busy(e: &Episode, vm: &VmId) -> bool {
+        e.in_flight
+            .values()
+            .any(|c| matches!(c, Command::Vm { vm: v, .. } if v == vm))
+    }
+
+    /// One VM group's stop stage; true when every VM in it is settled.
+    fn step_group(
+        &mut self,
+        now: Instant,
+        e: &mut Episode,
+        table: &VmTable,
+        gi: usize,
+        out: &mut Vec<Issued>,
+    ) -> bool {
+        let (_, action, _, shed) = self.cfg.group_props(gi);
+        if !e.full && !shed {
+            return true;
+        }
+        let ids: Vec<VmId> = e
+            .vms
+            .iter()
+            .filter(|(_, t)| t.group == gi)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut settled = true;
+        for id in ids {
+            let loc = table.locate(&id).map(|(h, v)| (h.clone(), v.clone()));
+            let Some(t) = e.vms.get(&id).cloned() else {
+                continue;
+            };
+            let Some((host, info)) = loc else {
+                if matches!(
+                    t.st,
+                    VmSt::Pending | VmSt::ShutdownSent { .. } | VmSt::PowerOffSent
+                ) {
+                    self.set_vm(e, &id, |t| t.st = VmSt::Left);
+                    self.note(
+                        now,
+                        e.id,
+                        format!("{} is in no host's list any more; left alone", t.name),
+                    );
+                }
+                continue;
+            };
+            let fresh_off = !info.power.is_on();
+            match &t.st {
+                VmSt::Off | VmSt::Left | VmSt::Failed { .. } => {
+                    // A VM we powered off that a newer table still shows on
+                    // (e.g. the command was lost in a restart) goes again.
+                    if t.st == VmSt::Off
+                        && info.power == PowerState::PoweredOn
+                        && t.off_at.is_some_and(|o| o < table.taken_at)
+                    {
+                        self.set_vm(e, &id, |t| {
+                            t.st = VmSt::Pending;
+                            t.force_off = true;
+                        });
+                        settled = false;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            settled = false;
+            if Self::vm_busy(e, &id) {
+                continue;
+            }
+            if fresh_off && table.host(&host).is_some_and(|r| r.is_fresh()) {
+                let measured = match t.st {
+                    VmSt::ShutdownSent { .. } => t.sent_at.map(|s| now - s),
+                    _ => None,
+                };
+                if let Some(d) = measured {
+                    self.measured.insert(id.clone(), d.as_millis() as u64);
+                }
+                self.set_vm(e, &id, |t| {
+                    if t.st != VmSt::Pending {
+                        t.stopped_by_us = true;
+                    }
+                    t.st = VmSt::Off;
+                    t.off_at = Some(now);
+                });
+                continue;
+            }
+            if t.retry_at.is_some_and(|r| r > now) || !self.in_flight_ok(e, &host) {
+                continue;
+            }
+            let op = match (&t.st, action) {
+                (VmSt::Pending, VmAction::LeaveRunning) => {
+                    self.set_vm(e, &id, |t| t.st = VmSt::Left);
+                    continue;
+                }
+                (VmSt::Pending, VmAction::PowerOff) => VmOp::PowerOff,
+                (VmSt::Pending, VmAction::Shutdown { .. })
+                    if t.force_off || info.tools != ToolsState::Running =>
+                {
+                    if !t.force_off {
+                        self.note(
+                            now,
+                            e.id,
+                            format!(
+                                "{} has no running guest tools ({:?}): powering off at once",
+                                t.name, info.tools
+                            ),
+                        );
+                    }
+                    VmOp::PowerOff
+                }
+                (VmSt::Pending, VmAction::Shutdown { timeout }) => {
+                    let deadline = t.sent_at.unwrap_or(now) + timeout;
+                    self.set_vm(e, &id, |t| {
+                        t.st = VmSt::ShutdownSent { deadline };
+                        t.sent_at.get_or_insert(now);
+                    });
+                    VmOp::ShutdownGuest
+                }
+                (VmSt::ShutdownSent { deadline }, _) if now >= *deadline => {
+                    self.note(
+                        now,
+                        e.id,
+                        format!("{} did not stop within its timeout: powering off", t.name),
+                    );
+                    VmOp::PowerOff
+                }
+                _ => continue,
+            };
+            if op == VmOp::PowerOff {
+                self.set_vm(e, &id, |t| t.st = VmSt::PowerOffSent);
+            }
+            if self.cfg.commit_point == CommitPoint::FirstVmCommand && e.full {
+                e.committed = true;
+            }
+            self.issue(
+                now,
+                e,
+                Command::Vm {
+                    host,
+                    vm: id.clone(),
+                    name: t.name.clone(),
+                    op,
+                },
+                out,
+            );
+        }
+        settled
+    }
+
+    fn set_vm(&self, e: &mut Episode, id: &VmId, f: impl FnOnce(&mut VmTrack)) {
+        if let Some(t) = e.vms.get_mut(id) {
+            f(t);
+        }
+    }
+
+    /// Host stage; true when every host of it is down or given up.
+    fn step_hosts(
+        &mut self,
+        now: Instant,
+        e: &mut Episode,
+        table: &VmTable,
+        management: bool,
+        out: &mut Vec<Issued>,
+    ) -> bool {
+        let mgmt_on = |h: &HostId| {
+            table.host(h).is_some_and(|r| {
+                r.vms_on()
+                    .any(|v| self.cfg.group_props(self.cfg.group_of(v)).2)
+            })
+        };
+        let hosts: Vec<HostId> = e
+            .scope
+            .iter()
+            .filter(|h| management || !mgmt_on(h))
+            .cloned()
+            .collect();
+        let mut settled = true;
+        for h in hosts {
+            let Some(track) = e.hosts.get(&h).cloned() else {
+                continue;
+            };
+            if !self.cfg.shutdown_hosts {
+                if let Some(t) = e.hosts.get_mut(&h) {
+                    t.st = HostSt::Skipped;
+                }
+                continue;
+            }
+            match track.st {
+                HostSt::Down | HostSt::Failed { .. } | HostSt::Skipped => continue,
+                HostSt::ShutdownSent { at } => {
+                    let dark = matches!(table.host(&h).map(|r| &r.freshness), Some(Freshness::Stale { since, .. }) if *since >= at);
+                    if dark || now >= at + self.cfg.host_down_wait {
+                        if let Some(t) = e.hosts.get_mut(&h) {
+                            t.st = HostSt::Down;
+                        }
+                        continue;
+                    }
+                    settled = false;
+                    continue;
+                }
+                HostSt::MaintSent => {
+                    settled = false;
+                    continue;
+                }
+                HostSt::Up | HostSt::InMaint => {}
+            }
+            settled = false;
+            if track.retry_at.is_some_and(|r| r > now)
+                || e.in_flight.values().any(|c| c.host() == Some(&h))
+            {
+                continue;
+            }
+            let blocking: Vec<String> = table
+                .host(&h)
+                .map(|r| {
+                    r.vms_on()
+                        .filter(|v| {
+                            // Trust our own power-off over an older table.
+                            !e.vms.get(&v.id).is_some_and(|t| {
+                                t.st == VmSt::Off && t.off_at.is_some_and(|o| o >= table.taken_at)
+                            })
+                        })
+                        .map(|v| v.name.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut forced = track.forced;
+            if !blocking.is_empty() && !forced {
+                let due = self.cfg.force_host_after.map(|f| e.started + f);
+                if due.is_some_and(|d| now >= d) {
+                    forced = true;
+                    let reason = format!(
+                        "forced deadline reached with {} VM(s) still on: {}",
+                        blocking.len(),
+                        blocking.join(", ")
+                    );
+                    self.push(
+                        now,
+                        e.id,
+                        Audit::ForcedHostShutdown {
+                            host: h.clone(),
+                            reason,
+                        },
+                    );
+                    if let Some(t) = e.hosts.get_mut(&h) {
+                        t.forced = true;
+                    }
+                } else {
+                    continue;
+                }
+            }
+            let op =
+                if self.cfg.use_maintenance && track.st == HostSt::Up && !track.no_maint && !forced
+                {
+                    if let Some(t) = e.hosts.get_mut(&h) {
+                        t.st = HostSt::MaintSent;
+                    }
+                    HostOp::EnterMaintenance
+                } else {
+                    if matches!(
+                        self.cfg.commit_point,
+                        CommitPoint::FirstHostShutdown | CommitPoint::FirstVmCommand
+                    ) {
+                        e.committed = true;
+                    }
+                    if let Some(t) = e.hosts.get_mut(&h) {
+                        t.st = HostSt::ShutdownSent { at: now };
+                    }
+                    HostOp::Shutdown
+                };
+            self.issue(
+                now,
+                e,
+                Command::Host {
+                    host: h.clone(),
+                    op,
+                },
+                out,
+            );
+        }
+        settled
+    }
+
+    fn step_final(
+        &mut self,
+        now: Instant,
+        e: &mut Episode,
+        view: &PowerView,
+        out: &mut Vec<Issued>,
+    ) -> bool {
+        if e.finals.is_empty() && !e.in_flight.is_empty() {
+            return false;
+        }
+        if e.finals.is_empty() {
+            e.committed = true;
+            let mains_back = !view.on_battery && view.at_risk.is_empty();
+            let devices: BTreeSet<DeviceId> = self
+                .inventory
+                .outlets
+                .iter()
+                .filter(|o| o.hosts.iter().any(|h| e.scope.contains(h)))
+                .map(|o| o.device.clone())
+                .filter(|d| view.unhealthy.contains(d) || mains_back)
+                .collect();
+            for d in devices {
+                let outlets: Vec<&crate::model::Outlet> = self
+                    .inventory
+                    .outlets
+                    .iter()
+                    .filter(|o| o.device == d)
+                    .collect();
+                let whole = outlets
+                    .iter()
+                    .all(|o| o.hosts.iter().all(|h| e.scope.contains(h)));
+                let ours: Vec<OutletId> = outlets
+                    .iter()
+                    .filter(|o| !o.hosts.is_empty() && o.hosts.iter().all(|h| e.scope.contains(h)))
+                    .map(|o| o.id.clone())
+                    .collect();
+                let mut cmds = Vec::new();
+                match self.cfg.final_action {
+                    FinalAction::None => {}
+                    FinalAction::ShutdownReturn { delay } if whole => {
+                        cmds.push(DeviceCommand::ShutdownReturn { delay })
+                    }
+                    FinalAction::ShutdownStayOff { delay } if whole => {
+                        if mains_back {
+                            self.note(now, e.id, format!("mains is back: {d} gets shutdown-with-return instead of stay-off, so the hosts get power again"));
+                            cmds.push(DeviceCommand::ShutdownReturn { delay });
+                        } else {
+                            cmds.push(DeviceCommand::ShutdownStayOff { delay });
+                        }
+                    }
+                    FinalAction::ShutdownReturn { delay }
+                    | FinalAction::ShutdownStayOff { delay }
+                    | FinalAction::OutletsOff { delay } => {
+                        if !whole
+                            && !matches!(self.cfg.final_action, FinalAction::OutletsOff { .. })
+                        {
+                            self.note(now, e.id, format!("{d} also feeds hosts outside this episode: switching only its outlets that feed this episode's hosts"));
+                        }
+                        cmds.extend(
+                            ours.into_iter()
+                                .map(|outlet| DeviceCommand::OutletOff { outlet, delay }),
+                        );
+                    }
+                }
+                e.finals.extend(cmds.into_iter().map(|cmd| FinalCmd {
+                    device: d.clone(),
+                    cmd,
+                    sent: false,
+                    done: false,
+                    attempts: 0,
+                    retry_at: None,
+                }));
+            }
+            if e.finals.is_empty() {
+                return true;
+            }
+        }
+        let mut settled = true;
+        for i in 0..e.finals.len() {
+            let Some(f) = e.finals.get(i).cloned() else {
+                continue;
+            };
+            if f.done {
+                continue;
+            }
+            settled = false;
+            if f.sent || f.retry_at.is_some_and(|r| r > now) {
+                continue;
+            }
+            if let Some(f) = e.finals.get_mut(i) {
+                f.sent = true;
+            }
+            self.issue(
+                now,
+                e,
+                Command::Device {
+                    device: f.device.clone(),
+                    cmd: f.cmd.clone(),
+                },
+                out,
+            );
+        }
+        settled
+    }
+
+    /// Restore; true when finished.
+    fn step_restore(
+        &mut self,
+        now: Instant,
+        e: &mut Episode,
+        table: &VmTable,
+        out: &mut Vec<Issued>,
+    ) -> bool {
+        let Phase::Restoring {
+            since,
+            outlets_on,
+            group,
+            group_since,
+        } = e.phase.clone()
+        else {
+            return true;
+        };
+        // Let stop commands still running finish first.
+        if e.in_flight
+            .values()
+            .any(|c| matches!(c, Command::Vm { op, .. } if op.stops()))
+        {
+            return false;
+        }
+        if !outlets_on {
+            let offs: Vec<(DeviceId, OutletId)> = e
+                .finals
+                .iter()
+                .filter(|f| f.done)
+                .filter_map(|f| match &f.cmd {
+                    DeviceCommand::OutletOff { outlet, .. } => {
+                        Some((f.device.clone(), outlet.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for (device, outlet) in offs {
+                self.issue(
+                    now,
+                    e,
+                    Command::Device {
+                        device,
+                        cmd: DeviceCommand::OutletOn { outlet },
+                    },
+                    out,
+                );
+            }
+            e.phase = Phase::Restoring {
+                since,
+                outlets_on: true,
+                group,
+                group_since,
+            };
+        }
+        // Hosts: wait for them to answer; exit maintenance.
+        let mut hosts_ready = true;
+        let hosts: Vec<HostId> = e.hosts.keys().cloned().collect();
+        for h in hosts {
+            let Some(t) = e.hosts.get(&h).cloned() else {
+                continue;
+            };
+            if t.lost {
+                continue;
+            }
+            let was_down = matches!(t.st, HostSt::Down | HostSt::ShutdownSent { .. });
+            let answering = table.host(&h).is_some_and(|r| {
+                r.is_fresh() && (!was_down || r.last_seen.is_some_and(|s| s > since))
+            });
+            if !answering {
+                if now >= since + self.cfg.restore_host_wait {
+                    if let Some(t) = e.hosts.get_mut(&h) {
+                        t.lost = true;
+                    }
+                    self.note(
+                        now,
+                        e.id,
+                        format!("{h} did not answer within the restore wait; its VMs stay off"),
+                    );
+                } else {
+                    hosts_ready = false;
+                }
+                continue;
+            }
+            if t.maint && !t.exit_maint_sent {
+                if e.in_flight.values().any(|c| c.host() == Some(&h)) {
+                    hosts_ready = false;
+                    continue;
+                }
+                if let Some(t) = e.hosts.get_mut(&h) {
+                    t.exit_maint_sent = true;
+                }
+                self.issue(
+                    now,
+                    e,
+                    Command::Host {
+                        host: h.clone(),
+                        op: HostOp::ExitMaintenance,
+                    },
+                    out,
+                );
+                hosts_ready = false;
+            } else if t.maint {
+                hosts_ready = false; // exit maintenance in flight
+            }
+        }
+        if !hosts_ready {
+            return false;
+        }
+        // VMs, groups in reverse stop order.
+        let order: Vec<usize> = self.cfg.stop_order().into_iter().rev().collect();
+        let mut gpos = group;
+        while let Some(&gi) = order.get(gpos) {
+            let ids: Vec<VmId> = e
+                .vms
+                .iter()
+                .filter(|(_, t)| t.group == gi && t.stopped_by_us && t.was_on)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let gs = match group_since {
+                Some(g) if gpos == group => g,
+                _ => now,
+            };
+            let mut settled = true;
+            for id in &ids {
+                let Some(t) = e.vms.get(id).cloned() else {
+                    continue;
+                };
+                let loc = table.locate(id).map(|(h, v)| (h.clone(), v.clone()));
+                match t.st {
+                    VmSt::Started | VmSt::StartFailed { .. } => continue,
+                    _ => {}
+                }
+                let Some((host, info)) = loc else {
+                    self.set_vm(e, id, |t| {
+                        t.st = VmSt::StartFailed {
+                            error: "in no host's list".into(),
+                        }
+                    });
+                    continue;
+                };
+                if e.hosts.get(&host).is_some_and(|h| h.lost) {
+                    self.set_vm(e, id, |t| {
+                        t.st = VmSt::StartFailed {
+                            error: format!("{host} did not come back"),
+                        }
+                    });
+                    continue;
+                }
+                if info.power == PowerState::PoweredOn && t.st == VmSt::StartSent {
+                    self.set_vm(e, id, |t| t.st = VmSt::Started);
+                    continue;
+                }
+                settled = false;
+                if Self::vm_busy(e, id)
+                    || t.st == VmSt::StartSent
+                    || t.retry_at.is_some_and(|r| r > now)
+                    || !self.in_flight_ok(e, &host)
+                {
+                    continue;
+                }
+                self.set_vm(e, id, |t| {
+                    t.st = VmSt::StartSent;
+                    t.attempts = 0;
+                });
+                self.issue(
+                    now,
+                    e,
+                    Command::Vm {
+                        host,
+                        vm: id.clone(),
+                        name: t.name.clone(),
+                        op: VmOp::PowerOn,
+                    },
+                    out,
+                );
+            }
+            if !settled && now < gs + self.cfg.restore_vm_wait {
+                e.phase = Phase::Restoring {
+                    since,
+                    outlets_on: true,
+                    group: gpos,
+                    group_since: Some(gs),
+                };
+                return false;
+            }
+            if !settled {
+                self.note(
+                    now,
+                    e.id,
+                    format!(
+                        "group {} not all running after the restore wait; going on",
+                        self.cfg.group_props(gi).0
+                    ),
+                );
+            }
+            gpos += 1;
+        }
+        e.phase = Phase::Restoring {
+            since,
+            outlets_on: true,
+            group: gpos,
+            group_since: None,
+        };
+        // Wait for outstanding starts to report.
+        e.in_flight.is_empty()
+    }
+
+    /// Reports a command's result.
+    pub fn complete(&mut self, now: Instant, id: u64, result: Result<(), Error>) {
+        let Some(mut e) = self.episode.take() else {
+            return;
+        };
+        let Some(cmd) = e.in_flight.remove(&id) else {
+            self.episode = Some(e);
+            return;
+        };
+        self.push(
+            now,
+            e.id,
+            Audit::Completed {
+                id,
+                cmd: cmd.clone(),
+                error: result.as_ref().err().map(ToString::to_string),
+            },
+        );
+        let retries = self.cfg.retries;
+        let backoff = self.cfg.retry_backoff;
+        match (&cmd, result) {
+            (Command::Vm { vm, op, .. }, r) => {
+                let Some(t) = e.vms.get_mut(vm) else {
+                    self.episode = Some(e);
+                    return;
+                };
+                match (op, r) {
+                    (VmOp::ShutdownGuest, Ok(())) => {}
+                    (VmOp::PowerOff, Ok(())) => {
+                        t.st = VmSt::Off;
+                        t.stopped_by_us = true;
+                        t.off_at = Some(now);
+                    }
+                    (VmOp::PowerOn, Ok(())) => t.st = VmSt::Started,
+                    (VmOp::PowerOn, Err(err)) => {
+                        t.attempts += 1;
+                        if err.is_transient() && t.attempts <= retries {
+                            t.st = VmSt::StartPending;
+                            t.retry_at = Some(now + backoff);
+                        } else {
+                            t.st = VmSt::StartFailed {
+                                error: err.to_string(),
+                            };
+                        }
+                    }
+                    (_, Err(err)) => match err.kind() {
+                        ErrorKind::ToolsUnavailable | ErrorKind::Unsupported
+                            if *op == VmOp::ShutdownGuest =>
+                        {
+                            t.force_off = true;
+                            t.st = VmSt::Pending;
+                        }
+                        ErrorKind::NotFound | ErrorKind::InvalidState => {
+                            // Moved, or already changing state: look again.
+                            t.attempts += 1;
+                            self.poll_wanted = true;
+                            t.st = if t.attempts <= retries + 2 {
+                                VmSt::Pending
+                            } else {
+                                VmSt::Failed {
+                                    error: err.to_string(),
+                                }
+                            };
+                            if *op == VmOp::PowerOff {
+                                t.force_off = true;
+                            }
+                        }
+                        _ if err.is_transient() && t.attempts < retries => {
+                            t.attempts += 1;
+                            t.st = VmSt::Pending;
+                            t.retry_at = Some(now + backoff);
+                            if *op == VmOp::PowerOff {
+                                t.force_off = true;
+                            }
+                        }
+                        _ if *op == VmOp::ShutdownGuest && err.kind() != ErrorKind::Auth => {
+                            t.force_off = true;
+                            t.st = VmSt::Pending;
+                        }
+                        _ => {
+                            t.st = VmSt::Failed {
+                                error: err.to_string(),
+                            }
+                        }
+                    },
+                    (_, Ok(())) => {}
+                }
+            }
+            (Command::Host { host, op }, r) => {
+                if let Some(t) = e.hosts.get_mut(host) {
+                    match (op, r) {
+                        (HostOp::EnterMaintenance, Ok(())) => {
+                            t.st = HostSt::InMaint;
+                            t.maint = true;
+                        }
+                        (HostOp::EnterMaintenance, Err(err)) => {
+                            t.attempts += 1;
+                            t.st = HostSt::Up;
+                            t.retry_at = Some(now + backoff);
+                            if t.attempts > retries
+                                || !(err.is_transient() || err.kind() == ErrorKind::InvalidState)
+                            {
+                                t.no_maint = true;
+                            }
+                        }
+                        (HostOp::Shutdown, Ok(())) => {}
+                        (HostOp::Shutdown, Err(err)) => {
+                            t.attempts += 1;
+                            if err.is_transient() && t.attempts <= retries {
+                                t.st = if t.maint { HostSt::InMaint } else { HostSt::Up };
+                                t.retry_at = Some(now + backoff);
+                            } else {
+                                t.st = HostSt::Failed {
+                                    error: err.to_string(),
+                                };
+                            }
+                        }
+                        (HostOp::ExitMaintenance, Ok(())) => t.maint = false,
+                        (HostOp::ExitMaintenance, Err(err)) => {
+                            t.attempts += 1;
+                            if err.is_transient() && t.attempts <= retries {
+                                t.exit_maint_sent = false;
+                                t.retry_at = Some(now + backoff);
+                            } else {
+                                t.maint = false;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            (Command::Device { device, cmd: dc }, r) => {
+                if let Some(f) = e
+                    .finals
+                    .iter_mut()
+                    .find(|f| &f.device == device && &f.cmd == dc)
+                {
+                    match r {
+                        Ok(()) => f.done = true,
+                        Err(err) => {
+                            f.attempts += 1;
+                            // Unreachable: never delivered, safe to resend. A
+                            // timeout may have been delivered: not resent.
+                            if err.kind() == ErrorKind::Unreachable && f.attempts <= retries {
+                                f.sent = false;
+                                f.retry_at = Some(now + backoff);
+                            } else {
+                                f.done = true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.episode = Some(e);
+    }
+}
+
+fn new_host() -> HostTrack {
+    HostTrack {
+        st: HostSt::Up,
+        attempts: 0,
+        retry_at: None,
+        maint: false,
+        no_maint: false,
+        forced: false,
+        exit_maint_sent: false,
+        lost: false,
+    }
+}
