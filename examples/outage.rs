@@ -318,8 +318,8 @@ fn table_text(t: &VmTable) -> String {
     );
     let _ = writeln!(
         o,
-        "  {:<6} {:<8} {:>4} {:>4}  {}",
-        "host", "state", "on", "vms", "product"
+        "  {:<6} {:<8} {:>4} {:>4}  product",
+        "host", "state", "on", "vms"
     );
     for (h, r) in &t.hosts {
         let product = r
@@ -348,8 +348,8 @@ fn table_text(t: &VmTable) -> String {
         let _ = writeln!(o, "  {first} in detail:");
         let _ = writeln!(
             o,
-            "    {:<10} {:<12} {:<13} {:>4} {:>7}  {:<14} {}",
-            "name", "power", "ip", "cpu", "MiB", "tools", "guest OS"
+            "    {:<10} {:<12} {:<13} {:>4} {:>7}  {:<14} guest OS",
+            "name", "power", "ip", "cpu", "MiB", "tools"
         );
         for v in r.vms.values() {
             let _ = writeln!(
