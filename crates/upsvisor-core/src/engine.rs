@@ -124,9 +124,10 @@ impl Engine {
         inventory: Inventory,
         poller: PollerConfig,
         policy: PolicyConfig,
-        sequencer: SequencerConfig,
+        mut sequencer: SequencerConfig,
     ) -> Result<Self> {
         inventory.validate()?;
+        sequencer.observe_lag = sequencer.observe_lag.max(poller.on_battery_period);
         let now = clock.now();
         Ok(Engine {
             poller: Poller::new(clock.clone(), poller),
@@ -422,6 +423,9 @@ impl Engine {
     }
 
     fn save(&mut self) {
+        if !self.seq.take_dirty() {
+            return;
+        }
         if let Some(j) = self.journal.as_mut() {
             match serde_json::to_string(&self.seq) {
                 Ok(doc) => {

@@ -220,6 +220,10 @@ pub struct SequencerConfig {
     /// Safety margin subtracted from the runtime when judging a plan.
     #[serde(with = "secs")]
     pub margin: Duration,
+    /// How long it takes to see a change in the table (the on-battery poll
+    /// period; the engine raises it to that). Part of every estimate.
+    #[serde(with = "secs")]
+    pub observe_lag: Duration,
 }
 
 impl Default for SequencerConfig {
@@ -245,6 +249,7 @@ impl Default for SequencerConfig {
             restore_host_wait: Duration::from_secs(900),
             restore_vm_wait: Duration::from_secs(180),
             margin: Duration::from_secs(60),
+            observe_lag: Duration::from_secs(15),
         }
     }
 }
@@ -466,14 +471,17 @@ pub fn plan(
         if items.is_empty() {
             continue;
         }
-        // Within a host, at most `per_host_in_flight` at once; hosts in parallel.
+        // Within a host, at most `per_host_in_flight` at once; hosts in
+        // parallel. Each round also waits to see its VMs off, and a power off
+        // after a timeout takes a moment more.
+        let round_extra = cfg.observe_lag + Duration::from_secs(5);
         let est = per_host
             .values()
             .map(|ts| {
                 let mut ts = ts.clone();
                 ts.sort_unstable_by(|a, b| b.cmp(a));
                 ts.chunks(cfg.per_host_in_flight.max(1))
-                    .map(|c| c.first().copied().unwrap_or_default())
+                    .map(|c| c.first().copied().unwrap_or_default() + round_extra)
                     .sum()
             })
             .max()

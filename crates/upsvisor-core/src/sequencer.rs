@@ -306,6 +306,9 @@ pub struct Sequencer {
     audit: Vec<AuditEntry>,
     #[serde(skip)]
     poll_wanted: bool,
+    /// Changed since the last [`Sequencer::take_dirty`].
+    #[serde(skip)]
+    dirty: bool,
 }
 
 impl Sequencer {
@@ -320,6 +323,7 @@ impl Sequencer {
             measured: BTreeMap::new(),
             audit: Vec::new(),
             poll_wanted: false,
+            dirty: false,
         }
     }
 
@@ -463,7 +467,14 @@ impl Sequencer {
         }
     }
 
+    /// Whether the state changed in a way worth journaling since the last
+    /// call (every audited change, every command result). Reading resets it.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
     fn push(&mut self, now: Instant, episode: u64, what: Audit) {
+        self.dirty = true;
         self.audit.push(AuditEntry {
             at: now,
             episode,
@@ -483,6 +494,13 @@ impl Sequencer {
             return out;
         };
         self.track_new_vms(&mut e, table);
+        // Decide nothing from a table older than the episode: it may show a
+        // VM off that was just started, or miss one that just arrived.
+        if table.taken_at < e.started {
+            self.poll_wanted = true;
+            self.episode = Some(e);
+            return out;
+        }
         let mut announced = self.phase_name(&e);
         loop {
             let name = self.phase_name(&e);
@@ -540,16 +558,45 @@ impl Sequencer {
                 }
                 Phase::Restoring { .. } => {
                     if !view.at_risk.is_empty() {
-                        // Power failed again during restore: this episode ends here.
+                        // Power failed again during restore: this episode ends
+                        // here, and the VMs it had not yet brought back are
+                        // handed to the next one, so that they are restored
+                        // when power finally holds.
+                        let carry: Vec<(VmId, VmTrack)> = e
+                            .vms
+                            .iter()
+                            .filter(|(_, t)| t.stopped_by_us && t.was_on && t.st != VmSt::Started)
+                            .map(|(id, t)| (id.clone(), t.clone()))
+                            .collect();
+                        let in_maint: Vec<HostId> = e
+                            .hosts
+                            .iter()
+                            .filter(|(_, t)| t.maint)
+                            .map(|(h, _)| h.clone())
+                            .collect();
                         self.push(
                             now,
                             e.id,
                             Audit::EpisodeEnded {
-                                outcome: "interrupted by a new power failure".into(),
+                                outcome: format!(
+                                    "interrupted by a new power failure; {} VM(s) still to restore are handed on",
+                                    carry.len()
+                                ),
                             },
                         );
                         self.episode = None;
                         self.maybe_start(now, table, view);
+                        if let Some(next) = self.episode.as_mut() {
+                            for (id, mut t) in carry {
+                                t.st = VmSt::Off;
+                                t.attempts = 0;
+                                t.retry_at = None;
+                                next.vms.insert(id, t);
+                            }
+                            for h in in_maint {
+                                next.hosts.entry(h).or_insert_with(new_host).maint = true;
+                            }
+                        }
                         return self.step(now, table, view).into_iter().chain(out).collect();
                     }
                     if self.step_restore(now, &mut e, table, &mut out) {
@@ -785,7 +832,11 @@ impl Sequencer {
             if Self::vm_busy(e, &id) {
                 continue;
             }
-            if fresh_off && table.host(&host).is_some_and(|r| r.is_fresh()) {
+            // Off in the table: for a VM not yet touched even a stale row
+            // says it was off; after a command only fresh data counts.
+            if fresh_off
+                && (t.st == VmSt::Pending || table.host(&host).is_some_and(|r| r.is_fresh()))
+            {
                 let measured = match t.st {
                     VmSt::ShutdownSent { .. } => t.sent_at.map(|s| now - s),
                     _ => None,
@@ -793,6 +844,7 @@ impl Sequencer {
                 if let Some(d) = measured {
                     self.measured.insert(id.clone(), d.as_millis() as u64);
                 }
+                self.dirty = true;
                 self.set_vm(e, &id, |t| {
                     if t.st != VmSt::Pending {
                         t.stopped_by_us = true;
@@ -844,9 +896,15 @@ impl Sequencer {
                 }
                 _ => continue,
             };
-            if op == VmOp::PowerOff {
-                self.set_vm(e, &id, |t| t.st = VmSt::PowerOffSent);
-            }
+            self.set_vm(e, &id, |t| {
+                // Whatever happens next, this VM is ours to restore: it was
+                // running when we chose to stop it.
+                t.stopped_by_us = true;
+                t.was_on = true;
+                if op == VmOp::PowerOff {
+                    t.st = VmSt::PowerOffSent;
+                }
+            });
             if self.cfg.commit_point == CommitPoint::FirstVmCommand && e.full {
                 e.committed = true;
             }
@@ -1128,6 +1186,11 @@ impl Sequencer {
         {
             return false;
         }
+        // Judge only from a table taken since restore began.
+        if table.taken_at < since {
+            self.poll_wanted = true;
+            return false;
+        }
         if !outlets_on {
             let offs: Vec<(DeviceId, OutletId)> = e
                 .finals
@@ -1256,6 +1319,39 @@ impl Sequencer {
                     self.set_vm(e, id, |t| t.st = VmSt::Started);
                     continue;
                 }
+                if let VmSt::ShutdownSent { deadline } = t.st {
+                    // An abort caught this guest mid-shutdown: it cannot be
+                    // called back, so wait for it to finish, then start it.
+                    if info.power.is_on() {
+                        settled = false;
+                        if now >= deadline && !Self::vm_busy(e, id) && self.in_flight_ok(e, &host) {
+                            // As on the way down: a guest that has not
+                            // stopped by its timeout is powered off, then
+                            // started like the others.
+                            self.note(
+                                now,
+                                e.id,
+                                format!(
+                                    "{} did not finish its guest shutdown: power cycling it",
+                                    t.name
+                                ),
+                            );
+                            self.set_vm(e, id, |t| t.st = VmSt::PowerOffSent);
+                            self.issue(
+                                now,
+                                e,
+                                Command::Vm {
+                                    host,
+                                    vm: id.clone(),
+                                    name: t.name.clone(),
+                                    op: VmOp::PowerOff,
+                                },
+                                out,
+                            );
+                        }
+                        continue;
+                    }
+                }
                 settled = false;
                 if Self::vm_busy(e, id)
                     || t.st == VmSt::StartSent
@@ -1280,7 +1376,11 @@ impl Sequencer {
                     out,
                 );
             }
-            if !settled && now < gs + self.cfg.restore_vm_wait {
+            // A guest still inside its shutdown timeout holds the group.
+            let guest_pending = ids.iter().any(
+                |id| matches!(e.vms.get(id).map(|t| &t.st), Some(VmSt::ShutdownSent { deadline }) if *deadline > now),
+            );
+            if !settled && (now < gs + self.cfg.restore_vm_wait || guest_pending) {
                 e.phase = Phase::Restoring {
                     since,
                     outlets_on: true,

@@ -132,6 +132,28 @@ impl EstateSpec {
     }
 }
 
+/// Why a running VM lost power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum LossCause {
+    /// Its host was shut down with it still running.
+    HostShutdown,
+    /// Its host lost input power (UPS output or outlet off, battery flat).
+    PowerLoss,
+}
+
+/// A VM that lost power while running: what upsvisor exists to prevent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UncleanLoss {
+    /// When.
+    pub at: Instant,
+    /// Which VM.
+    pub vm: VmId,
+    /// On which host.
+    pub host: HostId,
+    /// Why.
+    pub cause: LossCause,
+}
+
 /// One command a simulated host or UPS received, and what it answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommandRecord {
@@ -183,7 +205,7 @@ pub(crate) struct State {
     pub(crate) seq: u64,
     pub(crate) log: Vec<CommandRecord>,
     /// VMs that lost power while running (the thing upsvisor prevents).
-    pub(crate) unclean: Vec<(Instant, VmId)>,
+    pub(crate) unclean: Vec<UncleanLoss>,
     pub(crate) ups: Option<UpsState>,
 }
 
@@ -227,7 +249,12 @@ impl State {
         let now = self.now;
         match a {
             Action::Migrate { vm, to } => {
-                let to_up = self.hosts.get(&to).is_some_and(|h| h.up && !h.maintenance);
+                // A host that is shutting down or in maintenance takes no VMs.
+                let halting = self
+                    .actions
+                    .values()
+                    .any(|a| matches!(a, Action::HostHalt { host } if *host == to));
+                let to_up = !halting && self.hosts.get(&to).is_some_and(|h| h.up && !h.maintenance);
                 if let Some(v) = self.vms.get_mut(&vm) {
                     let from_up = self.hosts.get(&v.host).is_some_and(|h| h.up);
                     // A live migration needs both ends up; a powered-off VM can
@@ -252,19 +279,24 @@ impl State {
                     }
                 }
             }
-            Action::HostHalt { host } => self.host_goes_dark(&host, now),
+            Action::HostHalt { host } => self.host_goes_dark(&host, now, LossCause::HostShutdown),
             Action::Ups(u) => self.apply_ups(u),
         }
     }
 
     /// The host stops: anything still running on it loses power uncleanly.
-    pub(crate) fn host_goes_dark(&mut self, host: &HostId, now: Instant) {
+    pub(crate) fn host_goes_dark(&mut self, host: &HostId, now: Instant, cause: LossCause) {
         if let Some(h) = self.hosts.get_mut(host) {
             h.up = false;
         }
         for (id, v) in self.vms.iter_mut().filter(|(_, v)| &v.host == host) {
             if v.info.power == PowerState::PoweredOn {
-                self.unclean.push((now, id.clone()));
+                self.unclean.push(UncleanLoss {
+                    at: now,
+                    vm: id.clone(),
+                    host: host.clone(),
+                    cause,
+                });
             }
             if v.info.power != PowerState::Suspended {
                 v.info.power = PowerState::PoweredOff;
@@ -298,7 +330,7 @@ impl State {
             let boot = h.cfg.boot_time;
             self.schedule(now + boot, Action::HostBoot { host: host.clone() });
         } else {
-            self.host_goes_dark(host, now);
+            self.host_goes_dark(host, now, LossCause::PowerLoss);
             self.actions
                 .retain(|_, a| !matches!(a, Action::HostBoot { host: h } if h == host));
         }
@@ -530,8 +562,8 @@ impl Estate {
         lock(&self.state).log.clone()
     }
 
-    /// VMs that lost power while running, with when.
-    pub fn unclean_power_losses(&self) -> Vec<(Instant, VmId)> {
+    /// VMs that lost power while running.
+    pub fn unclean_power_losses(&self) -> Vec<UncleanLoss> {
         let now = self.clock.now();
         let mut st = lock(&self.state);
         st.catch_up(now);

@@ -28,5 +28,8 @@
 mod estate;
 mod ups;
 
-pub use estate::{CommandRecord, Estate, EstateSpec, Guest, HostBehavior, SimHost, SimHostConfig};
+pub use estate::{
+    CommandRecord, Estate, EstateSpec, Guest, HostBehavior, LossCause, SimHost, SimHostConfig,
+    UncleanLoss,
+};
 pub use ups::{SimUps, UpsConfig, UpsScript, UpsStep};

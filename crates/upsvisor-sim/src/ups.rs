@@ -493,7 +493,14 @@ mod tests {
         assert!(!ups.output_on());
         // Everything that was running lost power uncleanly: 4 VMs.
         assert_eq!(e.unclean_power_losses().len(), 4);
-        assert_eq!(e.unclean_power_losses()[0].0, Instant::from_millis(610_000));
+        assert_eq!(
+            e.unclean_power_losses()[0].at,
+            Instant::from_millis(610_000)
+        );
+        assert_eq!(
+            e.unclean_power_losses()[0].cause,
+            crate::LossCause::PowerLoss
+        );
     }
 
     #[test]
