@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use upsvisor_core::{Error, PowerStatus};
 
-use crate::codec::{CodecError, ErrWord, LineBuffer, ListKind, ListReader, Reply, Request, parse_line};
+use crate::codec::{
+    CodecError, ErrWord, LineBuffer, ListKind, ListReader, Reply, Request, parse_line,
+};
 use crate::config::NutConfig;
 use crate::status::status_from_vars;
 
@@ -18,6 +20,8 @@ enum Fail {
     Io(io::Error),
     Closed,
     Timeout,
+    /// The server closed the connection in the middle of a reply.
+    Truncated(String),
     Codec(CodecError),
 }
 
@@ -122,7 +126,10 @@ impl NutClient {
         self.list_ups_until(deadline)
     }
 
-    pub(crate) fn list_ups_until(&mut self, deadline: Instant) -> Result<Vec<(String, String)>, Error> {
+    pub(crate) fn list_ups_until(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<Vec<(String, String)>, Error> {
         let items = self.run("LIST UPS", deadline, true, |c, d, cfg| {
             list(c, d, cfg, &Request::ListUps, ListKind::Ups, None)
         })?;
@@ -141,10 +148,20 @@ impl NutClient {
         self.list_vars_until(deadline)
     }
 
-    pub(crate) fn list_vars_until(&mut self, deadline: Instant) -> Result<BTreeMap<String, String>, Error> {
+    pub(crate) fn list_vars_until(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<BTreeMap<String, String>, Error> {
         let ups = self.cfg.ups.clone();
         let items = self.run("LIST VAR", deadline, true, |c, d, cfg| {
-            list(c, d, cfg, &Request::ListVar(&ups), ListKind::Var, Some(&ups))
+            list(
+                c,
+                d,
+                cfg,
+                &Request::ListVar(&ups),
+                ListKind::Var,
+                Some(&ups),
+            )
         })?;
         Ok(items
             .into_iter()
@@ -180,7 +197,14 @@ impl NutClient {
     pub(crate) fn list_cmds_until(&mut self, deadline: Instant) -> Result<Vec<String>, Error> {
         let ups = self.cfg.ups.clone();
         let items = self.run("LIST CMD", deadline, true, |c, d, cfg| {
-            list(c, d, cfg, &Request::ListCmd(&ups), ListKind::Cmd, Some(&ups))
+            list(
+                c,
+                d,
+                cfg,
+                &Request::ListCmd(&ups),
+                ListKind::Cmd,
+                Some(&ups),
+            )
         })?;
         Ok(items
             .into_iter()
@@ -200,7 +224,11 @@ impl NutClient {
             exchange(c, d, &Request::GetVar(&ups, var))
         })?;
         match reply {
-            Reply::Var { ups: u, name, value } if u == ups && name == var => Ok(value),
+            Reply::Var {
+                ups: u,
+                name,
+                value,
+            } if u == ups && name == var => Ok(value),
             other => Err(Error::protocol(
                 self.target(),
                 format!("GET VAR {var}: unexpected reply {other:?}"),
@@ -215,7 +243,12 @@ impl NutClient {
         self.set_var_until(deadline, var, value)
     }
 
-    pub(crate) fn set_var_until(&mut self, deadline: Instant, var: &str, value: &str) -> Result<(), Error> {
+    pub(crate) fn set_var_until(
+        &mut self,
+        deadline: Instant,
+        var: &str,
+        value: &str,
+    ) -> Result<(), Error> {
         let ups = self.cfg.ups.clone();
         self.run("SET VAR", deadline, false, |c, d, _| {
             expect_ok(c, d, &Request::SetVar(&ups, var, value))
@@ -275,7 +308,14 @@ impl NutClient {
     pub(crate) fn status_until(&mut self, deadline: Instant) -> Result<PowerStatus, Error> {
         let ups = self.cfg.ups.clone();
         let res = self.run("LIST VAR", deadline, true, |c, d, cfg| {
-            match list(c, d, cfg, &Request::ListVar(&ups), ListKind::Var, Some(&ups)) {
+            match list(
+                c,
+                d,
+                cfg,
+                &Request::ListVar(&ups),
+                ListKind::Var,
+                Some(&ups),
+            ) {
                 Ok(items) => Ok(Some(items)),
                 Err(Fail::Codec(CodecError::Server(ErrWord::DataStale))) => Ok(None),
                 Err(e) => Err(e),
@@ -342,7 +382,9 @@ impl NutClient {
             let reused = self.conn.is_some();
             let mut conn = match self.conn.take() {
                 Some(c) => c,
-                None => self.connect(deadline).map_err(|fail| self.map_fail(what, fail, true))?,
+                None => self
+                    .connect(deadline)
+                    .map_err(|fail| self.map_fail(what, fail, true))?,
             };
             match f(&mut conn, deadline, &self.cfg) {
                 Ok(v) => {
@@ -370,8 +412,13 @@ impl NutClient {
             Fail::Timeout => Error::timeout(format!("{what} at {target}"), self.cfg.call_timeout),
             Fail::Io(e) if connecting => Error::unreachable(target, e),
             Fail::Io(e) => Error::unreachable(target, format!("{what}: {e}")),
-            Fail::Closed => Error::unreachable(target, format!("{what}: connection closed by server")),
+            Fail::Closed => {
+                Error::unreachable(target, format!("{what}: connection closed by server"))
+            }
             Fail::Codec(CodecError::Server(w)) => map_err_word(&w, &target, &self.cfg.ups, what),
+            Fail::Truncated(detail) => {
+                Error::protocol(target, format!("{what}: truncated reply: {detail}"))
+            }
             Fail::Codec(e) => Error::protocol(target, format!("{what}: {e}")),
         }
     }
@@ -387,16 +434,24 @@ impl Drop for NutClient {
 pub(crate) fn map_err_word(w: &ErrWord, target: &str, ups: &str, what: &str) -> Error {
     use ErrWord as W;
     match w {
-        W::AccessDenied | W::PasswordRequired | W::UsernameRequired | W::InvalidPassword | W::InvalidUsername => {
-            Error::auth(target, format!("{what}: {w}"))
-        }
+        W::AccessDenied
+        | W::PasswordRequired
+        | W::UsernameRequired
+        | W::InvalidPassword
+        | W::InvalidUsername => Error::auth(target, format!("{what}: {w}")),
         W::UnknownUps => Error::not_found(format!("UPS {ups} at {target}")),
-        W::VarNotSupported => Error::not_found(format!("{what}: variable not supported by UPS {ups} at {target}")),
+        W::VarNotSupported => Error::not_found(format!(
+            "{what}: variable not supported by UPS {ups} at {target}"
+        )),
         W::CmdNotSupported | W::FeatureNotSupported | W::FeatureNotConfigured | W::Readonly => {
             Error::unsupported(format!("{what} on {ups} at {target}: {w}"))
         }
         W::DataStale | W::DriverNotConnected => Error::unreachable(target, format!("{what}: {w}")),
-        W::InstcmdFailed | W::SetFailed | W::AlreadyLoggedIn | W::AlreadySetPassword | W::AlreadySetUsername
+        W::InstcmdFailed
+        | W::SetFailed
+        | W::AlreadyLoggedIn
+        | W::AlreadySetPassword
+        | W::AlreadySetUsername
         | W::AlreadySslMode => Error::invalid_state(format!("{what} on {ups} at {target}: {w}")),
         _ => Error::protocol(target, format!("{what}: ERR {w}")),
     }
@@ -434,6 +489,12 @@ fn read_reply(c: &mut Conn, deadline: Instant) -> Result<Reply, Fail> {
             .set_read_timeout(Some(remaining(deadline)?))
             .map_err(Fail::Io)?;
         match c.stream.read(&mut chunk) {
+            Ok(0) if c.buf.pending() > 0 => {
+                return Err(Fail::Truncated(format!(
+                    "connection closed inside a line ({} bytes received)",
+                    c.buf.pending()
+                )));
+            }
             Ok(0) => return Err(Fail::Closed),
             Ok(n) => c.buf.push(chunk.get(..n).unwrap_or_default()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -470,8 +531,17 @@ fn list(
 ) -> Result<Vec<Reply>, Fail> {
     send(c, deadline, req)?;
     let mut reader = ListReader::new(kind, ups, cfg.max_list_items);
+    let mut lines = 0usize;
     loop {
-        let reply = read_reply(c, deadline)?;
+        let reply = match read_reply(c, deadline) {
+            Err(Fail::Closed) if lines > 0 => {
+                return Err(Fail::Truncated(format!(
+                    "connection closed after {lines} lines of the list"
+                )));
+            }
+            other => other?,
+        };
+        lines += 1;
         if let Some(items) = reader.feed(reply)? {
             return Ok(items);
         }

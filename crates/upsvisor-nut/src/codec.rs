@@ -573,7 +573,11 @@ impl ListReader {
     fn unexpected(&self, got: &Reply) -> CodecError {
         CodecError::Unexpected {
             expected: if self.started {
-                format!("{} item or END LIST {}", self.kind.word(), self.header().join(" "))
+                format!(
+                    "{} item or END LIST {}",
+                    self.kind.word(),
+                    self.header().join(" ")
+                )
             } else {
                 format!("BEGIN LIST {}", self.header().join(" "))
             },
@@ -616,7 +620,12 @@ impl ListReader {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -624,12 +633,19 @@ mod tests {
     #[test]
     fn encodes_with_quoting() {
         assert_eq!(
-            Request::SetVar("ups1", "ups.id", r#"a "b" \c"#).encode().unwrap(),
+            Request::SetVar("ups1", "ups.id", r#"a "b" \c"#)
+                .encode()
+                .unwrap(),
             "SET VAR ups1 ups.id \"a \\\"b\\\" \\\\c\"\n"
         );
-        assert_eq!(Request::ListVar("ups1").encode().unwrap(), "LIST VAR ups1\n");
         assert_eq!(
-            Request::Instcmd("ups1", "outlet.1.load.off").encode().unwrap(),
+            Request::ListVar("ups1").encode().unwrap(),
+            "LIST VAR ups1\n"
+        );
+        assert_eq!(
+            Request::Instcmd("ups1", "outlet.1.load.off")
+                .encode()
+                .unwrap(),
             "INSTCMD ups1 outlet.1.load.off\n"
         );
         // Injection attempts are refused, not escaped into a second command.
@@ -720,7 +736,11 @@ mod tests {
             b"CMD a b c",
             b"x\\",
         ] {
-            assert!(parse_line(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_line(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -798,7 +818,10 @@ mod tests {
         }
         let mut r = ListReader::new(ListKind::Cmd, Some("u"), 2);
         assert_eq!(
-            feed_all(&mut r, &["BEGIN LIST CMD u", "CMD u a", "CMD u b", "CMD u c"]),
+            feed_all(
+                &mut r,
+                &["BEGIN LIST CMD u", "CMD u a", "CMD u b", "CMD u c"]
+            ),
             Err(CodecError::ListTooLong { max: 2 })
         );
         let mut r = ListReader::new(ListKind::Ups, None, 2);

@@ -142,7 +142,10 @@ impl NutConfig {
         if !is_valid_name(&self.ups) {
             return Err(Error::config(
                 "nut.ups",
-                format!("UPS name {:?} is empty or has characters upsd names cannot have", self.ups),
+                format!(
+                    "UPS name {:?} is empty or has characters upsd names cannot have",
+                    self.ups
+                ),
             ));
         }
         if self.host.is_empty() {
@@ -155,7 +158,10 @@ impl NutConfig {
             return Err(Error::config("nut.timeout", "timeouts must be above zero"));
         }
         if self.max_line < 64 || self.max_list_items == 0 {
-            return Err(Error::config("nut.limits", "max_line must be >= 64 and max_list_items >= 1"));
+            return Err(Error::config(
+                "nut.limits",
+                "max_line must be >= 64 and max_list_items >= 1",
+            ));
         }
         Ok(())
     }

@@ -102,7 +102,9 @@ impl NutDevice {
                 let mut c = lock(&client);
                 let _ = tx.send(f(&mut c, deadline));
             })
-            .map_err(|e| Error::unreachable(self.target.clone(), format!("cannot start I/O thread: {e}")))?;
+            .map_err(|e| {
+                Error::unreachable(self.target.clone(), format!("cannot start I/O thread: {e}"))
+            })?;
         rx.await.map_err(|_| {
             Error::protocol(self.target.clone(), "I/O thread ended without an answer")
         })?

@@ -72,7 +72,9 @@ mod device;
 pub mod status;
 
 pub use client::NutClient;
-pub use codec::{CodecError, ErrWord, LineBuffer, ListKind, ListReader, Reply, Request, parse_line};
+pub use codec::{
+    CodecError, ErrWord, LineBuffer, ListKind, ListReader, Reply, Request, parse_line,
+};
 pub use config::{DEFAULT_PORT, NutConfig};
 pub use device::{LastSeen, NutDevice};
 pub use status::{DumpError, parse_upsc_dump, status_from_vars};

@@ -82,13 +82,17 @@ fn number(v: &str) -> Option<f64> {
 /// Battery charge in percent: values outside 0..=100 (some firmwares send
 /// 255 for "unknown") are treated as not reported.
 fn charge(v: &str) -> Option<f32> {
-    number(v).filter(|x| (0.0..=100.0).contains(x)).map(|x| x as f32)
+    number(v)
+        .filter(|x| (0.0..=100.0).contains(x))
+        .map(|x| x as f32)
 }
 
 /// Load in percent: may exceed 100 when overloaded; beyond 1000 it is a
 /// firmware bug (the NUT DDL has a 2.3e254 % entry), not a reading.
 fn load(v: &str) -> Option<f32> {
-    number(v).filter(|x| (0.0..=1000.0).contains(x)).map(|x| x as f32)
+    number(v)
+        .filter(|x| (0.0..=1000.0).contains(x))
+        .map(|x| x as f32)
 }
 
 fn runtime(v: &str) -> Option<u32> {
@@ -195,7 +199,12 @@ fn outlets(vars: &BTreeMap<&str, &str>) -> Vec<OutletStatus> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
