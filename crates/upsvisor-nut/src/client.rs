@@ -439,7 +439,7 @@ pub(crate) fn map_err_word(w: &ErrWord, target: &str, ups: &str, what: &str) -> 
         | W::UsernameRequired
         | W::InvalidPassword
         | W::InvalidUsername => Error::auth(target, format!("{what}: {w}")),
-        W::UnknownUps => Error::not_found(format!("UPS {ups} at {target}")),
+        W::UnknownUps => Error::not_found(format!("UPS {ups} at {target} ({what}: {w})")),
         W::VarNotSupported => Error::not_found(format!(
             "{what}: variable not supported by UPS {ups} at {target}"
         )),
