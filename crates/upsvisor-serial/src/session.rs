@@ -268,15 +268,15 @@ impl Session {
         let Some(flags) = self.apc_value(apc::STATUS, d, apc::parse_flags)? else {
             return Err(Fail::Reply("APC query Q".into(), ReplyError::NotAvailable));
         };
-        let mut r = ApcReading::default();
-        r.flags = flags;
-        r.charge_pct = self.apc_value(apc::CHARGE, d, apc::parse_decimal)?;
-        r.runtime_s = self.apc_value(apc::RUNTIME, d, apc::parse_runtime)?;
-        r.load_pct = self.apc_value(apc::LOAD, d, apc::parse_decimal)?;
-        r.battery_voltage = self.apc_value(apc::BATTERY_VOLTAGE, d, apc::parse_decimal)?;
-        r.line_voltage = self.apc_value(apc::LINE_VOLTAGE, d, apc::parse_decimal)?;
-        r.output_voltage = self.apc_value(apc::OUTPUT_VOLTAGE, d, apc::parse_decimal)?;
-        Ok(r)
+        Ok(ApcReading {
+            flags,
+            charge_pct: self.apc_value(apc::CHARGE, d, apc::parse_decimal)?,
+            runtime_s: self.apc_value(apc::RUNTIME, d, apc::parse_runtime)?,
+            load_pct: self.apc_value(apc::LOAD, d, apc::parse_decimal)?,
+            battery_voltage: self.apc_value(apc::BATTERY_VOLTAGE, d, apc::parse_decimal)?,
+            line_voltage: self.apc_value(apc::LINE_VOLTAGE, d, apc::parse_decimal)?,
+            output_voltage: self.apc_value(apc::OUTPUT_VOLTAGE, d, apc::parse_decimal)?,
+        })
     }
 
     // --------------------------------------------------------- commands
