@@ -22,6 +22,9 @@ enum Fail {
     Timeout,
     /// The server closed the connection in the middle of a reply.
     Truncated(String),
+    /// TLS handshake or record failure (certificate not trusted, ...).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    Tls(String),
     Codec(CodecError),
 }
 
@@ -55,8 +58,53 @@ impl Fail {
     }
 }
 
+/// The connection, in plain text or after STARTTLS.
+enum Stream {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: LineBuffer,
     primary: bool,
 }
@@ -73,6 +121,8 @@ struct Conn {
 pub struct NutClient {
     cfg: NutConfig,
     conn: Option<Conn>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsSetup>,
 }
 
 impl std::fmt::Debug for NutClient {
@@ -89,7 +139,17 @@ impl NutClient {
     /// configuration (empty host, UPS name that cannot be sent).
     pub fn new(cfg: NutConfig) -> Result<Self, Error> {
         cfg.validate()?;
-        Ok(NutClient { cfg, conn: None })
+        #[cfg(feature = "tls")]
+        let tls = match &cfg.tls {
+            Some(t) => Some(crate::tls::setup(t, &cfg.host)?),
+            None => None,
+        };
+        Ok(NutClient {
+            cfg,
+            conn: None,
+            #[cfg(feature = "tls")]
+            tls,
+        })
     }
 
     /// The configuration.
@@ -105,8 +165,12 @@ impl NutClient {
     /// Closes the connection (politely, with `LOGOUT`, best effort).
     pub fn disconnect(&mut self) {
         if let Some(mut c) = self.conn.take() {
-            let _ = c.stream.set_write_timeout(Some(Duration::from_millis(200)));
+            let _ = c
+                .stream
+                .tcp()
+                .set_write_timeout(Some(Duration::from_millis(200)));
             let _ = c.stream.write_all(b"LOGOUT\n");
+            let _ = c.stream.flush();
         }
     }
 
@@ -348,10 +412,14 @@ impl NutClient {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     let mut c = Conn {
-                        stream,
+                        stream: Stream::Plain(stream),
                         buf: LineBuffer::new(self.cfg.max_line),
                         primary: false,
                     };
+                    #[cfg(feature = "tls")]
+                    if let Some(tls) = &self.tls {
+                        c = starttls(c, tls, deadline)?;
+                    }
                     if let Some(cred) = &self.cfg.credentials {
                         expect_ok(&mut c, deadline, &Request::Username(&cred.username))?;
                         expect_ok(&mut c, deadline, &Request::Password(cred.password.expose()))?;
@@ -416,6 +484,7 @@ impl NutClient {
                 Error::unreachable(target, format!("{what}: connection closed by server"))
             }
             Fail::Codec(CodecError::Server(w)) => map_err_word(&w, &target, &self.cfg.ups, what),
+            Fail::Tls(detail) => Error::auth(target, format!("{what}: TLS: {detail}")),
             Fail::Truncated(detail) => {
                 Error::protocol(target, format!("{what}: truncated reply: {detail}"))
             }
@@ -474,9 +543,55 @@ fn io_fail(e: io::Error) -> Fail {
 fn send(c: &mut Conn, deadline: Instant, req: &Request<'_>) -> Result<(), Fail> {
     let line = req.encode()?;
     c.stream
+        .tcp()
         .set_write_timeout(Some(remaining(deadline)?))
         .map_err(Fail::Io)?;
-    c.stream.write_all(line.as_bytes()).map_err(io_fail)
+    c.stream.write_all(line.as_bytes()).map_err(io_fail)?;
+    c.stream.flush().map_err(io_fail)
+}
+
+/// `STARTTLS`, `OK STARTTLS`, then the handshake on the same socket.
+#[cfg(feature = "tls")]
+fn starttls(mut c: Conn, tls: &crate::tls::TlsSetup, deadline: Instant) -> Result<Conn, Fail> {
+    match expect_ok(&mut c, deadline, &Request::Starttls)?.as_deref() {
+        Some("STARTTLS") => {}
+        other => {
+            return Err(Fail::Codec(CodecError::Unexpected {
+                expected: "OK STARTTLS".into(),
+                got: format!("OK {}", other.unwrap_or_default()),
+            }));
+        }
+    }
+    if c.buf.pending() > 0 {
+        return Err(Fail::Tls("plain-text bytes after OK STARTTLS".into()));
+    }
+    let Stream::Plain(mut tcp) = c.stream else {
+        return Err(Fail::Tls("STARTTLS twice".into()));
+    };
+    let mut conn = rustls::ClientConnection::new(tls.config.clone(), tls.name.clone())
+        .map_err(|e| Fail::Tls(e.to_string()))?;
+    while conn.is_handshaking() {
+        let left = remaining(deadline)?;
+        tcp.set_read_timeout(Some(left)).map_err(Fail::Io)?;
+        tcp.set_write_timeout(Some(left)).map_err(Fail::Io)?;
+        match conn.complete_io(&mut tcp) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(Fail::Tls(e.to_string()));
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(Fail::Tls(
+                    "upsd closed the connection during the handshake".into(),
+                ));
+            }
+            Err(e) => return Err(io_fail(e)),
+        }
+    }
+    Ok(Conn {
+        stream: Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))),
+        buf: c.buf,
+        primary: c.primary,
+    })
 }
 
 fn read_reply(c: &mut Conn, deadline: Instant) -> Result<Reply, Fail> {
@@ -486,6 +601,7 @@ fn read_reply(c: &mut Conn, deadline: Instant) -> Result<Reply, Fail> {
             return Ok(parse_line(&line)?);
         }
         c.stream
+            .tcp()
             .set_read_timeout(Some(remaining(deadline)?))
             .map_err(Fail::Io)?;
         match c.stream.read(&mut chunk) {

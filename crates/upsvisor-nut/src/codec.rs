@@ -242,6 +242,8 @@ pub enum Request<'a> {
     Instcmd(&'a str, &'a str),
     /// `LOGOUT`.
     Logout,
+    /// `STARTTLS`.
+    Starttls,
 }
 
 impl Request<'_> {
@@ -265,6 +267,7 @@ impl Request<'_> {
             }
             Request::Instcmd(u, c) => format!("INSTCMD {} {}", name(u)?, name(c)?),
             Request::Logout => "LOGOUT".to_owned(),
+            Request::Starttls => "STARTTLS".to_owned(),
         };
         Ok(line + "\n")
     }

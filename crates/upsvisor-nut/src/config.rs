@@ -36,6 +36,8 @@ pub struct NutConfig {
     pub(crate) call_timeout: Duration,
     pub(crate) max_line: usize,
     pub(crate) max_list_items: usize,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::NutTls>,
 }
 
 impl Default for NutConfig {
@@ -52,6 +54,8 @@ impl Default for NutConfig {
             call_timeout: Duration::from_secs(10),
             max_line: DEFAULT_MAX_LINE,
             max_list_items: DEFAULT_MAX_LIST_ITEMS,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -120,6 +124,15 @@ impl NutConfig {
     /// Most items accepted in one `LIST` reply.
     pub fn max_list_items(mut self, n: usize) -> Self {
         self.max_list_items = n;
+        self
+    }
+
+    /// Require STARTTLS before anything else is sent (feature `tls`).
+    /// The connection fails, and never falls back to plain text, when
+    /// upsd does not offer it or its certificate does not verify.
+    #[cfg(feature = "tls")]
+    pub fn starttls(mut self, tls: crate::tls::NutTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 

@@ -18,8 +18,10 @@
 //! - [`NutDevice`]: runs the client on a thread per call and hands the
 //!   engine a future; no async runtime, no tokio.
 //!
-//! Not implemented: `STARTTLS` (upsd's TLS); run upsd on the same host or
-//! over a trusted link, or tunnel it.
+//! `STARTTLS` (feature `tls`, off by default; rustls with the ring
+//! provider): `NutConfig::starttls` with a `NutTls` naming the CA that
+//! signed upsd's certificate. When configured it is required: no plain-text
+//! fallback, and no way to skip certificate verification.
 //!
 //! ## Error mapping
 //! | upsd | [`ErrorKind`](upsvisor_core::ErrorKind) |
@@ -70,6 +72,8 @@ pub mod codec;
 mod config;
 mod device;
 pub mod status;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use client::NutClient;
 pub use codec::{
@@ -78,3 +82,5 @@ pub use codec::{
 pub use config::{DEFAULT_PORT, NutConfig};
 pub use device::{LastSeen, NutDevice};
 pub use status::{DumpError, parse_upsc_dump, status_from_vars};
+#[cfg(feature = "tls")]
+pub use tls::NutTls;
