@@ -42,6 +42,10 @@ pub struct LastSeen {
 /// | `CancelShutdown` | `INSTCMD shutdown.stop` |
 /// | `SetFsd` | `PRIMARY` (or `MASTER`), `FSD` |
 ///
+/// The deadline covers connecting, STARTTLS, authentication and the
+/// exchange; host-name resolution uses the system resolver, which has no
+/// deadline, so give an address where that matters.
+///
 /// Outlet ids are those [`status`](PowerDevice::status) reports: `N` for
 /// `outlet.N`, `group.N` for `outlet.group.N`.
 ///

@@ -43,6 +43,11 @@
 //!   `.dev` file, FSD latching, `SET VAR`, `INSTCMD`, wrong password,
 //!   unknown UPS, `DATA-STALE` (driver stopped with SIGSTOP, `MAXAGE 2`),
 //!   reconnection after upsd restarts.
+//! - Live, by `tests/tls.rs` (feature `tls`): the same upsd with an NSS
+//!   certificate database made by the test (`openssl`, `certutil`,
+//!   `pk12util`): status and an authenticated command over STARTTLS; an
+//!   unknown CA and a wrong server name refused (`Auth`), twice (no
+//!   fallback); a upsd without TLS gives `Unsupported`.
 //! - By `tests/ddl.rs`: all 240 dumps of the NUT Devices Dumps Library
 //!   (networkupstools/nut-ddl) map to a status.
 //! - By `tests/raw_server.rs`: a fake server sending garbage, truncated,
@@ -51,7 +56,9 @@
 //! - Not checked live: `PRIMARY` → `MASTER` fallback (upsd 2.8.0 knows
 //!   `PRIMARY`; the fallback is tested against the fake server), outlet and
 //!   shutdown instant commands on real hardware (`dummy-ups` only offers
-//!   `load.off`).
+//!   `load.off`; the lines sent for `outlet.N.load.*`, `load.off.delay`,
+//!   `shutdown.return`/`stayoff`/`stop` are checked against the fake
+//!   server only), TLS client certificates (`CERTREQUEST`; not supported).
 //!
 //! ```
 //! use upsvisor_nut::{Reply, parse_line, status_from_vars};
