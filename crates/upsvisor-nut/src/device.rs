@@ -24,6 +24,24 @@ pub struct LastSeen {
 
 /// A UPS behind upsd, as a [`PowerDevice`].
 ///
+/// ```
+/// use std::time::Duration;
+/// use upsvisor_core::{Credentials, PowerDevice};
+/// use upsvisor_nut::{NutConfig, NutDevice};
+///
+/// // Nothing listens on this port: the call fails cleanly, no panic.
+/// let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+/// let ups = NutDevice::new(
+///     NutConfig::new("ups1")
+///         .port(port)
+///         .credentials(Credentials::new("upsvisor", "secret"))
+///         .call_timeout(Duration::from_secs(2)),
+/// )
+/// .unwrap();
+/// let err = futures::executor::block_on(ups.status()).unwrap_err();
+/// assert!(err.is_transient());
+/// ```
+///
 /// Each call runs the blocking [`NutClient`] on a short-lived thread of its
 /// own and hands the engine a future, so no async runtime is needed. Calls
 /// are serialised on one connection; each has the configured deadline,

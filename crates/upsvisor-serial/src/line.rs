@@ -78,6 +78,28 @@ impl LineReader {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_chunks_never_panic_and_stay_bounded(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16),
+            term in prop_oneof![Just(b'\r'), Just(b'\n')],
+        ) {
+            let mut r = LineReader::new(term, 32);
+            for c in &chunks {
+                r.push(c);
+                loop {
+                    match r.next_line() {
+                        Ok(Some(line)) => prop_assert!(line.len() <= 32 && !line.is_empty()),
+                        Ok(None) => break,
+                        Err(_) => { r.clear(); break; }
+                    }
+                }
+                prop_assert!(r.pending().len() <= 32 + 64);
+            }
+        }
+    }
 
     #[test]
     fn splits_and_limits() {
