@@ -335,8 +335,9 @@ impl NutClient {
     }
 
     /// Sets the forced-shutdown flag: `PRIMARY` (or `MASTER` on a upsd that
-    /// predates NUT 2.8), then `FSD`. Needs a `upsmon primary` user with the
-    /// `FSD` action.
+    /// predates NUT 2.8), then `FSD`. Needs a `upsmon primary` account or
+    /// one with the `FSD` action (a refused `PRIMARY` does not stop the
+    /// `FSD` attempt; upsd's answer to `FSD` decides).
     pub fn fsd(&mut self) -> Result<(), Error> {
         let deadline = self.deadline();
         self.fsd_until(deadline)
@@ -346,15 +347,17 @@ impl NutClient {
         let ups = self.cfg.ups.clone();
         self.run("FSD", deadline, false, |c, d, _| {
             if !c.primary {
-                match expect_ok(c, d, &Request::Primary(&ups)) {
-                    Err(Fail::Codec(CodecError::Server(ErrWord::UnknownCommand))) => {
-                        expect_ok(c, d, &Request::Master(&ups))?;
-                    }
-                    other => {
-                        other?;
-                    }
+                let mut res = expect_ok(c, d, &Request::Primary(&ups));
+                if let Err(Fail::Codec(CodecError::Server(ErrWord::UnknownCommand))) = res {
+                    res = expect_ok(c, d, &Request::Master(&ups));
                 }
-                c.primary = true;
+                match res {
+                    Ok(_) => c.primary = true,
+                    // An account with the FSD action but not `upsmon
+                    // primary` may still raise FSD: let upsd decide.
+                    Err(Fail::Codec(CodecError::Server(ErrWord::AccessDenied))) => {}
+                    Err(e) => return Err(e),
+                }
             }
             expect_ok(c, d, &Request::Fsd(&ups))
         })

@@ -76,7 +76,8 @@ impl Nut {
             dir.path().join("upsd.users"),
             format!(
                 "[{ADMIN}]\n  password = {ADMIN_PW}\n  actions = SET\n  actions = FSD\n  instcmds = ALL\n  upsmon primary\n\
-                 [viewer]\n  password = viewpw\n  upsmon secondary\n"
+                 [viewer]\n  password = viewpw\n  upsmon secondary\n\
+                 [fsdonly]\n  password = fsdpw\n  actions = FSD\n"
             ),
         )
         .unwrap();
