@@ -1,0 +1,249 @@
+//! [`NutDevice`]: the [`PowerDevice`] over a [`NutClient`].
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use upsvisor_core::{
+    DeviceCapabilities, DeviceCommand, Error, ErrorKind, OutletId, PowerDevice, PowerStatus, Result,
+};
+
+use crate::client::NutClient;
+use crate::codec::is_valid_name;
+use crate::config::NutConfig;
+
+/// The last status read with fresh data, and when.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LastSeen {
+    /// Wall-clock time of the read.
+    pub at: SystemTime,
+    /// What was read.
+    pub status: PowerStatus,
+}
+
+/// A UPS behind upsd, as a [`PowerDevice`].
+///
+/// ```
+/// use std::time::Duration;
+/// use upsvisor_core::{Credentials, PowerDevice};
+/// use upsvisor_nut::{NutConfig, NutDevice};
+///
+/// // Nothing listens on this port: the call fails cleanly, no panic.
+/// let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+/// let ups = NutDevice::new(
+///     NutConfig::new("ups1")
+///         .port(port)
+///         .credentials(Credentials::new("upsvisor", "secret"))
+///         .call_timeout(Duration::from_secs(2)),
+/// )
+/// .unwrap();
+/// let err = futures::executor::block_on(ups.status()).unwrap_err();
+/// assert!(err.is_transient());
+/// ```
+///
+/// Each call runs the blocking [`NutClient`] on a short-lived thread of its
+/// own and hands the engine a future, so no async runtime is needed. Calls
+/// are serialised on one connection; each has the configured deadline,
+/// counted from when it was made (waiting for an earlier call included).
+///
+/// Command mapping (NUT instant commands, `docs/nut-names.txt`):
+///
+/// | [`DeviceCommand`] | upsd requests |
+/// |---|---|
+/// | `OutletOn { outlet: "N" }` | `INSTCMD outlet.N.load.on` (`"0"`/`"main"`: `load.on`) |
+/// | `OutletOff { outlet: "N", delay: 0 }` | `INSTCMD outlet.N.load.off` (`"0"`/`"main"`: `load.off`) |
+/// | `OutletOff { outlet: "main", delay }` | `SET VAR ups.delay.shutdown`, `INSTCMD load.off.delay` |
+/// | `OutletOff { outlet: "N", delay > 0 }` | unsupported (NUT has no standard delayed single-outlet off) |
+/// | `ShutdownReturn { delay }` | `SET VAR ups.delay.shutdown`, `INSTCMD shutdown.return` |
+/// | `ShutdownStayOff { delay }` | `SET VAR ups.delay.shutdown`, `INSTCMD shutdown.stayoff` |
+/// | `CancelShutdown` | `INSTCMD shutdown.stop` |
+/// | `SetFsd` | `PRIMARY` (or `MASTER`), `FSD` |
+///
+/// The deadline covers connecting, STARTTLS, authentication and the
+/// exchange; host-name resolution uses the system resolver, which has no
+/// deadline, so give an address where that matters.
+///
+/// Outlet ids are those [`status`](PowerDevice::status) reports: `N` for
+/// `outlet.N`, `group.N` for `outlet.group.N`.
+///
+/// When the device cannot take `ups.delay.shutdown` and the delay asked is
+/// zero, the command runs with the device's own delay (logged); a non-zero
+/// delay that cannot be set is an `Unsupported` error, never ignored.
+#[derive(Debug, Clone)]
+pub struct NutDevice {
+    client: Arc<Mutex<NutClient>>,
+    last: Arc<Mutex<Option<LastSeen>>>,
+    target: String,
+    timeout: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic on another call's thread must not wedge the device.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl NutDevice {
+    /// A device for `cfg`; connects on first use. Fails on an invalid
+    /// configuration.
+    pub fn new(cfg: NutConfig) -> Result<Self> {
+        let target = cfg.target();
+        let timeout = cfg.call_timeout;
+        Ok(NutDevice {
+            client: Arc::new(Mutex::new(NutClient::new(cfg)?)),
+            last: Arc::new(Mutex::new(None)),
+            target,
+            timeout,
+        })
+    }
+
+    /// The last status read with fresh data, and when: what the engine
+    /// needs when upsd later answers `DATA-STALE` or cannot be reached.
+    pub fn last_seen(&self) -> Option<LastSeen> {
+        lock(&self.last).clone()
+    }
+
+    /// `ups@host:port`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Runs `f` on the client on a thread of its own; resolves when it is
+    /// done.
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut NutClient, Instant) -> Result<T> + Send + 'static,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let client = Arc::clone(&self.client);
+        let (tx, rx) = futures::channel::oneshot::channel();
+        std::thread::Builder::new()
+            .name("upsvisor-nut".into())
+            .spawn(move || {
+                let mut c = lock(&client);
+                let _ = tx.send(f(&mut c, deadline));
+            })
+            .map_err(|e| {
+                Error::unreachable(self.target.clone(), format!("cannot start I/O thread: {e}"))
+            })?;
+        rx.await.map_err(|_| {
+            Error::protocol(self.target.clone(), "I/O thread ended without an answer")
+        })?
+    }
+}
+
+fn is_main(outlet: &OutletId) -> bool {
+    matches!(outlet.as_str(), "0" | "main")
+}
+
+fn outlet_cmd(outlet: &OutletId, action: &str) -> Result<String> {
+    if is_main(outlet) {
+        return Ok(action.to_owned());
+    }
+    let cmd = format!("outlet.{}.{action}", outlet.as_str());
+    if is_valid_name(&cmd) {
+        Ok(cmd)
+    } else {
+        Err(Error::not_found(format!("outlet {:?}", outlet.as_str())))
+    }
+}
+
+fn delay_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Sets `ups.delay.shutdown`, then runs `cmd`.
+fn delayed(c: &mut NutClient, deadline: Instant, delay: Duration, cmd: &str) -> Result<()> {
+    let secs = delay_secs(delay);
+    match c.set_var_until(deadline, "ups.delay.shutdown", &secs.to_string()) {
+        Ok(()) => {}
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Unsupported) => {
+            if secs > 0 {
+                return Err(Error::unsupported(format!(
+                    "{cmd} after {secs}s: {} cannot set ups.delay.shutdown ({e})",
+                    c.config().target()
+                )));
+            }
+            tracing::warn!(ups = %c.config().target(), cmd, "ups.delay.shutdown not settable; using the device's own delay");
+        }
+        Err(e) => return Err(e),
+    }
+    c.instcmd_until(deadline, cmd)
+}
+
+#[async_trait]
+impl PowerDevice for NutDevice {
+    async fn status(&self) -> Result<PowerStatus> {
+        let status = self.blocking(|c, d| c.status_until(d)).await?;
+        if !status.stale {
+            *lock(&self.last) = Some(LastSeen {
+                at: SystemTime::now(),
+                status: status.clone(),
+            });
+        }
+        Ok(status)
+    }
+
+    /// Commands from `LIST CMD`; switchable outlets from the status
+    /// (`outlet.N.switchable`) or from `outlet.N.load.off` being listed;
+    /// `set_fsd` when credentials are configured (upsd alone knows whether
+    /// the account may).
+    async fn capabilities(&self) -> Result<DeviceCapabilities> {
+        let (status, cmds, has_creds) = self
+            .blocking(|c, d| {
+                let status = c.status_until(d)?;
+                let cmds = c.list_cmds_until(d)?;
+                Ok((status, cmds, c.config().credentials.is_some()))
+            })
+            .await?;
+        let has = |name: &str| cmds.iter().any(|c| c == name);
+        let mut caps = DeviceCapabilities::default();
+        caps.shutdown_return = has("shutdown.return");
+        caps.shutdown_stayoff = has("shutdown.stayoff");
+        caps.set_fsd = has_creds;
+        caps.switchable_outlets = status
+            .outlets
+            .iter()
+            .filter(|o| o.switchable || has(&format!("outlet.{}.load.off", o.id.as_str())))
+            .map(|o| o.id.clone())
+            .collect();
+        Ok(caps)
+    }
+
+    async fn command(&self, cmd: DeviceCommand) -> Result<()> {
+        tracing::info!(ups = %self.target, ?cmd, "NUT command");
+        match cmd {
+            DeviceCommand::OutletOn { outlet } => {
+                let c = outlet_cmd(&outlet, "load.on")?;
+                self.blocking(move |cl, d| cl.instcmd_until(d, &c)).await
+            }
+            DeviceCommand::OutletOff { outlet, delay } if delay.is_zero() => {
+                let c = outlet_cmd(&outlet, "load.off")?;
+                self.blocking(move |cl, d| cl.instcmd_until(d, &c)).await
+            }
+            DeviceCommand::OutletOff { outlet, delay } if is_main(&outlet) => {
+                self.blocking(move |cl, d| delayed(cl, d, delay, "load.off.delay"))
+                    .await
+            }
+            DeviceCommand::OutletOff { outlet, .. } => Err(Error::unsupported(format!(
+                "delayed off of outlet {} (NUT has no standard command for it; use delay 0)",
+                outlet.as_str()
+            ))),
+            DeviceCommand::ShutdownReturn { delay } => {
+                self.blocking(move |cl, d| delayed(cl, d, delay, "shutdown.return"))
+                    .await
+            }
+            DeviceCommand::ShutdownStayOff { delay } => {
+                self.blocking(move |cl, d| delayed(cl, d, delay, "shutdown.stayoff"))
+                    .await
+            }
+            DeviceCommand::CancelShutdown => {
+                self.blocking(|cl, d| cl.instcmd_until(d, "shutdown.stop"))
+                    .await
+            }
+            DeviceCommand::SetFsd => self.blocking(|cl, d| cl.fsd_until(d)).await,
+            other => Err(Error::unsupported(format!("{other:?} over NUT"))),
+        }
+    }
+}
