@@ -85,7 +85,11 @@ impl<'a> Tlv<'a> {
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0, base: 0 }
+        Reader {
+            buf,
+            pos: 0,
+            base: 0,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -105,7 +109,10 @@ impl<'a> Reader<'a> {
     }
 
     fn byte(&mut self) -> Result<u8, DecodeError> {
-        let b = *self.buf.get(self.pos).ok_or_else(|| self.err("truncated"))?;
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| self.err("truncated"))?;
         self.pos += 1;
         Ok(b)
     }
@@ -139,8 +146,13 @@ impl<'a> Reader<'a> {
             return Err(self.err("length exceeds the SNMP message limit"));
         }
         let start = self.pos;
-        let end = start.checked_add(len).ok_or_else(|| self.err("length overflow"))?;
-        let content = self.buf.get(start..end).ok_or_else(|| self.err("truncated: length runs past the end"))?;
+        let end = start
+            .checked_add(len)
+            .ok_or_else(|| self.err("length overflow"))?;
+        let content = self
+            .buf
+            .get(start..end)
+            .ok_or_else(|| self.err("truncated: length runs past the end"))?;
         self.pos = end;
         Ok(Tlv {
             tag,
@@ -153,7 +165,10 @@ impl<'a> Reader<'a> {
         let at = self.offset();
         let tlv = self.read_tlv()?;
         if tlv.tag != want {
-            return Err(DecodeError { reason: what, offset: at });
+            return Err(DecodeError {
+                reason: what,
+                offset: at,
+            });
         }
         Ok(tlv)
     }
@@ -245,7 +260,9 @@ pub(crate) fn decode_oid(tlv: &Tlv<'_>) -> Result<Vec<u32>, DecodeError> {
             let first = (acc / 40).min(2);
             let second = acc - first * 40;
             arcs.push(first as u32);
-            arcs.push(u32::try_from(second).map_err(|_| content_err(tlv, "OID arc exceeds 32 bits"))?);
+            arcs.push(
+                u32::try_from(second).map_err(|_| content_err(tlv, "OID arc exceeds 32 bits"))?,
+            );
         } else {
             arcs.push(u32::try_from(acc).map_err(|_| content_err(tlv, "OID arc exceeds 32 bits"))?);
         }
@@ -366,7 +383,21 @@ mod tests {
 
     #[test]
     fn integers() {
-        for v in [0, 1, -1, 127, 128, -128, -129, 255, 256, 65535, i64::from(i32::MAX), i64::MIN, i64::MAX] {
+        for v in [
+            0,
+            1,
+            -1,
+            127,
+            128,
+            -128,
+            -129,
+            255,
+            256,
+            65535,
+            i64::from(i32::MAX),
+            i64::MIN,
+            i64::MAX,
+        ] {
             roundtrip_i(v);
         }
         let mut out = Vec::new();
@@ -381,7 +412,10 @@ mod tests {
     fn unsigned() {
         assert_eq!(unsigned_content(0), [0]);
         assert_eq!(unsigned_content(0x80), [0, 0x80]);
-        assert_eq!(unsigned_content(u64::from(u32::MAX)), [0, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            unsigned_content(u64::from(u32::MAX)),
+            [0, 0xff, 0xff, 0xff, 0xff]
+        );
         let tlv = Tlv {
             tag: tag::GAUGE32,
             content: &[0, 0xff, 0xff, 0xff, 0xff],
@@ -432,7 +466,15 @@ mod tests {
         // Truncated, indefinite and over-long lengths are errors.
         assert!(Reader::new(&out[..100]).read_tlv().is_err());
         assert!(Reader::new(&[0x30, 0x80, 0, 0]).read_tlv().is_err());
-        assert!(Reader::new(&[0x04, 0x85, 1, 1, 1, 1, 1]).read_tlv().is_err());
-        assert!(Reader::new(&[0x04, 0x84, 0x7f, 0xff, 0xff, 0xff]).read_tlv().is_err());
+        assert!(
+            Reader::new(&[0x04, 0x85, 1, 1, 1, 1, 1])
+                .read_tlv()
+                .is_err()
+        );
+        assert!(
+            Reader::new(&[0x04, 0x84, 0x7f, 0xff, 0xff, 0xff])
+                .read_tlv()
+                .is_err()
+        );
     }
 }

@@ -66,7 +66,10 @@ impl FromStr for Oid {
         let s = s.strip_prefix('.').unwrap_or(s);
         let arcs = s
             .split('.')
-            .map(|p| p.parse::<u32>().map_err(|_| format!("bad OID arc {p:?} in {s:?}")))
+            .map(|p| {
+                p.parse::<u32>()
+                    .map_err(|_| format!("bad OID arc {p:?} in {s:?}"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if ber::oid_content(&arcs).is_none() {
             return Err(format!("not an encodable OID: {s:?}"));
@@ -117,7 +120,10 @@ impl Value {
     /// Whether this is an exception (`noSuchObject`, `noSuchInstance`,
     /// `endOfMibView`) rather than data.
     pub fn is_exception(&self) -> bool {
-        matches!(self, Value::NoSuchObject | Value::NoSuchInstance | Value::EndOfMibView)
+        matches!(
+            self,
+            Value::NoSuchObject | Value::NoSuchInstance | Value::EndOfMibView
+        )
     }
 
     /// The value as a signed number, for any integer-like type.
@@ -148,7 +154,10 @@ impl VarBind {
 
     /// A varbind with a NULL value, as GET and GETNEXT send.
     pub fn null(oid: Oid) -> Self {
-        VarBind { oid, value: Value::Null }
+        VarBind {
+            oid,
+            value: Value::Null,
+        }
     }
 }
 
@@ -277,7 +286,8 @@ impl fmt::Display for EncodeError {
 impl std::error::Error for EncodeError {}
 
 fn encode_oid(out: &mut Vec<u8>, oid: &Oid) -> Result<(), EncodeError> {
-    let c = ber::oid_content(oid.arcs()).ok_or_else(|| EncodeError(format!("OID {oid} cannot be encoded")))?;
+    let c = ber::oid_content(oid.arcs())
+        .ok_or_else(|| EncodeError(format!("OID {oid} cannot be encoded")))?;
     ber::write_tlv(out, tag::OID, &c);
     Ok(())
 }
@@ -289,9 +299,15 @@ fn encode_value(out: &mut Vec<u8>, v: &Value) -> Result<(), EncodeError> {
         Value::Null => ber::write_tlv(out, tag::NULL, &[]),
         Value::ObjectId(o) => encode_oid(out, o)?,
         Value::IpAddress(a) => ber::write_tlv(out, tag::IP_ADDRESS, a),
-        Value::Counter32(c) => ber::write_tlv(out, tag::COUNTER32, &ber::unsigned_content(u64::from(*c))),
-        Value::Gauge32(c) => ber::write_tlv(out, tag::GAUGE32, &ber::unsigned_content(u64::from(*c))),
-        Value::TimeTicks(c) => ber::write_tlv(out, tag::TIMETICKS, &ber::unsigned_content(u64::from(*c))),
+        Value::Counter32(c) => {
+            ber::write_tlv(out, tag::COUNTER32, &ber::unsigned_content(u64::from(*c)))
+        }
+        Value::Gauge32(c) => {
+            ber::write_tlv(out, tag::GAUGE32, &ber::unsigned_content(u64::from(*c)))
+        }
+        Value::TimeTicks(c) => {
+            ber::write_tlv(out, tag::TIMETICKS, &ber::unsigned_content(u64::from(*c)))
+        }
         Value::Opaque(s) => ber::write_tlv(out, tag::OPAQUE, s),
         Value::Counter64(c) => ber::write_tlv(out, tag::COUNTER64, &ber::unsigned_content(*c)),
         Value::NoSuchObject => ber::write_tlv(out, tag::NO_SUCH_OBJECT, &[]),
@@ -323,7 +339,9 @@ pub fn encode_pdu(pdu: &Pdu) -> Result<Vec<u8>, EncodeError> {
 /// Encodes a v1/v2c message.
 pub fn encode_community_message(msg: &CommunityMessage) -> Result<Vec<u8>, EncodeError> {
     if msg.version == Version::V3 {
-        return Err(EncodeError("SNMPv3 messages are built by the usm module".into()));
+        return Err(EncodeError(
+            "SNMPv3 messages are built by the usm module".into(),
+        ));
     }
     let mut body = Vec::new();
     ber::write_integer(&mut body, msg.version.wire());
@@ -332,7 +350,10 @@ pub fn encode_community_message(msg: &CommunityMessage) -> Result<Vec<u8>, Encod
     let mut out = Vec::with_capacity(body.len() + 4);
     ber::write_tlv(&mut out, tag::SEQUENCE, &body);
     if out.len() > MAX_MESSAGE {
-        return Err(EncodeError(format!("message of {} bytes exceeds {MAX_MESSAGE}", out.len())));
+        return Err(EncodeError(format!(
+            "message of {} bytes exceeds {MAX_MESSAGE}",
+            out.len()
+        )));
     }
     Ok(out)
 }
@@ -359,9 +380,9 @@ fn decode_value(r: &mut Reader<'_>) -> Result<Value, DecodeError> {
         tag::OCTET_STRING => Value::OctetString(tlv.content.to_vec()),
         tag::NULL => empty(Value::Null)?,
         tag::OID => Value::ObjectId(Oid(ber::decode_oid(&tlv)?)),
-        tag::IP_ADDRESS => {
-            Value::IpAddress(<[u8; 4]>::try_from(tlv.content).map_err(|_| bad("IpAddress is not 4 bytes"))?)
-        }
+        tag::IP_ADDRESS => Value::IpAddress(
+            <[u8; 4]>::try_from(tlv.content).map_err(|_| bad("IpAddress is not 4 bytes"))?,
+        ),
         tag::COUNTER32 => Value::Counter32(u32_of(4)?),
         tag::GAUGE32 => Value::Gauge32(u32_of(4)?),
         tag::TIMETICKS => Value::TimeTicks(u32_of(4)?),
@@ -445,7 +466,10 @@ pub fn decode_community_message(bytes: &[u8]) -> Result<CommunityMessage, Decode
         1 => Version::V2c,
         _ => return Err(msg.err("not an SNMPv1/v2c message")),
     };
-    let community = msg.octets("community is not an OCTET STRING")?.content.to_vec();
+    let community = msg
+        .octets("community is not an OCTET STRING")?
+        .content
+        .to_vec();
     let pdu = decode_pdu(&mut msg)?;
     if !msg.is_empty() {
         return Err(msg.err("trailing data in message"));
@@ -464,9 +488,9 @@ mod tests {
     /// `snmpget -v2c -c public 127.0.0.1:PORT .1.3.6.1.2.1.33.1.4.1.0` as
     /// sent by net-snmp 5.9.3 (captured from a UDP socket on this machine).
     const NETSNMP_GET: &[u8] = &[
-        0x30, 0x2b, 0x02, 0x01, 0x01, 0x04, 0x06, 0x70, 0x75, 0x62, 0x6c, 0x69, 0x63, 0xa0, 0x1e, 0x02,
-        0x04, 0x0b, 0xdd, 0x6b, 0x32, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x30, 0x10, 0x30, 0x0e, 0x06,
-        0x0a, 0x2b, 0x06, 0x01, 0x02, 0x01, 0x21, 0x01, 0x04, 0x01, 0x00, 0x05, 0x00,
+        0x30, 0x2b, 0x02, 0x01, 0x01, 0x04, 0x06, 0x70, 0x75, 0x62, 0x6c, 0x69, 0x63, 0xa0, 0x1e,
+        0x02, 0x04, 0x0b, 0xdd, 0x6b, 0x32, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x30, 0x10, 0x30,
+        0x0e, 0x06, 0x0a, 0x2b, 0x06, 0x01, 0x02, 0x01, 0x21, 0x01, 0x04, 0x01, 0x00, 0x05, 0x00,
     ];
 
     #[test]
@@ -497,15 +521,39 @@ mod tests {
     fn decodes_exceptions_and_types() {
         let vbs = vec![
             VarBind::new("1.3.6.1.2.1.33.1.2.1.0".parse().unwrap(), Value::Integer(3)),
-            VarBind::new("1.3.6.1.2.1.33.1.2.3.0".parse().unwrap(), Value::NoSuchObject),
-            VarBind::new("1.3.6.1.2.1.33.1.2.4.0".parse().unwrap(), Value::NoSuchInstance),
-            VarBind::new("1.3.6.1.4.1.318.1.1.1.2.2.3.0".parse().unwrap(), Value::TimeTicks(360_000)),
-            VarBind::new("1.3.6.1.2.1.1.3.0".parse().unwrap(), Value::Counter64(u64::MAX)),
-            VarBind::new("1.3.6.1.2.1.1.5.0".parse().unwrap(), Value::OctetString(b"ups1".to_vec())),
-            VarBind::new("1.3.6.1.2.1.4.20.1.1.0".parse().unwrap(), Value::IpAddress([127, 0, 0, 1])),
-            VarBind::new("1.3.6.1.2.1.1.2.0".parse().unwrap(), Value::ObjectId("1.3.6.1.4.1.318".parse().unwrap())),
+            VarBind::new(
+                "1.3.6.1.2.1.33.1.2.3.0".parse().unwrap(),
+                Value::NoSuchObject,
+            ),
+            VarBind::new(
+                "1.3.6.1.2.1.33.1.2.4.0".parse().unwrap(),
+                Value::NoSuchInstance,
+            ),
+            VarBind::new(
+                "1.3.6.1.4.1.318.1.1.1.2.2.3.0".parse().unwrap(),
+                Value::TimeTicks(360_000),
+            ),
+            VarBind::new(
+                "1.3.6.1.2.1.1.3.0".parse().unwrap(),
+                Value::Counter64(u64::MAX),
+            ),
+            VarBind::new(
+                "1.3.6.1.2.1.1.5.0".parse().unwrap(),
+                Value::OctetString(b"ups1".to_vec()),
+            ),
+            VarBind::new(
+                "1.3.6.1.2.1.4.20.1.1.0".parse().unwrap(),
+                Value::IpAddress([127, 0, 0, 1]),
+            ),
+            VarBind::new(
+                "1.3.6.1.2.1.1.2.0".parse().unwrap(),
+                Value::ObjectId("1.3.6.1.4.1.318".parse().unwrap()),
+            ),
             VarBind::new("1.3.6.1.2.1.1.9.0".parse().unwrap(), Value::EndOfMibView),
-            VarBind::new("1.3.6.1.2.1.1.8.0".parse().unwrap(), Value::Gauge32(0x8000_0000)),
+            VarBind::new(
+                "1.3.6.1.2.1.1.8.0".parse().unwrap(),
+                Value::Gauge32(0x8000_0000),
+            ),
         ];
         let msg = CommunityMessage {
             version: Version::V1,
@@ -538,7 +586,9 @@ mod tests {
         ber::write_tlv(&mut out, tag::SEQUENCE, &body);
         assert_eq!(peek_version(&out).unwrap(), 3);
         assert!(decode_community_message(&out).is_err());
-        let trap = [0x30, 0x0b, 0x02, 0x01, 0x00, 0x04, 0x00, 0xa4, 0x04, 0x02, 0x01, 0x00, 0x30];
+        let trap = [
+            0x30, 0x0b, 0x02, 0x01, 0x00, 0x04, 0x00, 0xa4, 0x04, 0x02, 0x01, 0x00, 0x30,
+        ];
         assert!(decode_community_message(&trap).is_err());
     }
 

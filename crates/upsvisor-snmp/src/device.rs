@@ -9,7 +9,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use upsvisor_core::{DeviceCapabilities, DeviceCommand, Error, PowerDevice, PowerStatus, Result, Secret};
+use upsvisor_core::{
+    DeviceCapabilities, DeviceCommand, Error, PowerDevice, PowerStatus, Result, Secret,
+};
 
 use crate::codec::Version;
 use crate::mib::{self, CommandOptions, Mib, MibSelection, OutletRow};
@@ -179,7 +181,8 @@ impl SnmpConfig {
             return Err(Error::config("snmp.timeout", "must be above zero"));
         }
         if let Security::V3(u) = &self.security {
-            u.validate().map_err(|e| Error::config("snmp.security", e))?;
+            u.validate()
+                .map_err(|e| Error::config("snmp.security", e))?;
         }
         Ok(())
     }
@@ -269,8 +272,9 @@ impl State {
 
     fn command(&mut self, cmd: &DeviceCommand) -> Result<()> {
         let mib = self.mib()?;
-        let mut opts = CommandOptions::default();
-        opts.startup_after_delay = self.cfg.startup_after_delay;
+        let opts = CommandOptions {
+            startup_after_delay: self.cfg.startup_after_delay,
+        };
         for set in mib::command_sets(mib, cmd, opts)? {
             self.with_session(|s| s.set(&set))?;
         }
@@ -315,7 +319,9 @@ impl SnmpDevice {
                     job(&mut state);
                 }
             })
-            .map_err(|e| Error::config("snmp", format!("cannot start the SNMP worker thread: {e}")))?;
+            .map_err(|e| {
+                Error::config("snmp", format!("cannot start the SNMP worker thread: {e}"))
+            })?;
         Ok(SnmpDevice { target, tx })
     }
 
@@ -324,7 +330,10 @@ impl SnmpDevice {
         &self.target
     }
 
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut State) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = futures::channel::oneshot::channel();
         self.tx
             .send(Box::new(move |s: &mut State| {
@@ -364,7 +373,12 @@ mod tests {
     #[test]
     fn config_validation() {
         assert!(SnmpConfig::new("").validate().is_err());
-        assert!(SnmpConfig::new("h:161").with_timeout(Duration::ZERO).validate().is_err());
+        assert!(
+            SnmpConfig::new("h:161")
+                .with_timeout(Duration::ZERO)
+                .validate()
+                .is_err()
+        );
         let weak = SnmpConfig::new("h:161").with_security(Security::v3(UsmUser::auth_priv(
             "u",
             AuthProtocol::Sha1,
@@ -374,7 +388,10 @@ mod tests {
         let e = weak.validate().unwrap_err();
         assert_eq!(e.kind(), upsvisor_core::ErrorKind::Config);
         assert!(SnmpDevice::new(weak).is_err());
-        let dbg = format!("{:?}", SnmpConfig::new("h:161").with_security(Security::v2c("s3cret-community")));
+        let dbg = format!(
+            "{:?}",
+            SnmpConfig::new("h:161").with_security(Security::v2c("s3cret-community"))
+        );
         assert!(!dbg.contains("s3cret-community"), "{dbg}");
     }
 }

@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use upsvisor_core::{DeviceCapabilities, DeviceCommand, Error, OutletId, OutletStatus, PowerStatus, StatusToken};
+use upsvisor_core::{
+    DeviceCapabilities, DeviceCommand, Error, OutletId, OutletStatus, PowerStatus, StatusToken,
+};
 
 use crate::codec::{Oid, Value, VarBind};
 
@@ -80,9 +82,11 @@ pub mod oids {
     /// PowerNet upsAdvBatteryCapacity.0 (percent).
     pub const APC_ADV_BATTERY_CAPACITY: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 2, 2, 1, 0];
     /// PowerNet upsAdvBatteryRunTimeRemaining.0 (TimeTicks).
-    pub const APC_ADV_BATTERY_RUNTIME_REMAINING: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 2, 2, 3, 0];
+    pub const APC_ADV_BATTERY_RUNTIME_REMAINING: &[u32] =
+        &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 2, 2, 3, 0];
     /// PowerNet upsAdvBatteryReplaceIndicator.0 (no 1, yes 2).
-    pub const APC_ADV_BATTERY_REPLACE_INDICATOR: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 2, 2, 4, 0];
+    pub const APC_ADV_BATTERY_REPLACE_INDICATOR: &[u32] =
+        &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 2, 2, 4, 0];
     /// PowerNet upsBasicOutputStatus.0.
     pub const APC_BASIC_OUTPUT_STATUS: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 4, 1, 1, 0];
     /// PowerNet upsAdvOutputLoad.0 (percent).
@@ -91,26 +95,33 @@ pub mod oids {
     pub const APC_ADV_CONFIG_SHUTOFF_DELAY: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 5, 2, 10, 0];
     /// PowerNet upsBasicControlConserveBattery.0 (turnOffUpsToConserveBattery 2:
     /// off now, back on when mains returns; NUT's `shutdown.return`).
-    pub const APC_BASIC_CONTROL_CONSERVE_BATTERY: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 6, 1, 1, 0];
+    pub const APC_BASIC_CONTROL_CONSERVE_BATTERY: &[u32] =
+        &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 6, 1, 1, 0];
     /// PowerNet upsAdvControlUpsOff.0 (turnUpsOff 2, turnUpsOffGracefully 3).
     pub const APC_ADV_CONTROL_UPS_OFF: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 6, 2, 1, 0];
     /// PowerNet upsOutletGroupStatusName column.
-    pub const APC_OUTLET_GROUP_STATUS_NAME: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 12, 1, 2, 1, 2];
+    pub const APC_OUTLET_GROUP_STATUS_NAME: &[u32] =
+        &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 12, 1, 2, 1, 2];
     /// PowerNet upsOutletGroupStatusGroupState column (on 1, off 2, unknown 3).
-    pub const APC_OUTLET_GROUP_STATUS_STATE: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 12, 1, 2, 1, 3];
+    pub const APC_OUTLET_GROUP_STATUS_STATE: &[u32] =
+        &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 12, 1, 2, 1, 3];
     /// PowerNet upsOutletGroupControlCommand column (immediateOn 1,
     /// immediateOff 2, delayedOn 4, delayedOff 5, cancelPending 7).
-    pub const APC_OUTLET_GROUP_CONTROL_COMMAND: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 12, 3, 2, 1, 3];
+    pub const APC_OUTLET_GROUP_CONTROL_COMMAND: &[u32] =
+        &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 12, 3, 2, 1, 3];
 
     /// PowerNet rPDUIdentName.0 (probe for a switched rack PDU).
     pub const APC_RPDU_IDENT_NAME: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 12, 1, 1, 0];
     /// PowerNet rPDUOutletControlOutletCommand column (immediateOn 1,
     /// immediateOff 2, delayedOn 4, delayedOff 5, cancelPending 7).
-    pub const APC_RPDU_OUTLET_CONTROL_COMMAND: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 12, 3, 3, 1, 1, 4];
+    pub const APC_RPDU_OUTLET_CONTROL_COMMAND: &[u32] =
+        &[1, 3, 6, 1, 4, 1, 318, 1, 1, 12, 3, 3, 1, 1, 4];
     /// PowerNet rPDUOutletStatusOutletName column.
-    pub const APC_RPDU_OUTLET_STATUS_NAME: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 12, 3, 5, 1, 1, 2];
+    pub const APC_RPDU_OUTLET_STATUS_NAME: &[u32] =
+        &[1, 3, 6, 1, 4, 1, 318, 1, 1, 12, 3, 5, 1, 1, 2];
     /// PowerNet rPDUOutletStatusOutletState column (on 1, off 2).
-    pub const APC_RPDU_OUTLET_STATUS_STATE: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 12, 3, 5, 1, 1, 4];
+    pub const APC_RPDU_OUTLET_STATUS_STATE: &[u32] =
+        &[1, 3, 6, 1, 4, 1, 318, 1, 1, 12, 3, 5, 1, 1, 4];
 
     /// XUPS xupsBatTimeRemaining.0 (seconds).
     pub const XUPS_BAT_TIME_REMAINING: &[u32] = &[1, 3, 6, 1, 4, 1, 534, 1, 2, 1, 0];
@@ -254,7 +265,11 @@ pub fn outlet_rows(mib: Mib, states: &[VarBind], names: &[VarBind]) -> Vec<Outle
             let index = vb.oid.index_under(&state_col)?;
             Some(OutletRow {
                 index,
-                state: if vb.value.is_exception() { None } else { vb.value.as_i64() },
+                state: if vb.value.is_exception() {
+                    None
+                } else {
+                    vb.value.as_i64()
+                },
                 name: None,
             })
         })
@@ -300,7 +315,8 @@ pub fn map_status(mib: Mib, vbs: &[VarBind], outlets: &[OutletRow]) -> PowerStat
                 add("LB");
             }
             charge = percent(int(vbs, oids::UPS_ESTIMATED_CHARGE_REMAINING));
-            runtime = secs(int(vbs, oids::UPS_ESTIMATED_MINUTES_REMAINING).map(|m| m.saturating_mul(60)));
+            runtime =
+                secs(int(vbs, oids::UPS_ESTIMATED_MINUTES_REMAINING).map(|m| m.saturating_mul(60)));
             load = load_percent(int(vbs, oids::UPS_OUTPUT_PERCENT_LOAD_1));
         }
         Mib::ApcUps => {
@@ -376,7 +392,10 @@ pub fn map_status(mib: Mib, vbs: &[VarBind], outlets: &[OutletRow]) -> PowerStat
 /// What commands work with `mib`, given the outlets seen.
 pub fn capabilities(mib: Mib, outlets: &[OutletRow]) -> DeviceCapabilities {
     let mut c = DeviceCapabilities::default();
-    c.switchable_outlets = outlets.iter().map(|r| OutletId::from(r.index.to_string())).collect();
+    c.switchable_outlets = outlets
+        .iter()
+        .map(|r| OutletId::from(r.index.to_string()))
+        .collect();
     match mib {
         Mib::UpsMib | Mib::ApcUps | Mib::EatonXups => {
             c.shutdown_return = true;
@@ -393,20 +412,31 @@ fn outlet_index(outlet: &OutletId) -> Result<u32, Error> {
         .parse::<u32>()
         .ok()
         .filter(|i| *i >= 1)
-        .ok_or_else(|| Error::not_found(format!("outlet {outlet:?}: SNMP outlets are numbered 1, 2, ...")))
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "outlet {outlet:?}: SNMP outlets are numbered 1, 2, ..."
+            ))
+        })
 }
 
 fn delay_secs(d: Duration) -> Result<i64, Error> {
     let s = d.as_secs();
     if s > i32::MAX as u64 {
-        return Err(Error::config("command.delay", "delay too long for the MIB (max 2^31-1 s)"));
+        return Err(Error::config(
+            "command.delay",
+            "delay too long for the MIB (max 2^31-1 s)",
+        ));
     }
     Ok(s as i64)
 }
 
 fn delay_ticks(d: Duration) -> Result<u32, Error> {
-    u32::try_from(d.as_millis() / 10)
-        .map_err(|_| Error::config("command.delay", "delay too long for TimeTicks (max ~497 days)"))
+    u32::try_from(d.as_millis() / 10).map_err(|_| {
+        Error::config(
+            "command.delay",
+            "delay too long for TimeTicks (max ~497 days)",
+        )
+    })
 }
 
 fn unsupported(mib: Mib, what: &str) -> Error {
@@ -426,14 +456,21 @@ pub struct CommandOptions {
 
 /// The SET requests that carry `cmd`, in order. Each inner list is one SET
 /// PDU.
-pub fn command_sets(mib: Mib, cmd: &DeviceCommand, opts: CommandOptions) -> Result<Vec<Vec<VarBind>>, Error> {
+pub fn command_sets(
+    mib: Mib,
+    cmd: &DeviceCommand,
+    opts: CommandOptions,
+) -> Result<Vec<Vec<VarBind>>, Error> {
     let int = |a: &[u32], v: i64| VarBind::new(oid(a), Value::Integer(v));
     Ok(match (mib, cmd) {
         (Mib::UpsMib, DeviceCommand::ShutdownReturn { delay }) => {
             let d = delay_secs(*delay)?;
             let mut set = vec![int(oids::UPS_AUTO_RESTART, 1)];
             if let Some(extra) = opts.startup_after_delay {
-                set.push(int(oids::UPS_STARTUP_AFTER_DELAY, d.saturating_add(delay_secs(extra)?)));
+                set.push(int(
+                    oids::UPS_STARTUP_AFTER_DELAY,
+                    d.saturating_add(delay_secs(extra)?),
+                ));
             }
             set.push(int(oids::UPS_SHUTDOWN_AFTER_DELAY, d));
             vec![set]
@@ -442,7 +479,9 @@ pub fn command_sets(mib: Mib, cmd: &DeviceCommand, opts: CommandOptions) -> Resu
             int(oids::UPS_AUTO_RESTART, 2),
             int(oids::UPS_SHUTDOWN_AFTER_DELAY, delay_secs(*delay)?),
         ]],
-        (Mib::UpsMib, DeviceCommand::CancelShutdown) => vec![vec![int(oids::UPS_SHUTDOWN_AFTER_DELAY, -1)]],
+        (Mib::UpsMib, DeviceCommand::CancelShutdown) => {
+            vec![vec![int(oids::UPS_SHUTDOWN_AFTER_DELAY, -1)]]
+        }
 
         (Mib::ApcUps, DeviceCommand::ShutdownReturn { delay }) => {
             let mut steps = Vec::new();
@@ -470,30 +509,48 @@ pub fn command_sets(mib: Mib, cmd: &DeviceCommand, opts: CommandOptions) -> Resu
         }
 
         (Mib::EatonXups, DeviceCommand::ShutdownReturn { delay }) => {
-            vec![vec![int(oids::XUPS_LOAD_SHED_SECS_WITH_RESTART, delay_secs(*delay)?)]]
+            vec![vec![int(
+                oids::XUPS_LOAD_SHED_SECS_WITH_RESTART,
+                delay_secs(*delay)?,
+            )]]
         }
         (Mib::EatonXups, DeviceCommand::ShutdownStayOff { delay }) => {
-            vec![vec![int(oids::XUPS_CONTROL_OUTPUT_OFF_DELAY, delay_secs(*delay)?)]]
+            vec![vec![int(
+                oids::XUPS_CONTROL_OUTPUT_OFF_DELAY,
+                delay_secs(*delay)?,
+            )]]
         }
 
         (Mib::ApcUps | Mib::ApcPdu, DeviceCommand::OutletOn { outlet }) => {
             let col = outlet_command_column(mib);
-            vec![vec![VarBind::new(col.child(outlet_index(outlet)?), Value::Integer(1))]]
+            vec![vec![VarBind::new(
+                col.child(outlet_index(outlet)?),
+                Value::Integer(1),
+            )]]
         }
         (Mib::ApcUps | Mib::ApcPdu, DeviceCommand::OutletOff { outlet, delay }) => {
             let col = outlet_command_column(mib);
             // The delayed variant uses the delay configured in the device's
             // outlet (group) table; PowerNet has no per-command delay.
             let code = if delay.is_zero() { 2 } else { 5 };
-            vec![vec![VarBind::new(col.child(outlet_index(outlet)?), Value::Integer(code))]]
+            vec![vec![VarBind::new(
+                col.child(outlet_index(outlet)?),
+                Value::Integer(code),
+            )]]
         }
 
         (_, DeviceCommand::OutletOn { .. } | DeviceCommand::OutletOff { .. }) => {
             return Err(unsupported(mib, "outlet switching"));
         }
-        (_, DeviceCommand::ShutdownReturn { .. }) => return Err(unsupported(mib, "shutdown with return")),
-        (_, DeviceCommand::ShutdownStayOff { .. }) => return Err(unsupported(mib, "shutdown (stay off)")),
-        (_, DeviceCommand::CancelShutdown) => return Err(unsupported(mib, "cancelling a shutdown")),
+        (_, DeviceCommand::ShutdownReturn { .. }) => {
+            return Err(unsupported(mib, "shutdown with return"));
+        }
+        (_, DeviceCommand::ShutdownStayOff { .. }) => {
+            return Err(unsupported(mib, "shutdown (stay off)"));
+        }
+        (_, DeviceCommand::CancelShutdown) => {
+            return Err(unsupported(mib, "cancelling a shutdown"));
+        }
         (_, DeviceCommand::SetFsd) => {
             return Err(Error::unsupported(
                 "SetFsd: SNMP agents have no forced-shutdown flag for other clients",
@@ -549,13 +606,22 @@ mod tests {
         assert_eq!(s.runtime_s, None);
 
         let bypass = [vb(oids::UPS_OUTPUT_SOURCE, Value::Integer(4))];
-        assert_eq!(map_status(Mib::UpsMib, &bypass, &[]).source, PowerSource::Bypass);
+        assert_eq!(
+            map_status(Mib::UpsMib, &bypass, &[]).source,
+            PowerSource::Bypass
+        );
         let other = [
             vb(oids::UPS_OUTPUT_SOURCE, Value::Integer(1)),
             vb(oids::UPS_SECONDS_ON_BATTERY, Value::Integer(12)),
         ];
-        assert_eq!(map_status(Mib::UpsMib, &other, &[]).source, PowerSource::OnBattery);
-        assert_eq!(map_status(Mib::UpsMib, &[], &[]).source, PowerSource::Unknown);
+        assert_eq!(
+            map_status(Mib::UpsMib, &other, &[]).source,
+            PowerSource::OnBattery
+        );
+        assert_eq!(
+            map_status(Mib::UpsMib, &[], &[]).source,
+            PowerSource::Unknown
+        );
     }
 
     #[test]
@@ -564,7 +630,10 @@ mod tests {
             vb(oids::APC_BASIC_OUTPUT_STATUS, Value::Integer(3)),
             vb(oids::APC_BASIC_BATTERY_STATUS, Value::Integer(3)),
             vb(oids::APC_ADV_BATTERY_CAPACITY, Value::Gauge32(37)),
-            vb(oids::APC_ADV_BATTERY_RUNTIME_REMAINING, Value::TimeTicks(54_000)),
+            vb(
+                oids::APC_ADV_BATTERY_RUNTIME_REMAINING,
+                Value::TimeTicks(54_000),
+            ),
             vb(oids::APC_ADV_BATTERY_REPLACE_INDICATOR, Value::Integer(2)),
         ];
         let rows = vec![
@@ -606,15 +675,34 @@ mod tests {
             probe_oids()
                 .into_iter()
                 .map(|o| {
-                    let v = if which.contains(&o.arcs()) { Value::Integer(2) } else { Value::NoSuchObject };
+                    let v = if which.contains(&o.arcs()) {
+                        Value::Integer(2)
+                    } else {
+                        Value::NoSuchObject
+                    };
                     VarBind::new(o, v)
                 })
                 .collect::<Vec<_>>()
         };
-        assert_eq!(detect(&ans(&[oids::APC_BASIC_OUTPUT_STATUS, oids::UPS_OUTPUT_SOURCE])), Some(Mib::ApcUps));
-        assert_eq!(detect(&ans(&[oids::UPS_OUTPUT_SOURCE, oids::XUPS_OUTPUT_SOURCE])), Some(Mib::UpsMib));
-        assert_eq!(detect(&ans(&[oids::XUPS_OUTPUT_SOURCE])), Some(Mib::EatonXups));
-        assert_eq!(detect(&ans(&[oids::APC_RPDU_IDENT_NAME])), Some(Mib::ApcPdu));
+        assert_eq!(
+            detect(&ans(&[
+                oids::APC_BASIC_OUTPUT_STATUS,
+                oids::UPS_OUTPUT_SOURCE
+            ])),
+            Some(Mib::ApcUps)
+        );
+        assert_eq!(
+            detect(&ans(&[oids::UPS_OUTPUT_SOURCE, oids::XUPS_OUTPUT_SOURCE])),
+            Some(Mib::UpsMib)
+        );
+        assert_eq!(
+            detect(&ans(&[oids::XUPS_OUTPUT_SOURCE])),
+            Some(Mib::EatonXups)
+        );
+        assert_eq!(
+            detect(&ans(&[oids::APC_RPDU_IDENT_NAME])),
+            Some(Mib::ApcPdu)
+        );
         assert_eq!(detect(&ans(&[])), None);
     }
 
@@ -635,8 +723,16 @@ mod tests {
                 vb(oids::UPS_SHUTDOWN_AFTER_DELAY, Value::Integer(30)),
             ]]
         );
-        let sets = command_sets(Mib::UpsMib, &DeviceCommand::CancelShutdown, CommandOptions::default()).unwrap();
-        assert_eq!(sets, vec![vec![vb(oids::UPS_SHUTDOWN_AFTER_DELAY, Value::Integer(-1))]]);
+        let sets = command_sets(
+            Mib::UpsMib,
+            &DeviceCommand::CancelShutdown,
+            CommandOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            sets,
+            vec![vec![vb(oids::UPS_SHUTDOWN_AFTER_DELAY, Value::Integer(-1))]]
+        );
         let sets = command_sets(
             Mib::ApcPdu,
             &DeviceCommand::OutletOff {
@@ -646,11 +742,16 @@ mod tests {
             CommandOptions::default(),
         )
         .unwrap();
-        assert_eq!(sets[0][0].oid, oid(oids::APC_RPDU_OUTLET_CONTROL_COMMAND).child(3));
+        assert_eq!(
+            sets[0][0].oid,
+            oid(oids::APC_RPDU_OUTLET_CONTROL_COMMAND).child(3)
+        );
         assert_eq!(sets[0][0].value, Value::Integer(2));
         let e = command_sets(
             Mib::ApcPdu,
-            &DeviceCommand::OutletOn { outlet: "main".into() },
+            &DeviceCommand::OutletOn {
+                outlet: "main".into(),
+            },
             CommandOptions::default(),
         )
         .unwrap_err();

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use upsvisor_core::{Error, Secret};
 
 use crate::codec::{
-    CommunityMessage, MAX_MESSAGE, Oid, Pdu, PduType, Value, VarBind, Version, decode_community_message,
-    encode_community_message,
+    CommunityMessage, MAX_MESSAGE, Oid, Pdu, PduType, Value, VarBind, Version,
+    decode_community_message, encode_community_message,
 };
 use crate::usm::{
-    FLAG_AUTH, FLAG_PRIV, Keys, MasterKeys, ScopedPduData, UsmReport, UsmUser, V3Request, decode_scoped_pdu,
-    decode_v3_message, encode_discovery, encode_v3_request,
+    FLAG_AUTH, FLAG_PRIV, Keys, MasterKeys, ScopedPduData, UsmReport, UsmUser, V3Request,
+    decode_scoped_pdu, decode_v3_message, encode_discovery, encode_v3_request,
 };
 
 /// How the session authenticates.
@@ -58,7 +58,11 @@ fn seed() -> u64 {
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};
     let mut h = RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.finish()
 }
 
@@ -94,7 +98,12 @@ fn error_status_name(s: i64) -> &'static str {
 }
 
 impl Session {
-    pub(crate) fn open(target: &str, auth: Auth, timeout: Duration, retries: u32) -> Result<Session, Error> {
+    pub(crate) fn open(
+        target: &str,
+        auth: Auth,
+        timeout: Duration,
+        retries: u32,
+    ) -> Result<Session, Error> {
         let addr = target
             .to_socket_addrs()
             .map_err(|e| Error::unreachable(target, format!("cannot resolve: {e}")))?
@@ -105,13 +114,15 @@ impl Session {
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let socket = UdpSocket::bind(bind).map_err(|e| Error::unreachable(target, format!("bind: {e}")))?;
+        let socket =
+            UdpSocket::bind(bind).map_err(|e| Error::unreachable(target, format!("bind: {e}")))?;
         socket
             .connect(addr)
             .map_err(|e| Error::unreachable(target, format!("connect: {e}")))?;
         let master = match &auth {
             Auth::Usm(u) => {
-                u.validate().map_err(|e| Error::config("snmp.security", e))?;
+                u.validate()
+                    .map_err(|e| Error::config("snmp.security", e))?;
                 Some(MasterKeys::new(u))
             }
             Auth::Community { .. } => None,
@@ -133,7 +144,11 @@ impl Session {
 
     fn take_id(&mut self) -> i32 {
         let id = self.next_id;
-        self.next_id = if self.next_id >= i32::MAX - 1 { 1 } else { self.next_id + 1 };
+        self.next_id = if self.next_id >= i32::MAX - 1 {
+            1
+        } else {
+            self.next_id + 1
+        };
         id
     }
 
@@ -163,11 +178,20 @@ impl Session {
         match self.socket.recv(&mut self.buf) {
             Ok(n) => {
                 if n > MAX_MESSAGE {
-                    return Err(self.protocol(format!("datagram of {n} bytes exceeds the SNMP limit")));
+                    return Err(
+                        self.protocol(format!("datagram of {n} bytes exceeds the SNMP limit"))
+                    );
                 }
                 Ok(Wait::Got(self.buf.get(..n).unwrap_or(&[]).to_vec()))
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(Wait::TimedOut),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(Wait::TimedOut)
+            }
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(Error::unreachable(
                 &self.target,
                 "port unreachable (ICMP): no SNMP agent listens there",
@@ -218,7 +242,9 @@ impl Session {
     /// matching id (errors in it are left to the caller).
     pub(crate) fn request(&mut self, kind: PduType, varbinds: &[VarBind]) -> Result<Pdu, Error> {
         match self.auth.clone() {
-            Auth::Community { version, community } => self.request_community(version, &community, kind, varbinds),
+            Auth::Community { version, community } => {
+                self.request_community(version, &community, kind, varbinds)
+            }
             Auth::Usm(user) => self.request_v3(&user, kind, varbinds),
         }
     }
@@ -263,7 +289,8 @@ impl Session {
         let (id, boots, time) = self.exchange(
             |s, id| encode_discovery(id).map_err(|e| s.protocol(e)),
             |s, id, d| {
-                let m = decode_v3_message(d).map_err(|e| s.protocol(format!("malformed SNMPv3 answer: {e}")))?;
+                let m = decode_v3_message(d)
+                    .map_err(|e| s.protocol(format!("malformed SNMPv3 answer: {e}")))?;
                 if m.msg_id != id {
                     return Ok(None);
                 }
@@ -285,10 +312,16 @@ impl Session {
         Ok(())
     }
 
-    fn request_v3(&mut self, user: &UsmUser, kind: PduType, varbinds: &[VarBind]) -> Result<Pdu, Error> {
+    fn request_v3(
+        &mut self,
+        user: &UsmUser,
+        kind: PduType,
+        varbinds: &[VarBind],
+    ) -> Result<Pdu, Error> {
         let mut resynced = false;
         loop {
-            if self.engine.is_none() {
+            let fresh = self.engine.is_none();
+            if fresh {
                 self.discover()?;
             }
             let outcome = self.exchange(
@@ -311,7 +344,20 @@ impl Session {
                     .map_err(|e| s.protocol(format!("cannot encode request: {e}")))
                 },
                 |s, id, d| s.accept_v3(id, d),
-            )?;
+            );
+            let outcome = match outcome {
+                // The agent just answered discovery, then ignored every
+                // authenticated request: net-snmp (and RFC 3414 3.2.8)
+                // silently drops what it cannot decrypt.
+                Err(e) if fresh && e.kind() == upsvisor_core::ErrorKind::Timeout => {
+                    return Err(Error::auth(
+                        &self.target,
+                        "the agent answered SNMPv3 discovery but not the authenticated request: \
+                         most likely a wrong privacy passphrase or protocol (agents drop what they cannot decrypt)",
+                    ));
+                }
+                other => other?,
+            };
             match outcome {
                 V3Outcome::Pdu(p) => return Ok(p),
                 V3Outcome::Resync if !resynced => {
@@ -329,14 +375,16 @@ impl Session {
     }
 
     fn accept_v3(&mut self, id: i32, d: &[u8]) -> Result<Option<V3Outcome>, Error> {
-        let m = decode_v3_message(d).map_err(|e| self.protocol(format!("malformed SNMPv3 answer: {e}")))?;
+        let m = decode_v3_message(d)
+            .map_err(|e| self.protocol(format!("malformed SNMPv3 answer: {e}")))?;
         if m.msg_id != id {
             return Ok(None);
         }
         let Some(engine) = self.engine.as_mut() else {
             return Err(Error::protocol(&self.target, "engine not discovered"));
         };
-        let authentic = m.flags & FLAG_AUTH != 0 && engine.keys.verify(d, m.auth_params_at, &m.auth_params);
+        let authentic =
+            m.flags & FLAG_AUTH != 0 && engine.keys.verify(d, m.auth_params_at, &m.auth_params);
         if m.flags & FLAG_AUTH != 0 && !authentic {
             return Err(Error::auth(
                 &self.target,
@@ -347,12 +395,20 @@ impl Session {
             ScopedPduData::Plain(sp) => sp.clone(),
             ScopedPduData::Encrypted(c) => {
                 if !authentic {
-                    return Err(Error::protocol(&self.target, "encrypted SNMPv3 answer without authentication"));
+                    return Err(Error::protocol(
+                        &self.target,
+                        "encrypted SNMPv3 answer without authentication",
+                    ));
                 }
                 let plain = engine
                     .keys
                     .decrypt(m.engine_boots, m.engine_time, &m.priv_params, c)
-                    .ok_or_else(|| Error::protocol(&self.target, "cannot decrypt answer (bad privacy parameters)"))?;
+                    .ok_or_else(|| {
+                        Error::protocol(
+                            &self.target,
+                            "cannot decrypt answer (bad privacy parameters)",
+                        )
+                    })?;
                 decode_scoped_pdu(&plain).map_err(|e| {
                     Error::auth(
                         &self.target,
@@ -362,7 +418,8 @@ impl Session {
             }
         };
         if scoped.pdu.kind == PduType::Report {
-            let report = UsmReport::classify(&scoped.pdu).unwrap_or(UsmReport::Other(Oid::new([0, 0])));
+            let report =
+                UsmReport::classify(&scoped.pdu).unwrap_or(UsmReport::Other(Oid::new([0, 0])));
             return match report {
                 UsmReport::NotInTimeWindow if authentic => {
                     engine.boots = m.engine_boots;
@@ -374,14 +431,23 @@ impl Session {
                     self.engine = None;
                     Ok(Some(V3Outcome::Resync))
                 }
-                other => Err(Error::auth(&self.target, format!("SNMPv3 refused: {}", other.describe()))),
+                other => Err(Error::auth(
+                    &self.target,
+                    format!("SNMPv3 refused: {}", other.describe()),
+                )),
             };
         }
         if !authentic {
-            return Err(Error::auth(&self.target, "SNMPv3 response is not authenticated"));
+            return Err(Error::auth(
+                &self.target,
+                "SNMPv3 response is not authenticated",
+            ));
         }
         if engine.keys.has_privacy() && m.flags & FLAG_PRIV == 0 {
-            return Err(Error::protocol(&self.target, "SNMPv3 response not encrypted although privacy was requested"));
+            return Err(Error::protocol(
+                &self.target,
+                "SNMPv3 response not encrypted although privacy was requested",
+            ));
         }
         if scoped.pdu.kind != PduType::Response || scoped.pdu.request_id != id {
             return Ok(None);
@@ -407,7 +473,9 @@ impl Session {
 
     /// Maps an error-status in a Response.
     fn status_error(&self, pdu: &Pdu, what: &str, sent: &[VarBind]) -> Error {
-        let idx = usize::try_from(pdu.error_index).ok().and_then(|i| i.checked_sub(1));
+        let idx = usize::try_from(pdu.error_index)
+            .ok()
+            .and_then(|i| i.checked_sub(1));
         let about = idx
             .and_then(|i| sent.get(i))
             .map(|vb| format!(" on {}", vb.oid))
@@ -417,8 +485,11 @@ impl Session {
         match pdu.error_status {
             2 | 11 | 18 => Error::not_found(format!("{} {detail}", self.target)),
             4 | 17 => Error::unsupported(format!("{} {detail}: not writable", self.target)),
-            6 | 16 => Error::auth(&self.target, format!("{detail}: the community or user lacks write access")),
-            12 | 13 | 14 | 15 => Error::invalid_state(format!("{} {detail}", self.target)),
+            6 | 16 => Error::auth(
+                &self.target,
+                format!("{detail}: the community or user lacks write access"),
+            ),
+            12..=15 => Error::invalid_state(format!("{} {detail}", self.target)),
             _ => self.protocol(detail),
         }
     }
@@ -463,10 +534,17 @@ impl Session {
                 )));
             }
             let mut out = pdu.varbinds;
-            out.extend(missing.into_iter().map(|o| VarBind::new(o, Value::NoSuchObject)));
+            out.extend(
+                missing
+                    .into_iter()
+                    .map(|o| VarBind::new(o, Value::NoSuchObject)),
+            );
             return Ok(out);
         }
-        Ok(missing.into_iter().map(|o| VarBind::new(o, Value::NoSuchObject)).collect())
+        Ok(missing
+            .into_iter()
+            .map(|o| VarBind::new(o, Value::NoSuchObject))
+            .collect())
     }
 
     /// Walks the subtree under `base` with GETNEXT, at most `max` rows.
@@ -489,7 +567,9 @@ impl Session {
                 break;
             }
             if vb.oid <= cur {
-                return Err(self.protocol(format!("agent walked backwards ({} after {cur})", vb.oid)));
+                return Err(
+                    self.protocol(format!("agent walked backwards ({} after {cur})", vb.oid))
+                );
             }
             cur = vb.oid.clone();
             out.push(vb);

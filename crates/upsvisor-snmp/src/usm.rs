@@ -164,7 +164,11 @@ impl UsmUser {
     }
 
     /// An authNoPriv user: authenticated but sent in clear.
-    pub fn auth_no_priv(username: impl Into<String>, auth: AuthProtocol, auth_password: impl Into<Secret>) -> Self {
+    pub fn auth_no_priv(
+        username: impl Into<String>,
+        auth: AuthProtocol,
+        auth_password: impl Into<Secret>,
+    ) -> Self {
         UsmUser {
             username: username.into(),
             auth,
@@ -216,7 +220,9 @@ impl MasterKeys {
     pub fn new(user: &UsmUser) -> Self {
         MasterKeys {
             auth: user.auth,
-            auth_ku: user.auth.password_to_key(user.auth_password.expose().as_bytes()),
+            auth_ku: user
+                .auth
+                .password_to_key(user.auth_password.expose().as_bytes()),
             priv_ku: user
                 .privacy
                 .as_ref()
@@ -290,10 +296,13 @@ impl Keys {
 
     fn aes_iv(boots: u32, time: u32, salt: &[u8; 8]) -> [u8; 16] {
         let mut iv = [0u8; 16];
-        for (d, s) in iv
-            .iter_mut()
-            .zip(boots.to_be_bytes().iter().chain(time.to_be_bytes().iter()).chain(salt.iter()))
-        {
+        for (d, s) in iv.iter_mut().zip(
+            boots
+                .to_be_bytes()
+                .iter()
+                .chain(time.to_be_bytes().iter())
+                .chain(salt.iter()),
+        ) {
             *d = *s;
         }
         iv
@@ -311,7 +320,13 @@ impl Keys {
 
     /// Decrypts an encrypted scoped PDU with the salt from
     /// msgPrivacyParameters.
-    pub fn decrypt(&self, boots: u32, time: u32, priv_params: &[u8], cipher: &[u8]) -> Option<Vec<u8>> {
+    pub fn decrypt(
+        &self,
+        boots: u32,
+        time: u32,
+        priv_params: &[u8],
+        cipher: &[u8],
+    ) -> Option<Vec<u8>> {
         let key = self.priv_key?;
         let salt = <[u8; 8]>::try_from(priv_params).ok()?;
         let iv = Self::aes_iv(boots, time, &salt);
@@ -413,7 +428,10 @@ pub fn decode_v3_message(bytes: &[u8]) -> Result<V3Message, DecodeError> {
     let sec = msg.octets("msgSecurityParameters is not an OCTET STRING")?;
     let mut sec_r = sec.reader();
     let mut usm = sec_r.sequence("UsmSecurityParameters is not a SEQUENCE")?;
-    let engine_id = usm.octets("engine id is not an OCTET STRING")?.content.to_vec();
+    let engine_id = usm
+        .octets("engine id is not an OCTET STRING")?
+        .content
+        .to_vec();
     if engine_id.len() > 32 {
         return Err(usm.err("engine id longer than 32 bytes"));
     }
@@ -421,14 +439,22 @@ pub fn decode_v3_message(bytes: &[u8]) -> Result<V3Message, DecodeError> {
     let engine_boots = non_negative_u32(boots, &usm, "engine boots out of range")?;
     let time = usm.integer("engine time is not an INTEGER")?;
     let engine_time = non_negative_u32(time, &usm, "engine time out of range")?;
-    let user_name = usm.octets("user name is not an OCTET STRING")?.content.to_vec();
+    let user_name = usm
+        .octets("user name is not an OCTET STRING")?
+        .content
+        .to_vec();
     if user_name.len() > 32 {
         return Err(usm.err("user name longer than 32 bytes"));
     }
     let auth = usm.octets("authentication parameters are not an OCTET STRING")?;
-    let priv_params = usm.octets("privacy parameters are not an OCTET STRING")?.content.to_vec();
+    let priv_params = usm
+        .octets("privacy parameters are not an OCTET STRING")?
+        .content
+        .to_vec();
     let data = match msg.peek_tag() {
-        Some(tag::OCTET_STRING) => ScopedPduData::Encrypted(msg.octets("encryptedPDU")?.content.to_vec()),
+        Some(tag::OCTET_STRING) => {
+            ScopedPduData::Encrypted(msg.octets("encryptedPDU")?.content.to_vec())
+        }
         Some(tag::SEQUENCE) => {
             let mut s = msg.sequence("scopedPDU")?;
             ScopedPduData::Plain(decode_scoped_body(&mut s)?)
@@ -454,8 +480,14 @@ pub fn decode_v3_message(bytes: &[u8]) -> Result<V3Message, DecodeError> {
 }
 
 fn decode_scoped_body(s: &mut Reader<'_>) -> Result<ScopedPdu, DecodeError> {
-    let context_engine_id = s.octets("contextEngineID is not an OCTET STRING")?.content.to_vec();
-    let context_name = s.octets("contextName is not an OCTET STRING")?.content.to_vec();
+    let context_engine_id = s
+        .octets("contextEngineID is not an OCTET STRING")?
+        .content
+        .to_vec();
+    let context_name = s
+        .octets("contextName is not an OCTET STRING")?
+        .content
+        .to_vec();
     let pdu = decode_pdu(s)?;
     if !s.is_empty() {
         return Err(s.err("trailing data in scoped PDU"));
@@ -557,15 +589,21 @@ pub fn encode_v3_request(req: &V3Request<'_>) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::new();
     seq(&mut out, &body);
     if out.len() > MAX_MESSAGE {
-        return Err(EncodeError(format!("message of {} bytes exceeds {MAX_MESSAGE}", out.len())));
+        return Err(EncodeError(format!(
+            "message of {} bytes exceeds {MAX_MESSAGE}",
+            out.len()
+        )));
     }
 
     if let Some(k) = keys {
         // Find the zeroed MAC slot by decoding what we built, then sign.
-        let parsed = decode_v3_message(&out).map_err(|e| EncodeError(format!("self-check failed: {e}")))?;
+        let parsed =
+            decode_v3_message(&out).map_err(|e| EncodeError(format!("self-check failed: {e}")))?;
         let range: Range<usize> = parsed.auth_params_at..parsed.auth_params_at + mac_len;
         let mac = k.auth.mac(&k.auth_key, &out);
-        let tag_bytes = mac.get(..mac_len).ok_or_else(|| EncodeError("MAC too short".into()))?;
+        let tag_bytes = mac
+            .get(..mac_len)
+            .ok_or_else(|| EncodeError("MAC too short".into()))?;
         out.get_mut(range)
             .ok_or_else(|| EncodeError("MAC slot out of range".into()))?
             .copy_from_slice(tag_bytes);
@@ -615,7 +653,7 @@ impl UsmReport {
     pub fn classify(pdu: &Pdu) -> Option<UsmReport> {
         let vb = pdu.varbinds.first()?;
         let arcs = vb.oid.arcs();
-        if arcs.len() >= USM_STATS.len() + 1 && arcs.starts_with(&USM_STATS) {
+        if arcs.len() > USM_STATS.len() && arcs.starts_with(&USM_STATS) {
             return Some(match arcs.get(USM_STATS.len()) {
                 Some(1) => UsmReport::UnsupportedSecLevel,
                 Some(2) => UsmReport::NotInTimeWindow,
@@ -632,12 +670,18 @@ impl UsmReport {
     /// A sentence for an error message.
     pub fn describe(&self) -> String {
         match self {
-            UsmReport::UnsupportedSecLevel => "the agent refuses this security level for the user".into(),
+            UsmReport::UnsupportedSecLevel => {
+                "the agent refuses this security level for the user".into()
+            }
             UsmReport::NotInTimeWindow => "message outside the engine's time window".into(),
             UsmReport::UnknownUserName => "unknown USM user name (usmStatsUnknownUserNames)".into(),
             UsmReport::UnknownEngineId => "unknown engine id".into(),
-            UsmReport::WrongDigest => "wrong authentication passphrase (usmStatsWrongDigests)".into(),
-            UsmReport::DecryptionError => "wrong privacy passphrase (usmStatsDecryptionErrors)".into(),
+            UsmReport::WrongDigest => {
+                "wrong authentication passphrase (usmStatsWrongDigests)".into()
+            }
+            UsmReport::DecryptionError => {
+                "wrong privacy passphrase (usmStatsDecryptionErrors)".into()
+            }
             UsmReport::Other(oid) => format!("agent report {oid}"),
         }
     }
@@ -669,7 +713,10 @@ mod tests {
         let ku = AuthProtocol::Sha256.password_to_key(b"maplesyrup");
         let engine = [0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
         let kul = AuthProtocol::Sha256.localize(&ku, &engine);
-        assert_eq!(hex(&kul), "8982e0e549e866db361a6b625d84cccc11162d453ee8ce3a6445c2d6776f0f8b");
+        assert_eq!(
+            hex(&kul),
+            "8982e0e549e866db361a6b625d84cccc11162d453ee8ce3a6445c2d6776f0f8b"
+        );
     }
 
     fn user() -> UsmUser {
@@ -707,8 +754,13 @@ mod tests {
         bad[last] ^= 1;
         assert!(!keys.verify(&bad, m.auth_params_at, &m.auth_params));
         // Other keys do not verify.
-        let other = MasterKeys::new(&UsmUser::auth_priv("ups", AuthProtocol::Sha1, "wrongpass", "privpass1"))
-            .localize(&engine);
+        let other = MasterKeys::new(&UsmUser::auth_priv(
+            "ups",
+            AuthProtocol::Sha1,
+            "wrongpass",
+            "privpass1",
+        ))
+        .localize(&engine);
         assert!(!other.verify(&out, m.auth_params_at, &m.auth_params));
         let ScopedPduData::Encrypted(c) = &m.data else {
             panic!("not encrypted")
@@ -735,18 +787,41 @@ mod tests {
                 Value::Counter32(1),
             )],
         };
-        assert_eq!(UsmReport::classify(&report(3)), Some(UsmReport::UnknownUserName));
-        assert_eq!(UsmReport::classify(&report(5)), Some(UsmReport::WrongDigest));
-        assert_eq!(UsmReport::classify(&report(4)), Some(UsmReport::UnknownEngineId));
-        assert_eq!(UsmReport::classify(&report(2)), Some(UsmReport::NotInTimeWindow));
-        assert!(UsmReport::WrongDigest.describe().contains("usmStatsWrongDigests"));
+        assert_eq!(
+            UsmReport::classify(&report(3)),
+            Some(UsmReport::UnknownUserName)
+        );
+        assert_eq!(
+            UsmReport::classify(&report(5)),
+            Some(UsmReport::WrongDigest)
+        );
+        assert_eq!(
+            UsmReport::classify(&report(4)),
+            Some(UsmReport::UnknownEngineId)
+        );
+        assert_eq!(
+            UsmReport::classify(&report(2)),
+            Some(UsmReport::NotInTimeWindow)
+        );
+        assert!(
+            UsmReport::WrongDigest
+                .describe()
+                .contains("usmStatsWrongDigests")
+        );
     }
 
     #[test]
     fn user_validation_and_debug() {
         assert!(user().validate().is_ok());
-        assert!(UsmUser::auth_no_priv("u", AuthProtocol::Sha1, "short").validate().is_err());
+        assert!(
+            UsmUser::auth_no_priv("u", AuthProtocol::Sha1, "short")
+                .validate()
+                .is_err()
+        );
         let dbg = format!("{:?} {:?}", user(), MasterKeys::new(&user()));
-        assert!(!dbg.contains("authpass1") && !dbg.contains("privpass1"), "{dbg}");
+        assert!(
+            !dbg.contains("authpass1") && !dbg.contains("privpass1"),
+            "{dbg}"
+        );
     }
 }
