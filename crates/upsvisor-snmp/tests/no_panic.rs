@@ -8,11 +8,16 @@ use upsvisor_snmp::usm::{self, MasterKeys, V3Request};
 use upsvisor_snmp::{AuthProtocol, UsmUser};
 
 fn arb_oid() -> impl Strategy<Value = Oid> {
-    (0u32..3, 0u32..40, prop::collection::vec(any::<u32>(), 0..20)).prop_map(|(a, b, rest)| {
-        let mut v = vec![a, b];
-        v.extend(rest);
-        Oid::new(v)
-    })
+    (
+        0u32..3,
+        0u32..40,
+        prop::collection::vec(any::<u32>(), 0..20),
+    )
+        .prop_map(|(a, b, rest)| {
+            let mut v = vec![a, b];
+            v.extend(rest);
+            Oid::new(v)
+        })
 }
 
 fn arb_value() -> impl Strategy<Value = Value> {
@@ -33,7 +38,10 @@ fn arb_value() -> impl Strategy<Value = Value> {
 }
 
 fn arb_varbinds() -> impl Strategy<Value = Vec<VarBind>> {
-    prop::collection::vec((arb_oid(), arb_value()).prop_map(|(o, v)| VarBind::new(o, v)), 0..12)
+    prop::collection::vec(
+        (arb_oid(), arb_value()).prop_map(|(o, v)| VarBind::new(o, v)),
+        0..12,
+    )
 }
 
 fn keys() -> usm::Keys {

@@ -21,7 +21,8 @@ const V3_SHA256_USER: &str = "upsadmin256";
 
 struct Agent {
     dir: TempDir,
-    _snmpd: KillOnDrop,
+    snmpd_bin: std::path::PathBuf,
+    snmpd: Option<KillOnDrop>,
     port: u16,
 }
 
@@ -66,8 +67,24 @@ impl Agent {
             w = wrapper.display()
         );
         std::fs::write(d.join("snmpd.conf"), conf).unwrap();
-        let log = std::fs::File::create(d.join("snmpd.log")).unwrap();
-        let child = Command::new(snmpd)
+        let mut agent = Agent {
+            dir,
+            snmpd_bin: snmpd,
+            snmpd: None,
+            port,
+        };
+        agent.spawn();
+        Some(agent)
+    }
+
+    fn spawn(&mut self) {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("snmpd.log"))
+            .unwrap();
+        let child = Command::new(&self.snmpd_bin)
             .args(["-f", "-Lo", "-C", "-r", "-I", "-smux", "-c"])
             .arg(d.join("snmpd.conf"))
             .arg("-p")
@@ -79,13 +96,20 @@ impl Agent {
             .stderr(log)
             .spawn()
             .expect("spawn snmpd");
-        let agent = Agent {
-            dir,
-            _snmpd: KillOnDrop(child),
-            port,
-        };
-        agent.wait_ready();
-        Some(agent)
+        self.snmpd = Some(KillOnDrop(child));
+        self.wait_ready();
+    }
+
+    /// Stops snmpd gracefully (SIGTERM to the process this test started, so
+    /// it exits cleanly) and starts it again on the same port. With `-C` it
+    /// reads no persistent state, so it comes back with a new engine id.
+    fn restart(&mut self) {
+        if let Some(mut k) = self.snmpd.take() {
+            let pid = k.0.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let _ = k.0.wait();
+        }
+        self.spawn();
     }
 
     fn target(&self) -> String {
@@ -610,4 +634,36 @@ fn garbage_and_truncated_answers_are_protocol_errors() {
     .unwrap();
     let e = block_on(dev.status()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+}
+
+/// Engine id and boots as the agent reports them to a discovery probe.
+fn engine_of(agent: &Agent) -> (Vec<u8>, u32) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(agent.target()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.send(&upsvisor_snmp::usm::encode_discovery(77).unwrap())
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = sock.recv(&mut buf).unwrap();
+    let m = upsvisor_snmp::usm::decode_v3_message(&buf[..n]).unwrap();
+    (m.engine_id, m.engine_boots)
+}
+
+#[test]
+fn v3_session_survives_an_agent_restart() {
+    let Some(mut agent) = Agent::start(&ups_mib_state(3, 2, 0, 45, 100)) else {
+        return;
+    };
+    let dev = agent.device(Security::v3(v3_user()));
+    assert_eq!(block_on(dev.status()).unwrap().source, PowerSource::OnLine);
+    let (id_before, boots_before) = engine_of(&agent);
+    agent.restart();
+    let (id_after, boots_after) = engine_of(&agent);
+    // snmpd started with -C reads no persistent state, so it comes back
+    // with a new engine id: the device's cached engine is stale, its next
+    // request draws an unknownEngineID report and it rediscovers.
+    assert_ne!(id_before, id_after, "boots {boots_before} -> {boots_after}");
+    agent.set_state(&ups_mib_state(5, 3, 100, 3, 12));
+    let s = block_on(dev.status()).unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    assert!(s.on_battery() && s.low_battery);
 }
