@@ -217,10 +217,14 @@ impl Session {
     fn exchange<T>(
         &mut self,
         mut build: impl FnMut(&mut Self, i32) -> Result<Vec<u8>, Error>,
-        mut accept: impl FnMut(&mut Self, i32, &[u8]) -> Result<Option<T>, Error>,
+        mut accept: impl FnMut(&mut Self, &[i32], &[u8]) -> Result<Option<T>, Error>,
     ) -> Result<T, Error> {
+        // Every try gets a fresh id; a late answer to an earlier try of the
+        // same request is as good as the answer to the last one.
+        let mut sent: Vec<i32> = Vec::with_capacity(self.retries as usize + 1);
         for _attempt in 0..=self.retries {
             let id = self.take_id();
+            sent.push(id);
             let bytes = build(self, id)?;
             self.send(&bytes)?;
             let deadline = Instant::now() + self.timeout;
@@ -228,7 +232,7 @@ impl Session {
                 match self.recv_until(deadline)? {
                     Wait::TimedOut => break,
                     Wait::Got(d) => {
-                        if let Some(v) = accept(self, id, &d)? {
+                        if let Some(v) = accept(self, &sent, &d)? {
                             return Ok(v);
                         }
                     }
@@ -241,11 +245,17 @@ impl Session {
     /// One request/response; the returned PDU is a Response with the
     /// matching id (errors in it are left to the caller).
     pub(crate) fn request(&mut self, kind: PduType, varbinds: &[VarBind]) -> Result<Pdu, Error> {
+        self.request_pdu(&Pdu::request(kind, 0, varbinds.to_vec()))
+    }
+
+    /// Like [`Session::request`], from a template PDU whose request id is
+    /// filled in per try (GetBulk carries its repetitions in it).
+    pub(crate) fn request_pdu(&mut self, template: &Pdu) -> Result<Pdu, Error> {
         match self.auth.clone() {
             Auth::Community { version, community } => {
-                self.request_community(version, &community, kind, varbinds)
+                self.request_community(version, &community, template)
             }
-            Auth::Usm(user) => self.request_v3(&user, kind, varbinds),
+            Auth::Usm(user) => self.request_v3(&user, template),
         }
     }
 
@@ -253,8 +263,7 @@ impl Session {
         &mut self,
         version: Version,
         community: &Secret,
-        kind: PduType,
-        varbinds: &[VarBind],
+        template: &Pdu,
     ) -> Result<Pdu, Error> {
         let community = community.expose().as_bytes().to_vec();
         self.exchange(
@@ -262,13 +271,16 @@ impl Session {
                 encode_community_message(&CommunityMessage {
                     version,
                     community: community.clone(),
-                    pdu: Pdu::request(kind, id, varbinds.to_vec()),
+                    pdu: Pdu {
+                        request_id: id,
+                        ..template.clone()
+                    },
                 })
                 .map_err(|e| s.protocol(format!("cannot encode request: {e}")))
             },
-            |s, id, d| {
+            |s, ids, d| {
                 let msg = decode_community_message(d).map_err(|e| s.protocol(format!("malformed response: {e}")))?;
-                if msg.pdu.request_id != id || msg.pdu.kind != PduType::Response {
+                if !ids.contains(&msg.pdu.request_id) || msg.pdu.kind != PduType::Response {
                     // A late answer to an earlier try, or not for us.
                     tracing::debug!(target = %s.target, "skipping SNMP datagram with stale request id");
                     return Ok(None);
@@ -288,10 +300,10 @@ impl Session {
             .ok_or_else(|| Error::config("snmp.security", "SNMPv3 without a USM user"))?;
         let (id, boots, time) = self.exchange(
             |s, id| encode_discovery(id).map_err(|e| s.protocol(e)),
-            |s, id, d| {
+            |s, ids, d| {
                 let m = decode_v3_message(d)
                     .map_err(|e| s.protocol(format!("malformed SNMPv3 answer: {e}")))?;
-                if m.msg_id != id {
+                if !ids.contains(&m.msg_id) {
                     return Ok(None);
                 }
                 if m.engine_id.is_empty() {
@@ -312,12 +324,7 @@ impl Session {
         Ok(())
     }
 
-    fn request_v3(
-        &mut self,
-        user: &UsmUser,
-        kind: PduType,
-        varbinds: &[VarBind],
-    ) -> Result<Pdu, Error> {
+    fn request_v3(&mut self, user: &UsmUser, template: &Pdu) -> Result<Pdu, Error> {
         let mut resynced = false;
         loop {
             let fresh = self.engine.is_none();
@@ -330,7 +337,10 @@ impl Session {
                         return Err(s.protocol("engine not discovered"));
                     };
                     s.salt = s.salt.wrapping_add(1);
-                    let pdu = Pdu::request(kind, id, varbinds.to_vec());
+                    let pdu = Pdu {
+                        request_id: id,
+                        ..template.clone()
+                    };
                     encode_v3_request(&V3Request {
                         msg_id: id,
                         engine_id: &engine.id,
@@ -343,7 +353,7 @@ impl Session {
                     })
                     .map_err(|e| s.protocol(format!("cannot encode request: {e}")))
                 },
-                |s, id, d| s.accept_v3(id, d),
+                |s, ids, d| s.accept_v3(ids, d),
             );
             let outcome = match outcome {
                 // The agent just answered discovery, then ignored every
@@ -374,10 +384,10 @@ impl Session {
         }
     }
 
-    fn accept_v3(&mut self, id: i32, d: &[u8]) -> Result<Option<V3Outcome>, Error> {
+    fn accept_v3(&mut self, ids: &[i32], d: &[u8]) -> Result<Option<V3Outcome>, Error> {
         let m = decode_v3_message(d)
             .map_err(|e| self.protocol(format!("malformed SNMPv3 answer: {e}")))?;
-        if m.msg_id != id {
+        if !ids.contains(&m.msg_id) {
             return Ok(None);
         }
         let Some(engine) = self.engine.as_mut() else {
@@ -449,7 +459,7 @@ impl Session {
                 "SNMPv3 response not encrypted although privacy was requested",
             ));
         }
-        if scoped.pdu.kind != PduType::Response || scoped.pdu.request_id != id {
+        if scoped.pdu.kind != PduType::Response || scoped.pdu.request_id != m.msg_id {
             return Ok(None);
         }
         // Authentic: keep our idea of the engine clock fresh.
@@ -549,6 +559,45 @@ impl Session {
 
     /// Walks the subtree under `base` with GETNEXT, at most `max` rows.
     pub(crate) fn walk(&mut self, base: &Oid, max: usize) -> Result<Vec<VarBind>, Error> {
+        if self.is_v1() {
+            return self.walk_getnext(base, max);
+        }
+        // v2c/v3: GETBULK, many rows per round trip.
+        let mut out: Vec<VarBind> = Vec::new();
+        let mut cur = base.clone();
+        while out.len() < max {
+            let want = (max - out.len()).min(32);
+            let template = Pdu {
+                kind: PduType::GetBulk,
+                request_id: 0,
+                error_status: 0,
+                error_index: want as i64,
+                varbinds: vec![VarBind::null(cur.clone())],
+            };
+            let pdu = self.request_pdu(&template)?;
+            if pdu.error_status != 0 {
+                return Err(self.status_error(&pdu, "GETBULK", &template.varbinds));
+            }
+            if pdu.varbinds.is_empty() {
+                return Err(self.protocol("GETBULK answered without varbinds"));
+            }
+            for vb in pdu.varbinds {
+                if vb.value == Value::EndOfMibView || !vb.oid.is_under(base) || out.len() >= max {
+                    return Ok(out);
+                }
+                if vb.oid <= cur {
+                    return Err(
+                        self.protocol(format!("agent walked backwards ({} after {cur})", vb.oid))
+                    );
+                }
+                cur = vb.oid.clone();
+                out.push(vb);
+            }
+        }
+        Ok(out)
+    }
+
+    fn walk_getnext(&mut self, base: &Oid, max: usize) -> Result<Vec<VarBind>, Error> {
         let mut out = Vec::new();
         let mut cur = base.clone();
         while out.len() < max {
