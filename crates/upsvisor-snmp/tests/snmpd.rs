@@ -671,3 +671,45 @@ fn v3_session_survives_an_agent_restart() {
     let s = block_on(dev.status()).unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     assert!(s.on_battery() && s.low_battery);
 }
+
+#[test]
+fn late_answers_count_and_foreign_ids_are_skipped() {
+    // Answers the first try only, after that try's timeout: the retry is
+    // in flight, and the late answer (to the first id) must be taken.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let (n, from) = sock.recv_from(&mut buf).unwrap();
+        let first = buf[..n].to_vec();
+        std::thread::sleep(Duration::from_millis(450));
+        sock.send_to(&good_response(&first), from).unwrap();
+    });
+    let dev = SnmpDevice::new(
+        SnmpConfig::new(&addr)
+            .with_timeout(Duration::from_millis(300))
+            .with_retries(2)
+            .with_mib(MibSelection::Fixed(Mib::UpsMib)),
+    )
+    .unwrap();
+    assert_eq!(block_on(dev.status()).unwrap().source, PowerSource::OnLine);
+
+    // Well-formed answers carrying someone else's request id are ignored
+    // until the deadline: a timeout, not a wrong reading.
+    let addr = fake_agent(|req| {
+        let mut m = codec::decode_community_message(&good_response(req)).unwrap();
+        m.pdu.request_id = m.pdu.request_id.wrapping_add(1000);
+        codec::encode_community_message(&m).unwrap()
+    });
+    let dev = SnmpDevice::new(
+        SnmpConfig::new(&addr)
+            .with_timeout(Duration::from_millis(200))
+            .with_retries(1)
+            .with_mib(MibSelection::Fixed(Mib::UpsMib)),
+    )
+    .unwrap();
+    assert_eq!(
+        block_on(dev.status()).unwrap_err().kind(),
+        ErrorKind::Timeout
+    );
+}
