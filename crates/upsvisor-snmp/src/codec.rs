@@ -517,6 +517,33 @@ mod tests {
         assert_eq!(cap.pdu.varbinds.len(), 1);
     }
 
+    /// net-snmp 5.9.3 `snmpd` answering that request (through a
+    /// `pass_persist` handler serving upsOutputSource = battery(5)).
+    const NETSNMP_RESPONSE: &[u8] = &[
+        0x30, 0x2c, 0x02, 0x01, 0x01, 0x04, 0x06, 0x70, 0x75, 0x62, 0x6c, 0x69, 0x63, 0xa2, 0x1f,
+        0x02, 0x04, 0x0e, 0xa2, 0xfb, 0x74, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x30, 0x11, 0x30,
+        0x0f, 0x06, 0x0a, 0x2b, 0x06, 0x01, 0x02, 0x01, 0x21, 0x01, 0x04, 0x01, 0x00, 0x02, 0x01,
+        0x05,
+    ];
+
+    #[test]
+    fn decodes_recorded_snmpd_response() {
+        let m = decode_community_message(NETSNMP_RESPONSE).unwrap();
+        assert_eq!(m.version, Version::V2c);
+        assert_eq!(m.pdu.kind, PduType::Response);
+        assert_eq!(m.pdu.request_id, 0x0ea2fb74);
+        assert_eq!(m.pdu.error_status, 0);
+        assert_eq!(
+            m.pdu.varbinds,
+            vec![VarBind::new(
+                ".1.3.6.1.2.1.33.1.4.1.0".parse().unwrap(),
+                Value::Integer(5)
+            )]
+        );
+        let s = crate::mib::map_status(crate::mib::Mib::UpsMib, &m.pdu.varbinds, &[]);
+        assert!(s.on_battery());
+    }
+
     #[test]
     fn decodes_exceptions_and_types() {
         let vbs = vec![

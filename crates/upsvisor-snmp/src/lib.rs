@@ -62,7 +62,10 @@
 //!   panic; answers with a stale request id are skipped;
 //! - error-status in a response: `noSuchName`/`noCreation` → `NotFound`,
 //!   `notWritable`/`readOnly` → `Unsupported`, `noAccess`/`authorizationError`
-//!   → `Auth`, others → `InvalidState` or `Protocol`.
+//!   → `Auth`, others → `InvalidState` or `Protocol`. SNMPv1 has a single
+//!   `noSuchName` for "absent" and "not allowed", so a v1 SET with a
+//!   read-only community reads as `NotFound`; use v2c or v3 to tell them
+//!   apart.
 //!
 //! Objects an agent lacks (`noSuchObject`, `noSuchInstance`, v1
 //! `noSuchName`) read as absent: `None` in [`PowerStatus`](upsvisor_core::PowerStatus),

@@ -709,7 +709,7 @@ mod tests {
     /// "maplesyrup" with SHA-256, the RFC 3414 A.2 algorithm (expected value
     /// computed independently with Python's hashlib).
     #[test]
-    fn rfc7860_sha256_key_vector() {
+    fn sha256_key_vector() {
         let ku = AuthProtocol::Sha256.password_to_key(b"maplesyrup");
         let engine = [0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
         let kul = AuthProtocol::Sha256.localize(&ku, &engine);
@@ -769,6 +769,63 @@ mod tests {
         let sp = decode_scoped_pdu(&plain).unwrap();
         assert_eq!(sp.pdu, pdu);
         assert_eq!(sp.context_engine_id, engine);
+    }
+
+    /// `snmpget -v3 -l authPriv ...` (net-snmp 5.9.3): its discovery probe,
+    /// captured from a UDP socket.
+    const NETSNMP_DISCOVERY: &[u8] = &[
+        0x30, 0x3e, 0x02, 0x01, 0x03, 0x30, 0x11, 0x02, 0x04, 0x6d, 0xca, 0x72, 0xf8, 0x02, 0x03,
+        0x00, 0xff, 0xe3, 0x04, 0x01, 0x04, 0x02, 0x01, 0x03, 0x04, 0x10, 0x30, 0x0e, 0x04, 0x00,
+        0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00, 0x04, 0x00, 0x30, 0x14, 0x04,
+        0x00, 0x04, 0x00, 0xa0, 0x0e, 0x02, 0x04, 0x4d, 0x47, 0xa1, 0x3b, 0x02, 0x01, 0x00, 0x02,
+        0x01, 0x00, 0x30, 0x00,
+    ];
+    /// `snmpd` 5.9.3 (`engineID upsvisor`) answering that probe.
+    const NETSNMP_REPORT: &[u8] = &[
+        0x30, 0x69, 0x02, 0x01, 0x03, 0x30, 0x11, 0x02, 0x04, 0x6d, 0xca, 0x72, 0xf8, 0x02, 0x03,
+        0x00, 0xff, 0xe3, 0x04, 0x01, 0x00, 0x02, 0x01, 0x03, 0x04, 0x1d, 0x30, 0x1b, 0x04, 0x0d,
+        0x80, 0x00, 0x1f, 0x88, 0x04, 0x75, 0x70, 0x73, 0x76, 0x69, 0x73, 0x6f, 0x72, 0x02, 0x01,
+        0x01, 0x02, 0x01, 0x01, 0x04, 0x00, 0x04, 0x00, 0x04, 0x00, 0x30, 0x32, 0x04, 0x0d, 0x80,
+        0x00, 0x1f, 0x88, 0x04, 0x75, 0x70, 0x73, 0x76, 0x69, 0x73, 0x6f, 0x72, 0x04, 0x00, 0xa8,
+        0x1f, 0x02, 0x04, 0x4d, 0x47, 0xa1, 0x3b, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x30, 0x11,
+        0x30, 0x0f, 0x06, 0x0a, 0x2b, 0x06, 0x01, 0x06, 0x03, 0x0f, 0x01, 0x01, 0x04, 0x00, 0x41,
+        0x01, 0x01,
+    ];
+
+    #[test]
+    fn recorded_net_snmp_discovery() {
+        let probe = decode_v3_message(NETSNMP_DISCOVERY).unwrap();
+        let ours = decode_v3_message(&encode_discovery(probe.msg_id).unwrap()).unwrap();
+        assert_eq!(probe.flags, FLAG_REPORTABLE);
+        // Same message as net-snmp's apart from the PDU's request id.
+        let (ScopedPduData::Plain(a), ScopedPduData::Plain(b)) = (&probe.data, &ours.data) else {
+            panic!("discovery is plaintext")
+        };
+        assert_eq!(a.pdu.varbinds, b.pdu.varbinds);
+        assert_eq!(
+            (probe.max_size, &probe.engine_id, &probe.user_name),
+            (ours.max_size, &ours.engine_id, &ours.user_name)
+        );
+
+        let r = decode_v3_message(NETSNMP_REPORT).unwrap();
+        assert_eq!(r.msg_id, probe.msg_id);
+        assert_eq!(r.flags, 0);
+        assert_eq!(r.engine_id, b"\x80\x00\x1f\x88\x04upsvisor");
+        assert_eq!((r.engine_boots, r.engine_time), (1, 1));
+        let ScopedPduData::Plain(sp) = &r.data else {
+            panic!("report is plaintext")
+        };
+        assert_eq!(sp.pdu.kind, PduType::Report);
+        assert_eq!(
+            UsmReport::classify(&sp.pdu),
+            Some(UsmReport::UnknownEngineId)
+        );
+        for n in 0..NETSNMP_REPORT.len() {
+            assert!(
+                decode_v3_message(&NETSNMP_REPORT[..n]).is_err(),
+                "prefix {n}"
+            );
+        }
     }
 
     #[test]

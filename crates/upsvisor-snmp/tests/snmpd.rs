@@ -34,7 +34,7 @@ fn free_udp_port() -> u16 {
 impl Agent {
     fn start(state: &str) -> Option<Agent> {
         let snmpd = require_peer(&["/usr/sbin/snmpd", "snmpd"], "snmpd")?;
-        let python = require_peer(&["/usr/bin/python3", "python3"], "python3")?;
+        let python = require_peer(&["/usr/bin/python3", "python3"], "python3-minimal")?;
         let dir = TempDir::new("snmpd");
         let d = dir.path();
         std::fs::create_dir_all(d.join("persist")).unwrap();
