@@ -713,3 +713,89 @@ fn late_answers_count_and_foreign_ids_are_skipped() {
         ErrorKind::Timeout
     );
 }
+
+/// A minimal fake SNMPv3 engine (built from this crate's codec, which the
+/// snmpd tests above check against net-snmp): it answers discovery with
+/// boots 5, then claims a reboot (boots 6) with an authenticated
+/// notInTimeWindow report, and answers only requests that carry boots 6.
+#[test]
+fn v3_resynchronises_after_not_in_time_window() {
+    use upsvisor_snmp::usm::{self, MasterKeys, ScopedPduData, V3Request};
+    let engine = b"\x80\x00\x1f\x88\x04fake".to_vec();
+    let keys = MasterKeys::new(&v3_user()).localize(&engine);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap().to_string();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<(u32, &'static str)>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let m = usm::decode_v3_message(&buf[..n]).unwrap();
+            let reply = |boots: u32, kind: PduType, request_id: i32, vbs: Vec<VarBind>, keys| {
+                let pdu = Pdu {
+                    kind,
+                    request_id,
+                    error_status: 0,
+                    error_index: 0,
+                    varbinds: vbs,
+                };
+                usm::encode_v3_request(&V3Request {
+                    msg_id: m.msg_id,
+                    engine_id: &engine,
+                    engine_boots: boots,
+                    engine_time: 10,
+                    user: m.user_name.as_slice(),
+                    keys,
+                    salt: 99,
+                    pdu: &pdu,
+                })
+                .unwrap()
+            };
+            let stats = |arc: u32| {
+                vec![VarBind::new(
+                    format!(".1.3.6.1.6.3.15.1.1.{arc}.0").parse().unwrap(),
+                    codec::Value::Counter32(1),
+                )]
+            };
+            let out = if m.engine_id.is_empty() {
+                seen_tx.send((m.engine_boots, "discovery")).unwrap();
+                reply(5, PduType::Report, m.msg_id, stats(4), None)
+            } else {
+                assert!(keys.verify(&buf[..n], m.auth_params_at, &m.auth_params));
+                let ScopedPduData::Encrypted(c) = &m.data else {
+                    panic!("not encrypted")
+                };
+                let plain = keys
+                    .decrypt(m.engine_boots, m.engine_time, &m.priv_params, c)
+                    .unwrap();
+                let req = usm::decode_scoped_pdu(&plain).unwrap().pdu;
+                if m.engine_boots < 6 {
+                    seen_tx.send((m.engine_boots, "stale")).unwrap();
+                    reply(6, PduType::Report, req.request_id, stats(2), Some(&keys))
+                } else {
+                    seen_tx.send((m.engine_boots, "answered")).unwrap();
+                    let vbs = req
+                        .varbinds
+                        .iter()
+                        .map(|vb| VarBind::new(vb.oid.clone(), codec::Value::Integer(5)))
+                        .collect();
+                    reply(6, PduType::Response, req.request_id, vbs, Some(&keys))
+                }
+            };
+            sock.send_to(&out, from).unwrap();
+        }
+    });
+    let dev = SnmpDevice::new(
+        SnmpConfig::new(&addr)
+            .with_security(Security::v3(v3_user()))
+            .with_timeout(Duration::from_millis(500))
+            .with_retries(0)
+            .with_mib(MibSelection::Fixed(Mib::UpsMib)),
+    )
+    .unwrap();
+    let s = block_on(dev.status()).unwrap();
+    assert!(s.on_battery());
+    let seen: Vec<_> = seen_rx.try_iter().collect();
+    assert_eq!(seen, [(0, "discovery"), (5, "stale"), (6, "answered")]);
+}
