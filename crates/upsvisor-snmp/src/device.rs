@@ -1,0 +1,397 @@
+//! [`SnmpDevice`]: the [`PowerDevice`] over SNMP, with its configuration.
+//!
+//! Each device owns one worker thread holding a blocking UDP socket; the
+//! async methods hand a job to that thread and await its answer through a
+//! oneshot channel, so no async runtime is needed (the patent's
+//! thread-per-peer shape). The thread ends when the device is dropped.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use upsvisor_core::{
+    DeviceCapabilities, DeviceCommand, Error, PowerDevice, PowerStatus, Result, Secret,
+};
+
+use crate::codec::Version;
+use crate::mib::{self, CommandOptions, Mib, MibSelection, OutletRow};
+use crate::session::{Auth, Session};
+use crate::usm::UsmUser;
+
+/// How to authenticate to the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Security {
+    /// SNMPv1 with a community string.
+    V1 {
+        /// The community (sent in clear on the wire).
+        community: Secret,
+    },
+    /// SNMPv2c with a community string.
+    V2c {
+        /// The community (sent in clear on the wire).
+        community: Secret,
+    },
+    /// SNMPv3 with a USM user (authPriv recommended).
+    V3(UsmUser),
+}
+
+impl Security {
+    /// SNMPv1 with `community`.
+    pub fn v1(community: impl Into<Secret>) -> Self {
+        Security::V1 {
+            community: community.into(),
+        }
+    }
+
+    /// SNMPv2c with `community`.
+    pub fn v2c(community: impl Into<Secret>) -> Self {
+        Security::V2c {
+            community: community.into(),
+        }
+    }
+
+    /// SNMPv3 with `user`.
+    pub fn v3(user: UsmUser) -> Self {
+        Security::V3(user)
+    }
+
+    fn auth(&self) -> Auth {
+        match self {
+            Security::V1 { community } => Auth::Community {
+                version: Version::V1,
+                community: community.clone(),
+            },
+            Security::V2c { community } => Auth::Community {
+                version: Version::V2c,
+                community: community.clone(),
+            },
+            Security::V3(u) => Auth::Usm(u.clone()),
+        }
+    }
+}
+
+/// Configuration of an [`SnmpDevice`].
+///
+/// ```
+/// use std::time::Duration;
+/// use upsvisor_snmp::{SnmpConfig, Security, AuthProtocol, UsmUser, MibSelection, Mib};
+///
+/// let cfg = SnmpConfig::new("192.0.2.10:161")
+///     .with_security(Security::v3(UsmUser::auth_priv(
+///         "upsvisor", AuthProtocol::Sha1, "auth-passphrase", "priv-passphrase",
+///     )))
+///     .with_timeout(Duration::from_secs(1))
+///     .with_retries(2)
+///     .with_mib(MibSelection::Fixed(Mib::UpsMib));
+/// assert_eq!(cfg.target, "192.0.2.10:161");
+/// assert!(!format!("{cfg:?}").contains("auth-passphrase"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SnmpConfig {
+    /// `host:port` of the agent (port 161 is the standard).
+    pub target: String,
+    /// Version and credentials. Default: v2c, community `public`
+    /// (read-only on most cards; commands need the write community or a v3
+    /// user).
+    pub security: Security,
+    /// How long to wait for each answer. Default 2 s.
+    pub timeout: Duration,
+    /// How many times to resend after a timeout. Default 1.
+    pub retries: u32,
+    /// Which MIB to use. Default: probe.
+    pub mib: MibSelection,
+    /// Most outlets (or outlet groups) read from a table. Default 64.
+    pub max_outlets: usize,
+    /// See [`CommandOptions::startup_after_delay`]. Default `None`.
+    pub startup_after_delay: Option<Duration>,
+}
+
+impl Default for SnmpConfig {
+    fn default() -> Self {
+        SnmpConfig {
+            target: "127.0.0.1:161".into(),
+            security: Security::v2c("public"),
+            timeout: Duration::from_secs(2),
+            retries: 1,
+            mib: MibSelection::Auto,
+            max_outlets: 64,
+            startup_after_delay: None,
+        }
+    }
+}
+
+impl SnmpConfig {
+    /// The defaults, for the agent at `target` (`host:port`).
+    pub fn new(target: impl Into<String>) -> Self {
+        SnmpConfig {
+            target: target.into(),
+            ..SnmpConfig::default()
+        }
+    }
+
+    /// Sets [`SnmpConfig::target`].
+    pub fn with_target(mut self, target: impl Into<String>) -> Self {
+        self.target = target.into();
+        self
+    }
+
+    /// Sets [`SnmpConfig::security`].
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// Sets [`SnmpConfig::timeout`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`SnmpConfig::retries`].
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Sets [`SnmpConfig::mib`].
+    pub fn with_mib(mut self, mib: MibSelection) -> Self {
+        self.mib = mib;
+        self
+    }
+
+    /// Sets [`SnmpConfig::max_outlets`].
+    pub fn with_max_outlets(mut self, max: usize) -> Self {
+        self.max_outlets = max;
+        self
+    }
+
+    /// Sets [`SnmpConfig::startup_after_delay`].
+    pub fn with_startup_after_delay(mut self, d: Option<Duration>) -> Self {
+        self.startup_after_delay = d;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.target.trim().is_empty() {
+            return Err(Error::config("snmp.target", "empty target; use host:port"));
+        }
+        if self.timeout.is_zero() {
+            return Err(Error::config("snmp.timeout", "must be above zero"));
+        }
+        if let Security::V3(u) = &self.security {
+            u.validate()
+                .map_err(|e| Error::config("snmp.security", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// What the worker thread keeps between jobs.
+struct State {
+    cfg: SnmpConfig,
+    session: Option<Session>,
+    mib: Option<Mib>,
+}
+
+impl State {
+    fn session(&mut self) -> Result<&mut Session> {
+        if self.session.is_none() {
+            self.session = Some(Session::open(
+                &self.cfg.target,
+                self.cfg.security.auth(),
+                self.cfg.timeout,
+                self.cfg.retries,
+            )?);
+        }
+        self.session
+            .as_mut()
+            .ok_or_else(|| Error::unreachable(&self.cfg.target, "no session"))
+    }
+
+    /// Runs `f` on the session; a socket-level failure drops the session so
+    /// the next call starts afresh (and rediscovers a v3 engine).
+    fn with_session<T>(&mut self, f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
+        let r = f(self.session()?);
+        if let Err(e) = &r {
+            if e.kind() == upsvisor_core::ErrorKind::Unreachable {
+                self.session = None;
+            }
+        }
+        r
+    }
+
+    fn mib(&mut self) -> Result<Mib> {
+        if let Some(m) = self.mib {
+            return Ok(m);
+        }
+        let m = match self.cfg.mib {
+            MibSelection::Fixed(m) => m,
+            _ => {
+                let answer = self.with_session(|s| s.get(&mib::probe_oids()))?;
+                mib::detect(&answer).ok_or_else(|| {
+                    Error::not_found(format!(
+                        "{}: the agent answers but has none of UPS-MIB, PowerNet-MIB or XUPS-MIB",
+                        self.cfg.target
+                    ))
+                })?
+            }
+        };
+        tracing::debug!(target = %self.cfg.target, mib = m.name(), "SNMP MIB selected");
+        self.mib = Some(m);
+        Ok(m)
+    }
+
+    fn outlets(&mut self, mib: Mib) -> Result<Vec<OutletRow>> {
+        let Some((state_col, name_col)) = mib::outlet_columns(mib) else {
+            return Ok(Vec::new());
+        };
+        let max = self.cfg.max_outlets;
+        let states = self.with_session(|s| s.walk(&state_col, max))?;
+        let names = if states.is_empty() {
+            Vec::new()
+        } else {
+            self.with_session(|s| s.walk(&name_col, max))?
+        };
+        Ok(mib::outlet_rows(mib, &states, &names))
+    }
+
+    fn status(&mut self) -> Result<PowerStatus> {
+        let mib = self.mib()?;
+        let vbs = self.with_session(|s| s.get(&mib::status_oids(mib)))?;
+        let outlets = self.outlets(mib)?;
+        Ok(mib::map_status(mib, &vbs, &outlets))
+    }
+
+    fn capabilities(&mut self) -> Result<DeviceCapabilities> {
+        let mib = self.mib()?;
+        let outlets = self.outlets(mib)?;
+        Ok(mib::capabilities(mib, &outlets))
+    }
+
+    fn command(&mut self, cmd: &DeviceCommand) -> Result<()> {
+        let mib = self.mib()?;
+        let opts = CommandOptions {
+            startup_after_delay: self.cfg.startup_after_delay,
+        };
+        for set in mib::command_sets(mib, cmd, opts)? {
+            self.with_session(|s| s.set(&set))?;
+        }
+        tracing::info!(target = %self.cfg.target, command = ?cmd, "SNMP command sent");
+        Ok(())
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut State) + Send>;
+
+/// A UPS or PDU reached over SNMP.
+///
+/// ```
+/// use upsvisor_snmp::{SnmpConfig, SnmpDevice};
+///
+/// let dev = SnmpDevice::new(SnmpConfig::new("127.0.0.1:161")).unwrap();
+/// assert_eq!(dev.target(), "127.0.0.1:161");
+/// // dev.status().await, dev.command(..).await: see the PowerDevice trait.
+/// ```
+#[derive(Debug)]
+pub struct SnmpDevice {
+    target: String,
+    tx: mpsc::Sender<Job>,
+}
+
+impl SnmpDevice {
+    /// Validates `cfg` and starts the device's worker thread. No packet is
+    /// sent until the first call.
+    pub fn new(cfg: SnmpConfig) -> Result<Self> {
+        cfg.validate()?;
+        let target = cfg.target.clone();
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name(format!("upsvisor-snmp {target}"))
+            .spawn(move || {
+                let mut state = State {
+                    cfg,
+                    session: None,
+                    mib: None,
+                };
+                while let Ok(job) = rx.recv() {
+                    job(&mut state);
+                }
+            })
+            .map_err(|e| {
+                Error::config("snmp", format!("cannot start the SNMP worker thread: {e}"))
+            })?;
+        Ok(SnmpDevice { target, tx })
+    }
+
+    /// The agent's address.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        self.tx
+            .send(Box::new(move |s: &mut State| {
+                let _ = tx.send(f(s));
+            }))
+            .map_err(|_| Error::unreachable(&self.target, "SNMP worker thread has stopped"))?;
+        rx.await
+            .map_err(|_| Error::unreachable(&self.target, "SNMP worker thread has stopped"))?
+    }
+
+    /// The MIB in use, probing the agent if the configuration says `Auto`.
+    pub async fn mib(&self) -> Result<Mib> {
+        self.run(|s| s.mib()).await
+    }
+}
+
+#[async_trait]
+impl PowerDevice for SnmpDevice {
+    async fn status(&self) -> Result<PowerStatus> {
+        self.run(|s| s.status()).await
+    }
+
+    async fn capabilities(&self) -> Result<DeviceCapabilities> {
+        self.run(|s| s.capabilities()).await
+    }
+
+    async fn command(&self, cmd: DeviceCommand) -> Result<()> {
+        self.run(move |s| s.command(&cmd)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usm::AuthProtocol;
+
+    #[test]
+    fn config_validation() {
+        assert!(SnmpConfig::new("").validate().is_err());
+        assert!(
+            SnmpConfig::new("h:161")
+                .with_timeout(Duration::ZERO)
+                .validate()
+                .is_err()
+        );
+        let weak = SnmpConfig::new("h:161").with_security(Security::v3(UsmUser::auth_priv(
+            "u",
+            AuthProtocol::Sha1,
+            "short",
+            "longenough",
+        )));
+        let e = weak.validate().unwrap_err();
+        assert_eq!(e.kind(), upsvisor_core::ErrorKind::Config);
+        assert!(SnmpDevice::new(weak).is_err());
+        let dbg = format!(
+            "{:?}",
+            SnmpConfig::new("h:161").with_security(Security::v2c("s3cret-community"))
+        );
+        assert!(!dbg.contains("s3cret-community"), "{dbg}");
+    }
+}
