@@ -77,6 +77,16 @@
 //! documented and published samples, not from hosts of every version.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// Everything here handles what a remote host sends: no panicking shortcuts.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 pub mod cmd;
 pub mod codec;

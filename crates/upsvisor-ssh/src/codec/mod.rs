@@ -1,11 +1,14 @@
 //! Sans-IO codecs: for each dialect, the command lines to send and pure
 //! parsers for what the tools print. No I/O here; every parser takes text,
 //! never panics, and refuses input over [`MAX_INPUT`] bytes.
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
 )]
 
 use std::fmt;
@@ -131,10 +134,59 @@ pub fn classify_failure(target: &str, what: &str, status: Option<u32>, text: &st
     }
 }
 
+/// Runs every parser on `text` (for fuzzing and no-panic tests).
+#[doc(hidden)]
+pub fn parse_all(text: &str) {
+    let _ = esxi::parse_getallvms(text);
+    let _ = esxi::parse_summary(text, "1");
+    let _ = esxi::parse_guest_ips(text);
+    let _ = esxi::parse_power_getstate(text);
+    let _ = esxi::parse_version(text);
+    let _ = libvirt::parse_list(text);
+    let _ = libvirt::parse_dominfo(text);
+    let _ = libvirt::parse_domifaddr(text);
+    let _ = libvirt::parse_version(text);
+    let _ = proxmox::parse_qm_list(text);
+    let _ = proxmox::parse_pct_list(text);
+    let _ = proxmox::parse_status(text);
+    let mut vm = upsvisor_core::VmInfo::new("qemu/100", "", upsvisor_core::PowerState::Unknown);
+    let _ = proxmox::apply_config(&mut vm, text);
+    let _ = proxmox::parse_guest_interfaces(text);
+    let _ = proxmox::parse_pveversion(text);
+    let _ = hyperv::parse_vms(text);
+    let _ = hyperv::parse_host(text);
+    let _ = classify_failure("h", "x", Some(1), text);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use upsvisor_core::ErrorKind;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            parse_all(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn structured_noise_never_panics(s in "([(){}\\[\\],=:'\" \n\t/.a-z0-9-]|vmx|Vmid Name File|\\.vmx |\\[ds\\] |running|status: ){0,200}") {
+            parse_all(&s);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let mut s = String::from("(vim.vm.Summary) {\n");
+        for _ in 0..10_000 {
+            s.push_str("   a = (x) {\n");
+        }
+        assert!(esxi::flatten(&s).is_err());
+        assert!(check_size(&"x".repeat(MAX_INPUT + 1)).is_err());
+        let deep_json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(hyperv::parse_vms(&deep_json).is_err());
+    }
 
     #[test]
     fn failures_get_the_right_kind() {
