@@ -448,9 +448,33 @@ impl Inner {
         })
     }
 
+    /// The VM's power state, by the cheapest query the dialect has.
+    async fn current_power(&self, vm: &VmId) -> Result<PowerState> {
+        match self.cfg.dialect {
+            Dialect::Esxi => {
+                let vmid = self.esxi_resolve(vm).await?;
+                let o = self
+                    .run_ok(
+                        &esxi::vmsvc("power.getstate", &vmid),
+                        "vim-cmd vmsvc/power.getstate",
+                    )
+                    .await?;
+                self.parsed(esxi::parse_power_getstate(&o))
+            }
+            Dialect::Proxmox => {
+                let g = PveGuest::parse(vm.as_str())?;
+                let o = self
+                    .run_ok(&proxmox::guest_cmd(g, "status", &[]), "status")
+                    .await?;
+                self.parsed(proxmox::parse_status(&o))
+            }
+            _ => Ok(self.vm_info(vm).await?.power),
+        }
+    }
+
     async fn vm_power(&self, vm: &VmId, op: VmOp) -> Result<()> {
         let line = self.vm_power_line(vm, op).await?;
-        let now = self.vm_info(vm).await?.power;
+        let now = self.current_power(vm).await?;
         let done = match op {
             VmOp::PowerOn => now == PowerState::PoweredOn,
             VmOp::ShutdownGuest | VmOp::PowerOff => now == PowerState::PoweredOff,

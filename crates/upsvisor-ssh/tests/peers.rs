@@ -72,6 +72,30 @@ fn libvirt_inventory_and_power_round_trip_with_real_virsh() {
     assert!(t.capabilities().supports_host(HostOp::Shutdown));
 }
 
+#[test]
+fn linux_host_power_goes_to_systemctl() {
+    let Some(sshd) = Sshd::start() else { return };
+    if upsvisor_testkit::require_peer(&["ssh"], "openssh-client").is_none() {
+        return;
+    }
+    // Safety first: this must reach the shim, never the machine's own
+    // systemctl.
+    let which = sshd.remote_which("systemctl");
+    let shims = sshd.dir.path().join("shims/systemctl");
+    assert_eq!(which, shims.to_str().unwrap(), "refusing to run host power");
+    for (d, op, want) in [
+        (Dialect::Libvirt, HostOp::Shutdown, "poweroff"),
+        (Dialect::Proxmox, HostOp::Reboot, "reboot"),
+        (Dialect::Proxmox, HostOp::Shutdown, "poweroff"),
+    ] {
+        let t = transport(sshd.config(d));
+        block_on(t.host_power(op)).unwrap();
+        assert_eq!(sshd.read_state("linux.host").trim(), want);
+        let e = block_on(t.host_power(HostOp::EnterMaintenance)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{d}: {e}");
+    }
+}
+
 // ---------------------------------------------------------------- ESXi
 
 #[test]

@@ -174,6 +174,36 @@ impl Sshd {
             .with_command_timeout(Duration::from_secs(10))
     }
 
+    /// Where `name` resolves for a command run through this sshd (with the
+    /// OpenSSH client, host key checked).
+    pub fn remote_which(&self, name: &str) -> String {
+        let d = self.dir.path();
+        std::fs::write(
+            d.join("known_hosts"),
+            format!("[127.0.0.1]:{} {}\n", self.port, self.host_pub),
+        )
+        .unwrap();
+        let out = Command::new("ssh")
+            .args(["-p", &self.port.to_string(), "-i"])
+            .arg(d.join("user_key"))
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                d.join("known_hosts").display()
+            ))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "root@127.0.0.1",
+            ])
+            .arg(format!("command -v {name}"))
+            .output()
+            .expect("ssh client");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// A fresh ed25519 key pair elsewhere: (private PEM, public line).
     pub fn other_key(&self, name: &str) -> (String, String) {
         let p = self.dir.path().join(name);
