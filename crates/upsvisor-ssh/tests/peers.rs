@@ -417,3 +417,161 @@ fn unreachable_port_is_unreachable() {
     assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
     assert!(e.is_transient());
 }
+
+// ------------------------------------------------- password auth (russh peer)
+
+/// A successful password login cannot be shown against this machine's
+/// sshd without giving a system account a password, so this uses russh's
+/// own server, in-process on 127.0.0.1, as the peer.
+mod russh_peer {
+    use std::sync::Arc;
+
+    use russh::server::{self, Auth, Msg, Session};
+    use russh::{Channel, ChannelId};
+
+    pub const USER: &str = "ups";
+    pub const PASSWORD: &str = "correct horse battery staple";
+
+    struct Peer;
+
+    impl server::Handler for Peer {
+        type Error = russh::Error;
+
+        async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+            Ok(if user == USER && password == PASSWORD {
+                Auth::Accept
+            } else {
+                Auth::reject()
+            })
+        }
+
+        async fn channel_open_session(
+            &mut self,
+            _channel: Channel<Msg>,
+            reply: server::ChannelOpenHandle,
+            _session: &mut Session,
+        ) -> Result<(), Self::Error> {
+            reply.accept().await;
+            Ok(())
+        }
+
+        async fn exec_request(
+            &mut self,
+            ch: ChannelId,
+            data: &[u8],
+            s: &mut Session,
+        ) -> Result<(), Self::Error> {
+            s.channel_success(ch)?;
+            let (out, status) = if data == b"pveversion" {
+                (
+                    "pve-manager/8.1.3/b46aac3b42da5d15 (running kernel: 6.5.11-4-pve)\n",
+                    0,
+                )
+            } else {
+                ("", 127)
+            };
+            s.data(ch, out.as_bytes().to_vec())?;
+            s.exit_status_request(ch, status)?;
+            s.eof(ch)?;
+            s.close(ch)?;
+            Ok(())
+        }
+    }
+
+    /// Starts the peer; returns its port and host public key line.
+    pub fn start(dir: &std::path::Path) -> (u16, String) {
+        let key_path = dir.join("russh_host_key");
+        let st = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key_path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let key =
+            russh::keys::decode_secret_key(&std::fs::read_to_string(&key_path).unwrap(), None)
+                .unwrap();
+        let public = std::fs::read_to_string(key_path.with_extension("pub")).unwrap();
+        let config = Arc::new(server::Config {
+            keys: vec![key],
+            auth_rejection_time: std::time::Duration::from_millis(10),
+            auth_rejection_time_initial: Some(std::time::Duration::ZERO),
+            ..Default::default()
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let config = config.clone();
+                    tokio::spawn(async move {
+                        if let Ok(session) = server::run_stream(config, stream, Peer).await {
+                            let _ = session.await;
+                        }
+                    });
+                }
+            });
+        });
+        (port, public.trim().to_owned())
+    }
+}
+
+#[test]
+fn password_authentication_works_and_wrong_password_is_refused() {
+    if upsvisor_testkit::require_peer(&["ssh-keygen"], "openssh-client").is_none() {
+        return;
+    }
+    let dir = upsvisor_testkit::TempDir::new("russh-peer");
+    let (port, host_pub) = russh_peer::start(dir.path());
+    let cfg = SshConfig::new("127.0.0.1", russh_peer::USER, Dialect::Proxmox)
+        .with_port(port)
+        .with_host_key(&host_pub)
+        .unwrap();
+    let info =
+        block_on(transport(cfg.clone().with_password(russh_peer::PASSWORD)).host_info()).unwrap();
+    assert_eq!(info.version.as_deref(), Some("8.1.3"));
+    let e = block_on(transport(cfg.with_password("Tr0ub4dor&3")).host_info()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
+    assert!(!e.to_string().contains("Tr0ub4dor"), "{e}");
+}
+
+#[test]
+fn silent_or_non_ssh_peers_fail_cleanly() {
+    use std::io::Write;
+    // Accepts TCP (kernel backlog) but never speaks: connect deadline.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = |port| {
+        SshConfig::new("127.0.0.1", "root", Dialect::Esxi)
+            .with_port(port)
+            .with_password("x")
+            .dangerous_accept_any_host_key(true)
+            .with_connect_timeout(Duration::from_secs(1))
+    };
+    let t0 = Instant::now();
+    let e = block_on(transport(cfg(silent.local_addr().unwrap().port())).host_info()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(4));
+    // Speaks something else (an HTTP server on the SSH port), then hangs
+    // up. RFC 4253 lets a server send lines before its banner, so the
+    // client reads on until the hang-up: Unreachable, not a hang.
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = http.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in http.incoming().take(1) {
+            let mut s = s.unwrap();
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let e = block_on(transport(cfg(port)).host_info()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+    drop(silent);
+}
