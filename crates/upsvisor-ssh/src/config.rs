@@ -330,3 +330,76 @@ impl SshConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LINE: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH32uga/mdLxN74BzL7VxCHjfXndWxsefchanKHMg2sa root@vm";
+    const FP: &str = "SHA256:KUxN7PpRKgAhJC7lb/i5o/LOcu9mHAMCd1b2Fnxp4zU";
+
+    #[test]
+    fn pin_forms_agree() {
+        let a = HostKeyPin::parse(LINE).unwrap();
+        let b = HostKeyPin::parse(&format!("esx1,10.0.0.7 {LINE}")).unwrap();
+        let c = HostKeyPin::parse(&format!(
+            "|1|F1E1KeoE/eEWhi10WpGv4OdiO6Y=|3988QV0VE8wmZL7suNrYQLITLCg= {LINE}"
+        ))
+        .unwrap();
+        let d = HostKeyPin::parse(FP).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(a, d);
+        assert_eq!(a.fingerprint(), FP);
+        for bad in [
+            "",
+            "SHA256:",
+            "SHA256:!!!",
+            "host",
+            "host ssh-ed25519",
+            "host ssh-ed25519 AAAA",
+            "@cert-authority * ssh-ed25519 AAAA",
+            "MD5:aa:bb",
+        ] {
+            let e = HostKeyPin::parse(bad).unwrap_err();
+            assert_eq!(e.kind(), upsvisor_core::ErrorKind::Config, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn config_is_checked_and_redacted() {
+        let c = SshConfig::new("h", "root", Dialect::Esxi);
+        assert_eq!(
+            c.validate().unwrap_err().kind(),
+            upsvisor_core::ErrorKind::Config
+        );
+        let c = c.with_password("hunter2");
+        assert!(c.validate().is_ok());
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(
+            SshConfig::new("", "root", Dialect::Esxi)
+                .with_password("x")
+                .validate()
+                .is_err()
+        );
+        assert!(
+            c.clone()
+                .with_libvirt_uri("qemu:///system\n; reboot")
+                .validate()
+                .is_err()
+        );
+        assert_eq!(
+            SshConfig::new("::1", "u", Dialect::Esxi).target(),
+            "[::1]:22"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn pin_parsing_never_panics(s in "\\PC{0,200}") {
+            let _ = HostKeyPin::parse(&s);
+        }
+    }
+}

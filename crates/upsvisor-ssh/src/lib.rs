@@ -69,12 +69,25 @@
 //! first, and an operation already done is `Ok(())`.
 //!
 //! ## What was checked against what
-//! The libvirt dialect is tested against the **real** `virsh` and
-//! `libvirtd` (its test driver) through a real OpenSSH `sshd`. ESXi,
-//! Proxmox and Hyper-V cannot run in CI: those dialects are tested through
-//! the same real `sshd` against **shell-script shims** that print the
-//! vendor-documented output formats. Their parsers are written from
-//! documented and published samples, not from hosts of every version.
+//! - **libvirt**: against the **real** `virsh` and `libvirtd` (libvirt
+//!   9.0, its test driver, session mode) through a real OpenSSH `sshd`:
+//!   inventory, every VM power operation, idempotence, not-found.
+//! - **ESXi, Proxmox VE, Hyper-V**: these cannot run in CI. They are tested
+//!   through the same real `sshd` against **shell-script shims** (in
+//!   `tests/shims/`) that print the vendor-documented output formats and
+//!   keep state in files. Their parsers are written from documented and
+//!   published samples, not checked against hosts of every version.
+//! - Host shutdown/reboot on libvirt and Proxmox (`systemctl`) is tested
+//!   against a `systemctl` shim only (after checking the shim, not the
+//!   machine's own `systemctl`, is what the SSH session would run).
+//! - Key authentication, host-key pinning (unknown, changed, fingerprint
+//!   form), limits and reconnection are tested against the real `sshd`; a
+//!   *successful* password login against an in-process russh server (the
+//!   test machine's sshd only has `root`, whose password the tests must not
+//!   set), a refused one against both.
+//!
+//! On free ESXi, whose API is read-only, `vim-cmd` power operations still
+//! work from the ESXi shell: that is the point of this dialect.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 // Everything here handles what a remote host sends: no panicking shortcuts.

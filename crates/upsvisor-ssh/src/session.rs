@@ -133,7 +133,7 @@ impl client::Handler for Client {
         }
         if self.cfg.pins.is_empty() {
             if self.cfg.dangerous_any_host_key {
-                tracing::warn!(target = %self.cfg.target(), fingerprint = %fp,
+                tracing::warn!(host = %self.cfg.target(), fingerprint = %fp,
                     "accepting an unpinned SSH host key (dangerous_accept_any_host_key)");
                 return Ok(true);
             }
@@ -210,7 +210,7 @@ impl Session {
             if !c.is_closed() {
                 return Ok(c.clone());
             }
-            tracing::debug!(target = %self.cfg.target(), "SSH connection dropped; reconnecting");
+            tracing::debug!(host = %self.cfg.target(), "SSH connection dropped; reconnecting");
         }
         *slot = None;
         let t = self.cfg.connect_timeout;
@@ -298,7 +298,7 @@ impl Session {
             match conn.channel_open_session().await {
                 Ok(ch) => break ch,
                 Err(e) => {
-                    tracing::debug!(target = %target, error = %e, "channel open failed");
+                    tracing::debug!(host = %target, error = %e, "channel open failed");
                     let mut slot = self.conn.lock().await;
                     if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
                         *slot = None;

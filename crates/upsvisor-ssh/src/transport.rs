@@ -111,7 +111,7 @@ impl SshTransport {
 
 impl Inner {
     async fn run(&self, line: &str, what: &str) -> Result<Output> {
-        tracing::debug!(target = %self.target, what, "ssh exec");
+        tracing::debug!(host = %self.target, what, "ssh exec");
         self.session.exec(line, what).await
     }
 

@@ -38,7 +38,7 @@ pub const HOST_SCRIPT: &str = "$ErrorActionPreference='Stop'; Get-CimInstance Wi
 
 /// Maps a Hyper-V `VMState`, by name or by its numeric value (what plain
 /// `Get-VM | ConvertTo-Json` prints).
-pub fn power_state(v: &Value) -> PowerState {
+fn power_state(v: &Value) -> PowerState {
     let name = match v {
         Value::String(s) => s.as_str(),
         Value::Number(n) => match n.as_u64() {
