@@ -265,8 +265,11 @@ impl SshConfig {
     }
 
     /// Deadline for one remote command, from opening its channel to its exit
-    /// (default 30 s). Past it the command is signalled, its channel closed
-    /// and the call fails with [`upsvisor_core::ErrorKind::Timeout`].
+    /// (default 30 s). Past it the call fails with
+    /// [`upsvisor_core::ErrorKind::Timeout`]: the channel is closed and the
+    /// command is sent `SIGTERM`, but OpenSSH ignores signal requests in
+    /// root sessions, so a hung command may keep running on the host until
+    /// it ends by itself. The connection stays usable.
     pub fn with_command_timeout(mut self, t: Duration) -> Self {
         self.command_timeout = t;
         self

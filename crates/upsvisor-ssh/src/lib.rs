@@ -41,7 +41,9 @@
 //!   POSIX shell even so; PowerShell scripts go as `-EncodedCommand`.
 //! - **Limits**: every command has a deadline
 //!   ([`SshConfig::with_command_timeout`], then
-//!   [`Timeout`](upsvisor_core::ErrorKind::Timeout)) and an output cap
+//!   [`Timeout`](upsvisor_core::ErrorKind::Timeout); the connection stays
+//!   usable, but a hung command may keep running on the host, as OpenSSH
+//!   ignores signal requests in root sessions) and an output cap
 //!   ([`SshConfig::with_max_output`], then
 //!   [`Protocol`](upsvisor_core::ErrorKind::Protocol)); parsers refuse input
 //!   over [`codec::MAX_INPUT`].

@@ -352,6 +352,11 @@ fn hung_command_times_out_and_the_connection_survives() {
     let e = block_on(t.host_info()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+    // The channel is closed and the command sent SIGTERM, but OpenSSH
+    // refuses "signal" requests in root sessions ("session signalling
+    // requires privilege separation"), so the hung shim may outlive the
+    // call: only the caller is freed. Checked here so the docs stay true.
+    assert!(sshd.shim_processes() > 0);
     sshd.set_mode("");
     block_on(t.host_info()).unwrap();
     assert_eq!(t.connection_count(), 1);

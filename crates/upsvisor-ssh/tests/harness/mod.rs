@@ -204,6 +204,25 @@ impl Sshd {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// How many processes run with this sshd's shim state directory in
+    /// their environment (the shims and what they started).
+    pub fn shim_processes(&self) -> usize {
+        let needle = format!("SHIM_STATE={}", self.state().display());
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        rd.flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .filter_map(|e| std::fs::read(e.path().join("environ")).ok())
+            .filter(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+            .count()
+    }
+
     /// A fresh ed25519 key pair elsewhere: (private PEM, public line).
     pub fn other_key(&self, name: &str) -> (String, String) {
         let p = self.dir.path().join(name);
