@@ -203,7 +203,9 @@ impl SshConfig {
         self.dialect
     }
 
-    /// Authenticate with a password.
+    /// Authenticate with a password. When the server refuses the
+    /// `password` method but offers `keyboard-interactive` (ESXi's usual
+    /// setup), the password answers its single hidden prompt.
     pub fn with_password(mut self, password: impl Into<Secret>) -> Self {
         self.auth = Auth::Password(password.into());
         self

@@ -84,7 +84,8 @@
 //!   machine's own `systemctl`, is what the SSH session would run).
 //! - Key authentication, host-key pinning (unknown, changed, fingerprint
 //!   form), limits and reconnection are tested against the real `sshd`; a
-//!   *successful* password login against an in-process russh server (the
+//!   *successful* password login (`password` and `keyboard-interactive`)
+//!   against an in-process russh server (the
 //!   test machine's sshd only has `root`, whose password the tests must not
 //!   set), a refused one against both.
 //!

@@ -249,10 +249,24 @@ impl Session {
             })?;
         let user = self.cfg.user.clone();
         let res = match (&self.cfg.auth, &self.key) {
-            (Auth::Password(pw), _) => h
-                .authenticate_password(user.clone(), pw.expose())
-                .await
-                .map_err(|e| map_russh(&target, e))?,
+            (Auth::Password(pw), _) => {
+                let r = h
+                    .authenticate_password(user.clone(), pw.expose())
+                    .await
+                    .map_err(|e| map_russh(&target, e))?;
+                match r {
+                    client::AuthResult::Failure {
+                        remaining_methods, ..
+                    } if remaining_methods.contains(&russh::MethodKind::KeyboardInteractive) => {
+                        // ESXi (and other PAM setups) take passwords only
+                        // through keyboard-interactive.
+                        keyboard_interactive(&mut h, &user, pw)
+                            .await
+                            .map_err(|e| map_russh(&target, e))?
+                    }
+                    other => other,
+                }
+            }
             (Auth::Key { .. }, Some(key)) => {
                 let hash = h
                     .best_supported_rsa_hash()
@@ -364,6 +378,54 @@ impl Session {
         }
         result
     }
+}
+
+/// Answers keyboard-interactive prompts with the password: each round's
+/// hidden prompts (at most one per round, at most four rounds) get the
+/// password, echoed ones an empty answer. Anything else fails the login.
+async fn keyboard_interactive(
+    h: &mut Handle<Client>,
+    user: &str,
+    pw: &upsvisor_core::Secret,
+) -> Result<client::AuthResult, russh::Error> {
+    use client::KeyboardInteractiveAuthResponse as R;
+    let mut r = h
+        .authenticate_keyboard_interactive_start(user.to_owned(), None::<String>)
+        .await?;
+    for _ in 0..4 {
+        match r {
+            R::Success => return Ok(client::AuthResult::Success),
+            R::Failure {
+                remaining_methods,
+                partial_success,
+            } => {
+                return Ok(client::AuthResult::Failure {
+                    remaining_methods,
+                    partial_success,
+                });
+            }
+            R::InfoRequest { prompts, .. } => {
+                if prompts.iter().filter(|p| !p.echo).count() > 1 {
+                    break;
+                }
+                let answers = prompts
+                    .iter()
+                    .map(|p| {
+                        if p.echo {
+                            String::new()
+                        } else {
+                            pw.expose().to_owned()
+                        }
+                    })
+                    .collect();
+                r = h.authenticate_keyboard_interactive_respond(answers).await?;
+            }
+        }
+    }
+    Ok(client::AuthResult::Failure {
+        remaining_methods: russh::MethodSet::empty(),
+        partial_success: false,
+    })
 }
 
 fn map_russh(target: &str, e: russh::Error) -> Error {

@@ -436,6 +436,8 @@ mod russh_peer {
 
     pub const USER: &str = "ups";
     pub const PASSWORD: &str = "correct horse battery staple";
+    /// A user who may log in only by keyboard-interactive (as on ESXi).
+    pub const KI_USER: &str = "esx";
 
     struct Peer;
 
@@ -443,10 +445,43 @@ mod russh_peer {
         type Error = russh::Error;
 
         async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-            Ok(if user == USER && password == PASSWORD {
+            Ok(if user == KI_USER {
+                // Like ESXi: passwords only through keyboard-interactive.
+                Auth::Reject {
+                    proceed_with_methods: Some(russh::MethodSet::from(
+                        &[russh::MethodKind::KeyboardInteractive][..],
+                    )),
+                    partial_success: false,
+                }
+            } else if user == USER && password == PASSWORD {
                 Auth::Accept
             } else {
                 Auth::reject()
+            })
+        }
+
+        async fn auth_keyboard_interactive<'a>(
+            &'a mut self,
+            user: &str,
+            _submethods: &str,
+            response: Option<server::Response<'a>>,
+        ) -> Result<Auth, Self::Error> {
+            if user != KI_USER {
+                return Ok(Auth::reject());
+            }
+            Ok(match response {
+                None => Auth::Partial {
+                    name: "".into(),
+                    instructions: "".into(),
+                    prompts: vec![("Password: ".into(), false)].into(),
+                },
+                Some(mut r) => {
+                    if r.next().as_deref() == Some(PASSWORD.as_bytes()) {
+                        Auth::Accept
+                    } else {
+                        Auth::reject()
+                    }
+                }
             })
         }
 
@@ -546,6 +581,17 @@ fn password_authentication_works_and_wrong_password_is_refused() {
     let e = block_on(transport(cfg.with_password("Tr0ub4dor&3")).host_info()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
     assert!(!e.to_string().contains("Tr0ub4dor"), "{e}");
+    // Keyboard-interactive only (ESXi's usual setup): the password answers
+    // the prompt.
+    let ki = SshConfig::new("127.0.0.1", russh_peer::KI_USER, Dialect::Proxmox)
+        .with_port(port)
+        .with_host_key(&host_pub)
+        .unwrap();
+    let info =
+        block_on(transport(ki.clone().with_password(russh_peer::PASSWORD)).host_info()).unwrap();
+    assert_eq!(info.version.as_deref(), Some("8.1.3"));
+    let e = block_on(transport(ki.with_password("wrong")).host_info()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
 }
 
 #[test]
