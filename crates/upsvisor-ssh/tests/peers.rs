@@ -626,3 +626,60 @@ fn silent_or_non_ssh_peers_fail_cleanly() {
     assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
     drop(silent);
 }
+
+// ------------------------------------------------- with the core engine
+
+#[test]
+fn the_core_poller_drives_all_four_dialects_without_a_tokio_runtime() {
+    use std::sync::Arc;
+    use upsvisor_core::{Event, HostId, Poller, PollerConfig, SystemClock};
+
+    let Some(sshd) = Sshd::start() else { return };
+    let Some(lv) = Libvirtd::start() else { return };
+    let mut poller = Poller::new(
+        Arc::new(SystemClock::new()),
+        PollerConfig::default().host_deadline(Duration::from_secs(30)),
+    );
+    let esxi = Arc::new(transport(sshd.config(Dialect::Esxi)));
+    poller.add_host(HostId::from("esx1"), esxi.clone());
+    poller.add_host(
+        HostId::from("kvm1"),
+        Arc::new(transport(
+            sshd.config(Dialect::Libvirt).with_libvirt_uri(&lv.uri),
+        )),
+    );
+    poller.add_host(
+        HostId::from("pve1"),
+        Arc::new(transport(sshd.config(Dialect::Proxmox))),
+    );
+    poller.add_host(
+        HostId::from("hv1"),
+        Arc::new(transport(sshd.config(Dialect::HyperV))),
+    );
+
+    let first = block_on(poller.poll_once());
+    assert_eq!(
+        first.table.vm_count(),
+        3 + 1 + 4 + 2,
+        "{}",
+        first.table.to_json()
+    );
+    assert!(
+        first.table.hosts.values().all(|h| h.is_fresh()),
+        "{}",
+        first.table.to_json()
+    );
+
+    let vcsa = VmId::from("5261c1d4-8f0e-4b5e-9a43-1d2c3b4a5f60");
+    block_on(esxi.vm_power(&vcsa, VmOp::PowerOff)).unwrap();
+    let second = block_on(poller.poll_once());
+    let changed: Vec<_> = second
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::VmPowerChanged { vm, .. } if *vm == vcsa))
+        .collect();
+    assert_eq!(changed.len(), 1, "{:?}", second.events);
+    let (host, vm) = second.table.locate(&vcsa).unwrap();
+    assert_eq!(host.as_str(), "esx1");
+    assert_eq!(vm.power, PowerState::PoweredOff);
+}
