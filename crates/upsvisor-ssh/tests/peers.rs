@@ -242,7 +242,7 @@ fn hyperv_inventory_and_power_round_trip_via_shims() {
 #[test]
 fn unknown_host_key_is_refused_and_named() {
     let Some(sshd) = Sshd::start() else { return };
-    let cfg = SshConfig::new("127.0.0.1", "root", Dialect::Esxi)
+    let cfg = SshConfig::new("127.0.0.1", harness::user(), Dialect::Esxi)
         .with_port(sshd.port)
         .with_private_key(sshd.user_key.clone(), None);
     let t = transport(cfg.clone());
@@ -263,7 +263,7 @@ fn unknown_host_key_is_refused_and_named() {
 fn changed_host_key_is_refused_before_authenticating() {
     let Some(sshd) = Sshd::start() else { return };
     let (_, other_pub) = sshd.other_key("impostor");
-    let cfg = SshConfig::new("127.0.0.1", "root", Dialect::Esxi)
+    let cfg = SshConfig::new("127.0.0.1", harness::user(), Dialect::Esxi)
         .with_port(sshd.port)
         .with_private_key(sshd.user_key.clone(), None)
         .with_host_key(&other_pub)
@@ -276,7 +276,7 @@ fn changed_host_key_is_refused_before_authenticating() {
     let fp = upsvisor_ssh::HostKeyPin::parse(&sshd.host_pub)
         .unwrap()
         .fingerprint();
-    let cfg = SshConfig::new("127.0.0.1", "root", Dialect::Esxi)
+    let cfg = SshConfig::new("127.0.0.1", harness::user(), Dialect::Esxi)
         .with_port(sshd.port)
         .with_private_key(sshd.user_key.clone(), None)
         .with_host_key(&fp)
@@ -288,7 +288,7 @@ fn changed_host_key_is_refused_before_authenticating() {
 fn wrong_password_and_wrong_key_are_auth_errors() {
     let Some(sshd) = Sshd::start() else { return };
     let pin = format!("[127.0.0.1]:{} {}", sshd.port, sshd.host_pub);
-    let cfg = SshConfig::new("127.0.0.1", "root", Dialect::Esxi)
+    let cfg = SshConfig::new("127.0.0.1", harness::user(), Dialect::Esxi)
         .with_port(sshd.port)
         .with_host_key(&pin)
         .unwrap();
@@ -414,7 +414,7 @@ fn one_connection_is_reused_and_rebuilt_after_a_drop() {
 #[test]
 fn unreachable_port_is_unreachable() {
     let port = upsvisor_testkit::free_port();
-    let cfg = SshConfig::new("127.0.0.1", "root", Dialect::Esxi)
+    let cfg = SshConfig::new("127.0.0.1", harness::user(), Dialect::Esxi)
         .with_port(port)
         .with_password("x")
         .dangerous_accept_any_host_key(true);
@@ -600,7 +600,7 @@ fn silent_or_non_ssh_peers_fail_cleanly() {
     // Accepts TCP (kernel backlog) but never speaks: connect deadline.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let cfg = |port| {
-        SshConfig::new("127.0.0.1", "root", Dialect::Esxi)
+        SshConfig::new("127.0.0.1", harness::user(), Dialect::Esxi)
             .with_port(port)
             .with_password("x")
             .dangerous_accept_any_host_key(true)

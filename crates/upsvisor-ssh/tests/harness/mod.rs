@@ -21,6 +21,20 @@ pub struct Sshd {
     pub dir: TempDir,
 }
 
+/// The login name the tests use: the account running them (root in CI
+/// containers; sshd started by another user can only log that user in).
+pub fn user() -> String {
+    let out = Command::new("id").arg("-un").output().expect("id -un");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
 fn keygen(path: &Path) {
     let st = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "upsvisor-test", "-f"])
@@ -165,7 +179,7 @@ impl Sshd {
 
     /// Key auth, pinned host key, short deadlines.
     pub fn config(&self, dialect: Dialect) -> SshConfig {
-        SshConfig::new("127.0.0.1", "root", dialect)
+        SshConfig::new("127.0.0.1", user(), dialect)
             .with_port(self.port)
             .with_private_key(self.user_key.clone(), None)
             .with_host_key(&format!("[127.0.0.1]:{} {}", self.port, self.host_pub))
@@ -196,7 +210,9 @@ impl Sshd {
                 "StrictHostKeyChecking=yes",
                 "-o",
                 "BatchMode=yes",
-                "root@127.0.0.1",
+                "-l",
+                &user(),
+                "127.0.0.1",
             ])
             .arg(format!("command -v {name}"))
             .output()
@@ -273,7 +289,9 @@ impl Libvirtd {
     pub fn start() -> Option<Libvirtd> {
         let daemon = require_peer(&["/usr/sbin/libvirtd"], "libvirt-daemon")?;
         let virsh = require_peer(&["virsh"], "libvirt-clients")?;
-        require_peer(&["setpriv"], "util-linux")?;
+        if is_root() {
+            require_peer(&["setpriv"], "util-linux")?;
+        }
         let dir = TempDir::new("libvirtd");
         let d = dir.path();
         for sub in ["run", "config", "cache", "home"] {
@@ -286,14 +304,24 @@ impl Libvirtd {
         )
         .unwrap();
         let log = std::fs::File::create(d.join("libvirtd.log")).unwrap();
-        let child = Command::new("setpriv")
-            .args([
+        // libvirtd runs its session (unprivileged) daemon only as a
+        // non-root user: as root, drop to nobody first.
+        let mut cmd = if is_root() {
+            let mut c = Command::new("setpriv");
+            c.args([
                 "--reuid=nobody",
                 "--regid=nogroup",
                 "--clear-groups",
                 "env",
                 "-i",
-            ])
+            ]);
+            c
+        } else {
+            let mut c = Command::new("env");
+            c.arg("-i");
+            c
+        };
+        let child = cmd
             .arg(format!("HOME={}/home", d.display()))
             .arg(format!("XDG_RUNTIME_DIR={}/run", d.display()))
             .arg(format!("XDG_CONFIG_HOME={}/config", d.display()))
