@@ -683,3 +683,21 @@ fn the_core_poller_drives_all_four_dialects_without_a_tokio_runtime() {
     assert_eq!(host.as_str(), "esx1");
     assert_eq!(vm.power, PowerState::PoweredOff);
 }
+
+#[test]
+fn dropping_a_call_cancels_it_and_keeps_the_transport_usable() {
+    use upsvisor_core::{Clock, SystemClock, with_deadline};
+    let Some(sshd) = Sshd::start() else { return };
+    let t = transport(sshd.config(Dialect::Proxmox)); // 10 s command deadline
+    block_on(t.host_info()).unwrap();
+    sshd.set_mode("hang");
+    let clock = SystemClock::new();
+    let t0 = Instant::now();
+    let deadline = clock.now() + Duration::from_millis(800);
+    let r = block_on(with_deadline(&clock, deadline, t.host_info()));
+    assert!(r.is_err(), "the engine's deadline must win");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    sshd.set_mode("");
+    block_on(t.host_info()).unwrap();
+    assert_eq!(t.connection_count(), 1);
+}
