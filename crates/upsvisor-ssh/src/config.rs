@@ -149,6 +149,7 @@ pub struct SshConfig {
     pub(crate) max_output: usize,
     pub(crate) libvirt_uri: Option<String>,
     pub(crate) guest_shutdown_wait: Duration,
+    pub(crate) max_channels: usize,
 }
 
 impl Default for SshConfig {
@@ -166,6 +167,7 @@ impl Default for SshConfig {
             max_output: 4 << 20,
             libvirt_uri: None,
             guest_shutdown_wait: Duration::from_secs(5),
+            max_channels: 8,
         }
     }
 }
@@ -284,6 +286,14 @@ impl SshConfig {
         self
     }
 
+    /// Most commands run at once on the connection (default 8; OpenSSH
+    /// allows 10 sessions per connection unless `MaxSessions` says
+    /// otherwise). Further calls wait, within their command deadline.
+    pub fn with_max_channels(mut self, n: usize) -> Self {
+        self.max_channels = n;
+        self
+    }
+
     /// libvirt only: the URI `virsh -c` connects to (default: virsh's own
     /// default, usually `qemu:///system`).
     pub fn with_libvirt_uri(mut self, uri: impl Into<String>) -> Self {
@@ -320,6 +330,9 @@ impl SshConfig {
                 "auth",
                 "no credentials: set a password or a private key",
             ));
+        }
+        if self.max_channels == 0 || self.max_channels > 1024 {
+            return Err(Error::config("max_channels", "must be between 1 and 1024"));
         }
         if self.max_output == 0 {
             return Err(Error::config("max_output", "must be at least 1 byte"));

@@ -162,6 +162,9 @@ pub(crate) struct Session {
     key: Option<Arc<russh::keys::PrivateKey>>,
     conn: tokio::sync::Mutex<Option<Conn>>,
     connects: std::sync::atomic::AtomicU64,
+    /// Open channels at once: OpenSSH allows 10 per connection by default
+    /// (`MaxSessions`).
+    channels: tokio::sync::Semaphore,
 }
 
 impl Session {
@@ -183,6 +186,7 @@ impl Session {
             _ => None,
         };
         Ok(Session {
+            channels: tokio::sync::Semaphore::new(cfg.max_channels),
             cfg,
             key,
             conn: tokio::sync::Mutex::new(None),
@@ -306,11 +310,29 @@ impl Session {
     /// a command that was sent is never sent twice.
     pub(crate) async fn exec(&self, line: &str, what: &str) -> Result<Output, Error> {
         let target = self.cfg.target();
+        let t = self.cfg.command_timeout;
+        let _permit = tokio::time::timeout(t, self.channels.acquire())
+            .await
+            .map_err(|_| {
+                Error::timeout(
+                    format!("{what} on {target} (waiting for a free channel)"),
+                    t,
+                )
+            })?
+            .map_err(|_| Error::protocol(&target, "channel limiter closed"))?;
         let mut attempt = 0;
         let channel = loop {
             let conn = self.connection().await?;
             match conn.channel_open_session().await {
                 Ok(ch) => break ch,
+                // The server answered (e.g. too many sessions): the
+                // connection is fine, the channel is not.
+                Err(russh::Error::ChannelOpenFailure(f)) => {
+                    return Err(Error::unreachable(
+                        &target,
+                        format!("the server refused a new channel: {f:?}"),
+                    ));
+                }
                 Err(e) => {
                     tracing::debug!(host = %target, error = %e, "channel open failed");
                     let mut slot = self.conn.lock().await;
@@ -327,7 +349,6 @@ impl Session {
         };
         let mut channel = channel;
         let limit = self.cfg.max_output;
-        let t = self.cfg.command_timeout;
         let run = async {
             channel
                 .exec(true, line.as_bytes())

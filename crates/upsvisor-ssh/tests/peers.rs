@@ -406,6 +406,13 @@ fn one_connection_is_reused_and_rebuilt_after_a_drop() {
         r.unwrap();
     }
     assert_eq!(t.connection_count(), 1);
+    // More calls at once than OpenSSH's default MaxSessions (10): the
+    // transport queues them on its channel limit instead of failing.
+    let calls: Vec<_> = (0..24).map(|_| t.host_info()).collect();
+    for r in block_on(futures::future::join_all(calls)) {
+        r.unwrap();
+    }
+    assert_eq!(t.connection_count(), 1);
     sshd.restart();
     block_on(t.inventory()).unwrap();
     assert_eq!(t.connection_count(), 2);

@@ -98,7 +98,7 @@ impl Sshd {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
                  AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\n\
                  PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUsePAM no\n\
-                 SetEnv PATH={shims}:/usr/bin:/bin SHIM_STATE={state}\nMaxSessions 50\nMaxStartups 50\n",
+                 SetEnv PATH={shims}:/usr/bin:/bin SHIM_STATE={state}\nMaxStartups 50\n",
                 d = d.display(),
                 shims = shims.display(),
                 state = state.display(),
