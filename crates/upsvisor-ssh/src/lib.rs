@@ -52,8 +52,10 @@
 //!
 //! ## Connections
 //! One SSH connection per transport, opened on first use, shared by
-//! concurrent calls (one channel per command), with keepalives; when it
-//! drops, the next call reconnects. Only opening a channel is retried
+//! concurrent calls (one channel per command, at most
+//! [`SshConfig::with_max_channels`] at once, under OpenSSH's default
+//! `MaxSessions` of 10), with keepalives; when it drops, the next call
+//! reconnects. Only opening a channel is retried
 //! (once, on a fresh connection): a command that was sent is never resent.
 //!
 //! ## Dialects, commands and the privileges they need

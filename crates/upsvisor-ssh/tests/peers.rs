@@ -138,7 +138,7 @@ fn esxi_inventory_and_power_round_trip_via_shims() {
 
     // Host: ESXi refuses poweroff outside maintenance mode.
     let e = block_on(t.host_power(HostOp::Shutdown)).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+    assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
     assert!(e.to_string().contains("maintenance"), "{e}");
     block_on(t.host_power(HostOp::EnterMaintenance)).unwrap();
     assert!(sshd.state().join("esxi.maintenance").exists());

@@ -121,6 +121,7 @@ pub fn classify_failure(target: &str, what: &str, status: Option<u32>, text: &st
         Error::tools_unavailable(msg)
     } else if any(&[
         "invalidpowerstate",
+        "not in maintenance mode",
         "invalid state",
         "not running",
         "is not valid",
