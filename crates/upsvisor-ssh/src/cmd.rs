@@ -1,0 +1,273 @@
+//! Command lines built only from constants and validated ids.
+//!
+//! Every remote command is an argv of fixed program names, fixed options
+//! and ids that passed a strict validator; each argument is then quoted for
+//! a POSIX shell anyway (defence in depth). Nothing a host or a caller sends
+//! is ever pasted into a command line unchecked. PowerShell scripts go
+//! through `-EncodedCommand` (base64 of UTF-16LE), so neither `cmd.exe` nor
+//! PowerShell parses any of their text on the way in.
+
+use upsvisor_core::{Error, VmId};
+
+/// Quotes one argument for a POSIX shell (`sh`, `bash`, busybox `ash`).
+///
+/// Arguments made only of characters no shell treats specially are left
+/// bare, everything else is single-quoted with embedded quotes escaped.
+///
+/// ```
+/// use upsvisor_ssh::cmd::sh_quote;
+/// assert_eq!(sh_quote("vmsvc/getallvms"), "vmsvc/getallvms");
+/// assert_eq!(sh_quote("a b"), "'a b'");
+/// assert_eq!(sh_quote("it's"), r"'it'\''s'");
+/// assert_eq!(sh_quote(""), "''");
+/// ```
+pub fn sh_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@%+".contains(&b));
+    if plain {
+        return arg.to_owned();
+    }
+    let mut s = String::with_capacity(arg.len() + 2);
+    s.push('\'');
+    for c in arg.chars() {
+        if c == '\'' {
+            s.push_str("'\\''");
+        } else {
+            s.push(c);
+        }
+    }
+    s.push('\'');
+    s
+}
+
+/// Joins an argv into one shell line, quoting each argument.
+///
+/// ```
+/// use upsvisor_ssh::cmd::sh_line;
+/// assert_eq!(sh_line(&["qm", "shutdown", "100", "--timeout", "30"]), "qm shutdown 100 --timeout 30");
+/// ```
+pub fn sh_line<S: AsRef<str>>(argv: &[S]) -> String {
+    argv.iter()
+        .map(|a| sh_quote(a.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Why an id was refused.
+fn refuse(vm: &str, expected: &str) -> Error {
+    Error::not_found(format!(
+        "VM id {vm:?} is not a valid {expected}; refused without running anything"
+    ))
+}
+
+/// An ESXi `vim-cmd` Vmid: 1 to 10 ASCII digits.
+///
+/// ```
+/// use upsvisor_ssh::cmd::esxi_vmid;
+/// assert!(esxi_vmid("42").is_ok());
+/// assert!(esxi_vmid("42; reboot").is_err());
+/// ```
+pub fn esxi_vmid(s: &str) -> Result<&str, Error> {
+    if !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(s)
+    } else {
+        Err(refuse(s, "ESXi Vmid (digits)"))
+    }
+}
+
+/// A UUID in its canonical 8-4-4-4-12 hex form (libvirt domains, Hyper-V VM
+/// ids, ESXi instance UUIDs). Braces around it are accepted and removed.
+///
+/// ```
+/// use upsvisor_ssh::cmd::uuid;
+/// assert!(uuid("6695eb01-f6a4-8304-79aa-97f2502e193f").is_ok());
+/// assert!(uuid("6695eb01-f6a4-8304-79aa-97f2502e193f'").is_err());
+/// ```
+pub fn uuid(s: &str) -> Result<&str, Error> {
+    let t = s
+        .strip_prefix('{')
+        .and_then(|x| x.strip_suffix('}'))
+        .unwrap_or(s);
+    let ok = t.len() == 36
+        && t.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    if ok { Ok(t) } else { Err(refuse(s, "UUID")) }
+}
+
+/// A Proxmox guest: `qemu/<vmid>` or `lxc/<vmid>` with a numeric VMID
+/// (100 to 999999999).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PveGuest {
+    /// A QEMU/KVM virtual machine (`qm`).
+    Qemu(u32),
+    /// An LXC container (`pct`).
+    Lxc(u32),
+}
+
+impl PveGuest {
+    /// Parses and validates a Proxmox [`VmId`].
+    ///
+    /// ```
+    /// use upsvisor_ssh::cmd::PveGuest;
+    /// assert_eq!(PveGuest::parse("qemu/100").unwrap(), PveGuest::Qemu(100));
+    /// assert_eq!(PveGuest::parse("lxc/200").unwrap(), PveGuest::Lxc(200));
+    /// assert!(PveGuest::parse("qemu/100;ls").is_err());
+    /// ```
+    pub fn parse(s: &str) -> Result<PveGuest, Error> {
+        let bad = || refuse(s, "Proxmox guest id (qemu/<vmid> or lxc/<vmid>)");
+        let (kind, num) = s.split_once('/').ok_or_else(bad)?;
+        if num.is_empty() || num.len() > 9 || !num.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let n: u32 = num.parse().map_err(|_| bad())?;
+        if n < 100 {
+            return Err(bad());
+        }
+        match kind {
+            "qemu" => Ok(PveGuest::Qemu(n)),
+            "lxc" => Ok(PveGuest::Lxc(n)),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The [`VmId`] for this guest.
+    pub fn vm_id(self) -> VmId {
+        match self {
+            PveGuest::Qemu(n) => VmId::new(format!("qemu/{n}")),
+            PveGuest::Lxc(n) => VmId::new(format!("lxc/{n}")),
+        }
+    }
+
+    /// The command-line tool for this guest type.
+    pub fn tool(self) -> &'static str {
+        match self {
+            PveGuest::Qemu(_) => "qm",
+            PveGuest::Lxc(_) => "pct",
+        }
+    }
+
+    /// The numeric VMID.
+    pub fn vmid(self) -> u32 {
+        match self {
+            PveGuest::Qemu(n) | PveGuest::Lxc(n) => n,
+        }
+    }
+}
+
+/// Builds `powershell.exe -NoProfile -NonInteractive -EncodedCommand <b64>`
+/// for `script`. The base64 alphabet is safe in `cmd.exe` and PowerShell
+/// alike, so the script's own text is never parsed by the login shell.
+///
+/// ```
+/// use upsvisor_ssh::cmd::powershell;
+/// let line = powershell("Get-VM");
+/// assert_eq!(line, "powershell.exe -NoProfile -NonInteractive -EncodedCommand RwBlAHQALQBWAE0A");
+/// ```
+pub fn powershell(script: &str) -> String {
+    let utf16: Vec<u8> = script.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    format!(
+        "powershell.exe -NoProfile -NonInteractive -EncodedCommand {}",
+        base64_encode(&utf16)
+    )
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub(crate) fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let idx = [(n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63];
+        for (i, k) in idx.iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(B64.get(*k as usize).copied().unwrap_or(b'A')));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn metacharacters_are_refused() {
+        for bad in [
+            "1;reboot", "$(id)", "`id`", "1 2", "1|x", "1&", "1\n2", "", "-1", "１",
+        ] {
+            assert!(esxi_vmid(bad).is_err(), "{bad:?}");
+            assert!(uuid(bad).is_err(), "{bad:?}");
+            assert!(PveGuest::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(PveGuest::parse("qemu/99").is_err());
+        assert!(PveGuest::parse("kvm/100").is_err());
+        assert!(PveGuest::parse("qemu/-100").is_err());
+        assert_eq!(
+            uuid("{6695EB01-F6A4-8304-79AA-97F2502E193F}").unwrap(),
+            "6695EB01-F6A4-8304-79AA-97F2502E193F"
+        );
+    }
+
+    /// What `sh -c 'printf %s\\n <line>'` gives back for a quoted argument.
+    fn through_sh(arg: &str) -> String {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf '%s' {}", sh_quote(arg)))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn quoting_survives_a_real_shell() {
+        for s in [
+            "a b",
+            "it's",
+            "$(touch /nonexistent)",
+            "`x`",
+            "a;b|c&d",
+            "\"q\"",
+            "*",
+            "~",
+        ] {
+            assert_eq!(through_sh(s), s);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_printable_string_round_trips_through_sh(s in "[ -~]{0,24}") {
+            prop_assert_eq!(through_sh(&s), s);
+        }
+    }
+}

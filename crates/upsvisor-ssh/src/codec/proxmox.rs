@@ -1,0 +1,325 @@
+//! Proxmox VE: `qm` (QEMU VMs), `pct` (LXC containers), `pveversion`.
+//!
+//! VM ids are `qemu/<vmid>` and `lxc/<vmid>` (VMIDs are unique in a
+//! cluster and survive migration between nodes).
+
+use std::net::IpAddr;
+
+use upsvisor_core::{HostInfo, PowerState, ToolsState, VmInfo};
+
+use super::{ParseError, check_size, colon_pairs};
+use crate::cmd::PveGuest;
+
+/// `qm list`
+pub const QM_LIST: &str = "qm list";
+/// `pct list`
+pub const PCT_LIST: &str = "pct list";
+/// `pveversion`
+pub const PVEVERSION: &str = "pveversion";
+
+/// `qm|pct <verb> <vmid> [extra...]` for a validated guest.
+pub fn guest_cmd(g: PveGuest, verb: &str, extra: &[&str]) -> String {
+    let vmid = g.vmid().to_string();
+    let mut argv = vec![g.tool(), verb, vmid.as_str()];
+    argv.extend_from_slice(extra);
+    crate::cmd::sh_line(&argv)
+}
+
+/// `qm guest cmd <vmid> network-get-interfaces`
+pub fn qm_guest_interfaces(vmid: u32) -> String {
+    format!("qm guest cmd {vmid} network-get-interfaces")
+}
+
+/// One row of `qm list` or `pct list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestRow {
+    /// The guest.
+    pub guest: PveGuest,
+    /// Name (VM name or container hostname); may be empty.
+    pub name: String,
+    /// `running`, `stopped`, ...
+    pub status: String,
+    /// Memory in MB (`qm list` only).
+    pub mem_mb: Option<u64>,
+}
+
+/// Maps a Proxmox guest status.
+pub fn power_state(status: &str) -> PowerState {
+    match status {
+        "running" => PowerState::PoweredOn,
+        "stopped" => PowerState::PoweredOff,
+        "paused" | "suspended" => PowerState::Suspended,
+        _ => PowerState::Unknown,
+    }
+}
+
+fn header_ok(text: &str, want: &[&str]) -> Result<(), ParseError> {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    if want.iter().all(|w| first.contains(w)) {
+        Ok(())
+    } else {
+        Err(ParseError(format!(
+            "unexpected list header {:?}",
+            super::snippet(first)
+        )))
+    }
+}
+
+/// Parses `qm list` (`VMID NAME STATUS MEM(MB) BOOTDISK(GB) PID`). Names
+/// cannot contain spaces in Proxmox; an empty list prints nothing at all.
+pub fn parse_qm_list(text: &str) -> Result<Vec<GuestRow>, ParseError> {
+    check_size(text)?;
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    header_ok(text, &["VMID", "NAME", "STATUS"])?;
+    let mut out = Vec::new();
+    for l in text.lines().skip_while(|l| l.trim().is_empty()).skip(1) {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let (Some(id), Some(name), Some(status)) = (w.first(), w.get(1), w.get(2)) else {
+            continue;
+        };
+        let Ok(guest) = PveGuest::parse(&format!("qemu/{id}")) else {
+            continue;
+        };
+        out.push(GuestRow {
+            guest,
+            name: (*name).to_owned(),
+            status: (*status).to_owned(),
+            mem_mb: w.get(3).and_then(|m| m.parse().ok()),
+        });
+    }
+    Ok(out)
+}
+
+/// Parses `pct list` (`VMID Status Lock Name`; Lock is often blank, so the
+/// name is the last column when there are four).
+pub fn parse_pct_list(text: &str) -> Result<Vec<GuestRow>, ParseError> {
+    check_size(text)?;
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    header_ok(text, &["VMID", "Status"])?;
+    let mut out = Vec::new();
+    for l in text.lines().skip_while(|l| l.trim().is_empty()).skip(1) {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let (Some(id), Some(status)) = (w.first(), w.get(1)) else {
+            continue;
+        };
+        let Ok(guest) = PveGuest::parse(&format!("lxc/{id}")) else {
+            continue;
+        };
+        let name = if w.len() >= 3 {
+            w.last().copied().unwrap_or("")
+        } else {
+            ""
+        };
+        out.push(GuestRow {
+            guest,
+            name: name.to_owned(),
+            status: (*status).to_owned(),
+            mem_mb: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses `qm status <vmid>` / `pct status <vmid>` (`status: running`).
+pub fn parse_status(text: &str) -> Result<PowerState, ParseError> {
+    colon_pairs(text)?
+        .iter()
+        .find(|(k, _)| *k == "status")
+        .map(|(_, v)| power_state(v))
+        .ok_or_else(|| ParseError(format!("status: unexpected {:?}", super::snippet(text))))
+}
+
+/// Fills a VM from `qm config <vmid>` or `pct config <vmid>`.
+pub fn apply_config(vm: &mut VmInfo, text: &str) -> Result<(), ParseError> {
+    let pairs = colon_pairs(text)?;
+    if pairs.is_empty() {
+        return Err(ParseError(format!(
+            "config: no settings in {:?}",
+            super::snippet(text)
+        )));
+    }
+    let find = |k: &str| pairs.iter().find(|(a, _)| *a == k).map(|(_, v)| *v);
+    if let Some(n) = find("name").or_else(|| find("hostname")) {
+        vm.name = n.to_owned();
+    }
+    let cores: Option<u32> = find("cores").and_then(|v| v.parse().ok());
+    let sockets: u32 = find("sockets").and_then(|v| v.parse().ok()).unwrap_or(1);
+    vm.vcpus = find("vcpus")
+        .and_then(|v| v.parse().ok())
+        .or(cores.map(|c| c.saturating_mul(sockets)));
+    vm.memory_mib = find("memory").and_then(|v| v.parse().ok());
+    vm.guest_os = find("ostype").map(ostype_name);
+    if let Some(tags) = find("tags") {
+        vm.tags = tags
+            .split([';', ',', ' '])
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    // Containers with static addresses: net0: name=eth0,...,ip=10.0.0.5/24
+    for (k, v) in &pairs {
+        if k.starts_with("net") {
+            for part in v.split(',') {
+                if let Some(ip) = part
+                    .strip_prefix("ip=")
+                    .or_else(|| part.strip_prefix("ip6="))
+                {
+                    if let Ok(ip) = ip.split('/').next().unwrap_or("").parse::<IpAddr>() {
+                        vm.ips.push(ip);
+                    }
+                }
+            }
+        }
+    }
+    if find("agent").is_some_and(|a| a.split(',').next() == Some("0") || a.contains("enabled=0")) {
+        vm.tools = ToolsState::NotInstalled;
+    }
+    Ok(())
+}
+
+fn ostype_name(t: &str) -> String {
+    match t {
+        "l26" => "Linux 2.6+ kernel".into(),
+        "l24" => "Linux 2.4 kernel".into(),
+        "win11" => "Microsoft Windows 11/2022/2025".into(),
+        "win10" => "Microsoft Windows 10/2016/2019".into(),
+        "win8" => "Microsoft Windows 8.x/2012/2012r2".into(),
+        "win7" => "Microsoft Windows 7/2008r2".into(),
+        "solaris" => "Solaris".into(),
+        other => other.to_owned(),
+    }
+}
+
+/// Parses `qm guest cmd <vmid> network-get-interfaces` (the QEMU guest
+/// agent's JSON): every address except loopback.
+pub fn parse_guest_interfaces(text: &str) -> Result<Vec<IpAddr>, ParseError> {
+    check_size(text)?;
+    let v: serde_json::Value = serde_json::from_str(text.trim())
+        .map_err(|e| ParseError(format!("network-get-interfaces: bad JSON: {e}")))?;
+    let arr = v
+        .as_array()
+        .ok_or_else(|| ParseError("network-get-interfaces: not an array".into()))?;
+    let mut ips = Vec::new();
+    for iface in arr {
+        let Some(addrs) = iface.get("ip-addresses").and_then(|a| a.as_array()) else {
+            continue;
+        };
+        for a in addrs {
+            if let Some(ip) = a
+                .get("ip-address")
+                .and_then(|s| s.as_str())
+                .and_then(|s| s.parse::<IpAddr>().ok())
+            {
+                if !ip.is_loopback() && !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+    }
+    Ok(ips)
+}
+
+/// Parses `pveversion` (`pve-manager/8.1.3/b46aac3b42da5d15 (running kernel: 6.5.11-4-pve)`).
+pub fn parse_pveversion(text: &str) -> Result<HostInfo, ParseError> {
+    check_size(text)?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("pve-manager/"))
+        .ok_or_else(|| ParseError(format!("pveversion: unexpected {:?}", super::snippet(text))))?;
+    let mut parts = line.split('/');
+    let _ = parts.next();
+    let version = parts.next().unwrap_or("").to_owned();
+    let build = parts
+        .next()
+        .and_then(|r| r.split_whitespace().next())
+        .map(str::to_owned);
+    let mut info = HostInfo::new("Proxmox VE", version);
+    info.build = build;
+    info.os = line
+        .split_once("(running kernel: ")
+        .map(|(_, k)| format!("Linux {}", k.trim_end_matches(')')));
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QM_LIST_OUT: &str = "      VMID NAME                 STATUS     MEM(MB)    BOOTDISK(GB) PID       \n       100 web1                 running    2048              32.00 12345     \n       101 db1                  stopped    4096              64.00 0         \n";
+    const PCT_LIST_OUT: &str = "VMID       Status     Lock         Name                \n200        running                 ct1                 \n201        stopped    backup       ct2                 \n";
+
+    #[test]
+    fn lists() {
+        let q = parse_qm_list(QM_LIST_OUT).unwrap();
+        assert_eq!(q.len(), 2);
+        assert_eq!(q[0].guest, PveGuest::Qemu(100));
+        assert_eq!(q[0].name, "web1");
+        assert_eq!(q[1].status, "stopped");
+        assert_eq!(q[1].mem_mb, Some(4096));
+        let c = parse_pct_list(PCT_LIST_OUT).unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].guest, PveGuest::Lxc(200));
+        assert_eq!(c[0].name, "ct1");
+        assert_eq!(c[1].name, "ct2");
+        assert!(parse_qm_list("").unwrap().is_empty());
+        assert!(parse_qm_list("ipcc_send_rec[1] failed: Connection refused\n").is_err());
+    }
+
+    #[test]
+    fn config_status_agent() {
+        let mut vm = VmInfo::new("qemu/100", "", PowerState::PoweredOn);
+        apply_config(
+            &mut vm,
+            "agent: 1\nboot: order=scsi0;net0\ncores: 2\nmemory: 2048\nname: web1\nnet0: virtio=BC:24:11:2E:7A:01,bridge=vmbr0\nostype: l26\nsockets: 2\ntags: prod;web\n",
+        )
+        .unwrap();
+        assert_eq!(vm.name, "web1");
+        assert_eq!(vm.vcpus, Some(4));
+        assert_eq!(vm.memory_mib, Some(2048));
+        assert_eq!(vm.guest_os.as_deref(), Some("Linux 2.6+ kernel"));
+        assert_eq!(vm.tags, vec!["prod", "web"]);
+        let mut ct = VmInfo::new("lxc/200", "", PowerState::PoweredOn);
+        apply_config(&mut ct, "arch: amd64\ncores: 1\nhostname: ct1\nmemory: 512\nnet0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=10.0.0.5/24,type=veth\nostype: debian\n").unwrap();
+        assert_eq!(ct.name, "ct1");
+        assert_eq!(ct.ips, vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            parse_status("status: running\n").unwrap(),
+            PowerState::PoweredOn
+        );
+        assert!(
+            parse_status("Configuration file 'nodes/pve/qemu-server/999.conf' does not exist\n")
+                .is_err()
+        );
+        let ips = parse_guest_interfaces(r#"[{"name":"lo","ip-addresses":[{"ip-address-type":"ipv4","ip-address":"127.0.0.1","prefix":8}],"hardware-address":"00:00:00:00:00:00"},{"name":"eth0","ip-addresses":[{"ip-address-type":"ipv4","ip-address":"10.0.0.21","prefix":24},{"ip-address-type":"ipv6","ip-address":"fe80::be24:11ff:fe2e:7a01","prefix":64}],"hardware-address":"bc:24:11:2e:7a:01","statistics":{"rx-bytes":1}}]"#).unwrap();
+        assert_eq!(ips.len(), 2);
+        assert!(parse_guest_interfaces("QEMU guest agent is not running").is_err());
+    }
+
+    #[test]
+    fn pveversion() {
+        let v =
+            parse_pveversion("pve-manager/8.1.3/b46aac3b42da5d15 (running kernel: 6.5.11-4-pve)\n")
+                .unwrap();
+        assert_eq!(v.product.as_deref(), Some("Proxmox VE"));
+        assert_eq!(v.version.as_deref(), Some("8.1.3"));
+        assert_eq!(v.build.as_deref(), Some("b46aac3b42da5d15"));
+        assert_eq!(v.os.as_deref(), Some("Linux 6.5.11-4-pve"));
+        assert!(parse_pveversion("bash: pveversion: command not found").is_err());
+    }
+
+    #[test]
+    fn builders() {
+        assert_eq!(
+            guest_cmd(PveGuest::Lxc(200), "shutdown", &["--timeout", "5"]),
+            "pct shutdown 200 --timeout 5"
+        );
+        assert_eq!(
+            qm_guest_interfaces(100),
+            "qm guest cmd 100 network-get-interfaces"
+        );
+    }
+}

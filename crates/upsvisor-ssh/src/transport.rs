@@ -1,0 +1,623 @@
+//! [`SshTransport`]: the [`HostTransport`] over SSH, one dialect per platform.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use upsvisor_core::{
+    Capabilities, Error, ErrorKind, HostInfo, HostInventory, HostOp, HostTransport, PowerState,
+    Result, ToolsState, VmId, VmInfo, VmOp,
+};
+
+use crate::cmd::{self, PveGuest, powershell, sh_line};
+use crate::codec::{self, esxi, hyperv, libvirt, proxmox};
+use crate::config::{Dialect, SshConfig};
+use crate::session::{Output, Session, on_runtime};
+
+/// A hypervisor host reached over SSH.
+///
+/// Holds one SSH connection, opened on first use, shared by concurrent
+/// calls (one channel per command) and reopened after it drops. Cheap to
+/// clone: clones share the connection.
+///
+/// Runs on an internal tokio runtime thread (russh needs tokio), so its
+/// futures can be awaited from any executor, including
+/// `futures::executor::block_on`.
+///
+/// ```
+/// use upsvisor_core::{HostTransport, VmOp};
+/// use upsvisor_ssh::{Dialect, SshConfig, SshTransport};
+/// let t = SshTransport::new(
+///     SshConfig::new("127.0.0.1", "root", Dialect::Libvirt)
+///         .with_password("secret")
+///         .with_host_key("SHA256:KUxN7PpRKgAhJC7lb/i5o/LOcu9mHAMCd1b2Fnxp4zU")
+///         .unwrap(),
+/// )
+/// .unwrap();
+/// assert!(t.capabilities().supports_vm(VmOp::ShutdownGuest));
+/// // A VM id with shell metacharacters is refused before any connection:
+/// let err = futures::executor::block_on(t.vm_power(&"x; reboot".into(), VmOp::PowerOff)).unwrap_err();
+/// assert_eq!(err.kind(), upsvisor_core::ErrorKind::NotFound);
+/// assert_eq!(t.connection_count(), 0);
+/// ```
+#[derive(Clone)]
+pub struct SshTransport {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SshTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshTransport")
+            .field("target", &self.inner.target)
+            .field("dialect", &self.inner.cfg.dialect)
+            .finish()
+    }
+}
+
+struct Inner {
+    cfg: Arc<SshConfig>,
+    target: String,
+    session: Session,
+    /// ESXi: VM id (instance UUID) → Vmid, refreshed by every listing.
+    esxi_ids: Mutex<HashMap<String, String>>,
+}
+
+impl SshTransport {
+    /// Builds a transport; checks the configuration and decodes the private
+    /// key, but does not connect yet.
+    pub fn new(cfg: SshConfig) -> Result<SshTransport> {
+        let cfg = Arc::new(cfg);
+        let session = Session::new(cfg.clone())?;
+        Ok(SshTransport {
+            inner: Arc::new(Inner {
+                target: cfg.target(),
+                cfg,
+                session,
+                esxi_ids: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SshConfig {
+        &self.inner.cfg
+    }
+
+    /// How many SSH connections this transport has opened (1 while the
+    /// first one lives; more after drops).
+    pub fn connection_count(&self) -> u64 {
+        self.inner.session.connects()
+    }
+
+    /// Closes the SSH connection; the next call opens a new one.
+    pub async fn disconnect(&self) {
+        let inner = self.inner.clone();
+        let _ = on_runtime(async move {
+            inner.session.disconnect().await;
+            Ok(())
+        })
+        .await;
+    }
+
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Inner>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        on_runtime(f(self.inner.clone())).await
+    }
+}
+
+impl Inner {
+    async fn run(&self, line: &str, what: &str) -> Result<Output> {
+        tracing::debug!(host = %self.target, what, "ssh exec");
+        self.session.exec(line, what).await
+    }
+
+    /// Runs and requires exit status 0; failures are classified by their text.
+    async fn run_ok(&self, line: &str, what: &str) -> Result<String> {
+        let out = self.run(line, what).await?;
+        if out.success() {
+            return Ok(out.stdout);
+        }
+        if let Some(sig) = &out.signal {
+            return Err(Error::protocol(
+                &self.target,
+                format!("{what} was killed by signal {sig}"),
+            ));
+        }
+        let text = format!("{}\n{}", out.stderr, out.stdout);
+        Err(codec::classify_failure(
+            &self.target,
+            what,
+            out.status,
+            &text,
+        ))
+    }
+
+    fn parsed<T>(&self, r: std::result::Result<T, codec::ParseError>) -> Result<T> {
+        r.map_err(|e| e.into_error(&self.target))
+    }
+
+    fn virsh(&self, args: &[&str]) -> String {
+        libvirt::virsh(self.cfg.libvirt_uri.as_deref(), args)
+    }
+
+    // ---- host info ----
+
+    async fn host_info(&self) -> Result<HostInfo> {
+        match self.cfg.dialect {
+            Dialect::Esxi => {
+                let o = self
+                    .run_ok(esxi::VERSION, "esxcli system version get")
+                    .await?;
+                self.parsed(esxi::parse_version(&o))
+            }
+            Dialect::Libvirt => {
+                let o = self
+                    .run_ok(&self.virsh(&["version"]), "virsh version")
+                    .await?;
+                self.parsed(libvirt::parse_version(&o))
+            }
+            Dialect::Proxmox => {
+                let o = self.run_ok(proxmox::PVEVERSION, "pveversion").await?;
+                self.parsed(proxmox::parse_pveversion(&o))
+            }
+            Dialect::HyperV => {
+                let o = self
+                    .run_ok(
+                        &powershell(hyperv::HOST_SCRIPT),
+                        "Get-CimInstance Win32_OperatingSystem",
+                    )
+                    .await?;
+                self.parsed(hyperv::parse_host(&o))
+            }
+        }
+    }
+
+    // ---- listing ----
+
+    async fn all_vms(&self) -> Result<Vec<VmInfo>> {
+        match self.cfg.dialect {
+            Dialect::Esxi => {
+                let o = self
+                    .run_ok(esxi::GETALLVMS, "vim-cmd vmsvc/getallvms")
+                    .await?;
+                let rows = self.parsed(esxi::parse_getallvms(&o))?;
+                let mut vms = Vec::with_capacity(rows.len());
+                let mut map = HashMap::new();
+                for r in rows {
+                    match self.esxi_vm(&r.vmid).await {
+                        Ok(vm) => {
+                            map.insert(vm.id.as_str().to_owned(), r.vmid.clone());
+                            vms.push(vm);
+                        }
+                        // Unregistered between the list and the fetch.
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                if let Ok(mut m) = self.esxi_ids.lock() {
+                    *m = map;
+                }
+                Ok(vms)
+            }
+            Dialect::Libvirt => {
+                let o = self
+                    .run_ok(
+                        &self.virsh(&["list", "--all", "--uuid", "--name"]),
+                        "virsh list --all",
+                    )
+                    .await?;
+                let doms = self.parsed(libvirt::parse_list(&o))?;
+                let mut vms = Vec::with_capacity(doms.len());
+                for d in doms {
+                    match self.libvirt_vm(&d.uuid).await {
+                        Ok(vm) => vms.push(vm),
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(vms)
+            }
+            Dialect::Proxmox => {
+                let q = self.run_ok(proxmox::QM_LIST, "qm list").await?;
+                let mut rows = self.parsed(proxmox::parse_qm_list(&q))?;
+                let c = self.run_ok(proxmox::PCT_LIST, "pct list").await?;
+                rows.extend(self.parsed(proxmox::parse_pct_list(&c))?);
+                let mut vms = Vec::with_capacity(rows.len());
+                for r in rows {
+                    match self.pve_vm(r.guest, Some(&r.status)).await {
+                        Ok(vm) => vms.push(vm),
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(vms)
+            }
+            Dialect::HyperV => {
+                let o = self
+                    .run_ok(&powershell(&hyperv::list_script()), "Get-VM")
+                    .await?;
+                self.parsed(hyperv::parse_vms(&o))
+            }
+        }
+    }
+
+    async fn vm_info(&self, vm: &VmId) -> Result<VmInfo> {
+        match self.cfg.dialect {
+            Dialect::Esxi => {
+                let vmid = self.esxi_resolve(vm).await?;
+                self.esxi_vm(&vmid).await
+            }
+            Dialect::Libvirt => {
+                let u = cmd::uuid(vm.as_str())?.to_ascii_lowercase();
+                self.libvirt_vm(&u).await
+            }
+            Dialect::Proxmox => self.pve_vm(PveGuest::parse(vm.as_str())?, None).await,
+            Dialect::HyperV => {
+                let g = cmd::uuid(vm.as_str())?;
+                let o = self
+                    .run_ok(&powershell(&hyperv::vm_script(g)), "Get-VM -Id")
+                    .await?;
+                self.parsed(hyperv::parse_vms(&o))?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::not_found(format!("VM {vm} on {}", self.target)))
+            }
+        }
+    }
+
+    // ---- per dialect details ----
+
+    async fn esxi_vm(&self, vmid: &str) -> Result<VmInfo> {
+        let vmid = cmd::esxi_vmid(vmid)?;
+        let o = self
+            .run_ok(
+                &esxi::vmsvc("get.summary", vmid),
+                "vim-cmd vmsvc/get.summary",
+            )
+            .await?;
+        let mut vm = self.parsed(esxi::parse_summary(&o, vmid))?.vm;
+        if vm.tools == ToolsState::Running && vm.power == PowerState::PoweredOn {
+            // All addresses, not only the primary one; best effort.
+            if let Ok(g) = self
+                .run_ok(&esxi::vmsvc("get.guest", vmid), "vim-cmd vmsvc/get.guest")
+                .await
+            {
+                if let Ok(ips) = esxi::parse_guest_ips(&g) {
+                    for ip in ips {
+                        if !vm.ips.contains(&ip) {
+                            vm.ips.push(ip);
+                        }
+                    }
+                }
+            }
+        }
+        if let Ok(mut m) = self.esxi_ids.lock() {
+            m.insert(vm.id.as_str().to_owned(), vmid.to_owned());
+        }
+        Ok(vm)
+    }
+
+    /// ESXi: the Vmid for a VM id (instance UUID, or a bare Vmid).
+    async fn esxi_resolve(&self, vm: &VmId) -> Result<String> {
+        let id = vm.as_str();
+        if let Ok(v) = cmd::esxi_vmid(id) {
+            return Ok(v.to_owned());
+        }
+        let key = cmd::uuid(id)
+            .map_err(|_| {
+                Error::not_found(format!(
+                    "VM id {id:?} is neither an ESXi Vmid nor a UUID; refused without running anything"
+                ))
+            })?
+            .to_owned();
+        let cached = self.esxi_ids.lock().ok().and_then(|m| m.get(&key).cloned());
+        if let Some(v) = cached {
+            return Ok(v);
+        }
+        self.all_vms().await?;
+        self.esxi_ids
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+            .ok_or_else(|| Error::not_found(format!("VM {id} on {}", self.target)))
+    }
+
+    async fn libvirt_vm(&self, uuid: &str) -> Result<VmInfo> {
+        let o = self
+            .run_ok(&self.virsh(&["dominfo", uuid]), "virsh dominfo")
+            .await?;
+        let mut vm = self.parsed(libvirt::parse_dominfo(&o))?;
+        if vm.power == PowerState::PoweredOn {
+            // Needs a DHCP lease (default source); best effort.
+            if let Ok(a) = self
+                .run_ok(&self.virsh(&["domifaddr", uuid]), "virsh domifaddr")
+                .await
+            {
+                vm.ips = libvirt::parse_domifaddr(&a).unwrap_or_default();
+            }
+        }
+        Ok(vm)
+    }
+
+    async fn pve_vm(&self, g: PveGuest, status: Option<&str>) -> Result<VmInfo> {
+        let power = match status {
+            Some(s) => proxmox::power_state(s),
+            None => {
+                let o = self
+                    .run_ok(&proxmox::guest_cmd(g, "status", &[]), "status")
+                    .await?;
+                self.parsed(proxmox::parse_status(&o))?
+            }
+        };
+        let mut vm = VmInfo::new(g.vm_id(), "", power);
+        let c = self
+            .run_ok(&proxmox::guest_cmd(g, "config", &[]), "config")
+            .await?;
+        self.parsed(proxmox::apply_config(&mut vm, &c))?;
+        if let PveGuest::Qemu(n) = g {
+            if power == PowerState::PoweredOn && vm.tools != ToolsState::NotInstalled {
+                match self
+                    .run_ok(
+                        &proxmox::qm_guest_interfaces(n),
+                        "qm guest cmd network-get-interfaces",
+                    )
+                    .await
+                {
+                    Ok(o) => {
+                        vm.tools = ToolsState::Running;
+                        vm.ips = proxmox::parse_guest_interfaces(&o).unwrap_or_default();
+                    }
+                    Err(e) if e.kind() == ErrorKind::ToolsUnavailable => {
+                        vm.tools = ToolsState::NotRunning
+                    }
+                    Err(e) if e.kind() == ErrorKind::Timeout => return Err(e),
+                    Err(_) => {}
+                }
+            }
+        }
+        Ok(vm)
+    }
+
+    // ---- power ----
+
+    /// The command for `op` on `vm`, after validating the id; `None` when
+    /// the dialect cannot do it.
+    async fn vm_power_line(&self, vm: &VmId, op: VmOp) -> Result<String> {
+        let unsupported =
+            || Error::unsupported(format!("{op} on {} ({})", self.target, self.cfg.dialect));
+        Ok(match self.cfg.dialect {
+            Dialect::Esxi => {
+                let vmid = self.esxi_resolve(vm).await?;
+                let verb = match op {
+                    VmOp::ShutdownGuest => "power.shutdown",
+                    VmOp::RebootGuest => "power.reboot",
+                    VmOp::PowerOff => "power.off",
+                    VmOp::PowerOn => "power.on",
+                    VmOp::Reset => "power.reset",
+                    VmOp::Suspend => "power.suspend",
+                    _ => return Err(unsupported()),
+                };
+                esxi::vmsvc(verb, &vmid)
+            }
+            Dialect::Libvirt => {
+                let u = cmd::uuid(vm.as_str())?.to_ascii_lowercase();
+                let verb = match op {
+                    VmOp::ShutdownGuest => "shutdown",
+                    VmOp::RebootGuest => "reboot",
+                    VmOp::PowerOff => "destroy",
+                    VmOp::PowerOn => "start",
+                    VmOp::Reset => "reset",
+                    VmOp::Suspend => "managedsave",
+                    _ => return Err(unsupported()),
+                };
+                self.virsh(&[verb, &u])
+            }
+            Dialect::Proxmox => {
+                let g = PveGuest::parse(vm.as_str())?;
+                let wait = self.cfg.guest_shutdown_wait.as_secs().max(1).to_string();
+                match (op, g) {
+                    (VmOp::ShutdownGuest, _) => {
+                        proxmox::guest_cmd(g, "shutdown", &["--timeout", &wait])
+                    }
+                    (VmOp::RebootGuest, _) => proxmox::guest_cmd(g, "reboot", &[]),
+                    (VmOp::PowerOff, _) => proxmox::guest_cmd(g, "stop", &[]),
+                    (VmOp::PowerOn, _) => proxmox::guest_cmd(g, "start", &[]),
+                    (VmOp::Reset, PveGuest::Qemu(_)) => proxmox::guest_cmd(g, "reset", &[]),
+                    (VmOp::Suspend, PveGuest::Qemu(_)) => {
+                        proxmox::guest_cmd(g, "suspend", &["--todisk", "1"])
+                    }
+                    _ => return Err(unsupported()),
+                }
+            }
+            Dialect::HyperV => {
+                let g = cmd::uuid(vm.as_str())?;
+                let cmdlet = match op {
+                    VmOp::ShutdownGuest => "Stop-VM -Force",
+                    VmOp::PowerOff => "Stop-VM -TurnOff -Force",
+                    VmOp::PowerOn => "Start-VM",
+                    VmOp::Reset => "Restart-VM -Force",
+                    VmOp::Suspend => "Save-VM",
+                    _ => return Err(unsupported()),
+                };
+                powershell(&hyperv::power_script(g, cmdlet))
+            }
+        })
+    }
+
+    /// The VM's power state, by the cheapest query the dialect has.
+    async fn current_power(&self, vm: &VmId) -> Result<PowerState> {
+        match self.cfg.dialect {
+            Dialect::Esxi => {
+                let vmid = self.esxi_resolve(vm).await?;
+                let o = self
+                    .run_ok(
+                        &esxi::vmsvc("power.getstate", &vmid),
+                        "vim-cmd vmsvc/power.getstate",
+                    )
+                    .await?;
+                self.parsed(esxi::parse_power_getstate(&o))
+            }
+            Dialect::Proxmox => {
+                let g = PveGuest::parse(vm.as_str())?;
+                let o = self
+                    .run_ok(&proxmox::guest_cmd(g, "status", &[]), "status")
+                    .await?;
+                self.parsed(proxmox::parse_status(&o))
+            }
+            _ => Ok(self.vm_info(vm).await?.power),
+        }
+    }
+
+    async fn vm_power(&self, vm: &VmId, op: VmOp) -> Result<()> {
+        let line = self.vm_power_line(vm, op).await?;
+        let now = self.current_power(vm).await?;
+        let done = match op {
+            VmOp::PowerOn => now == PowerState::PoweredOn,
+            VmOp::ShutdownGuest | VmOp::PowerOff => now == PowerState::PoweredOff,
+            VmOp::Suspend => matches!(now, PowerState::Suspended | PowerState::PoweredOff),
+            _ => false,
+        };
+        if done {
+            return Ok(());
+        }
+        if matches!(op, VmOp::Reset | VmOp::RebootGuest)
+            && matches!(now, PowerState::PoweredOff | PowerState::Suspended)
+        {
+            return Err(Error::invalid_state(format!(
+                "{op} on {vm}: the VM is not running"
+            )));
+        }
+        match self.run_ok(&line, &format!("{op} {vm}")).await {
+            Ok(_) => Ok(()),
+            // qm/pct shutdown --timeout: the request was delivered and the
+            // guest is still shutting down.
+            Err(e)
+                if self.cfg.dialect == Dialect::Proxmox
+                    && op == VmOp::ShutdownGuest
+                    && e.to_string().contains("got timeout") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn host_power(&self, op: HostOp) -> Result<()> {
+        let unsupported =
+            || Error::unsupported(format!("{op} on {} ({})", self.target, self.cfg.dialect));
+        let line = match (self.cfg.dialect, op) {
+            (Dialect::Esxi, HostOp::EnterMaintenance) => {
+                sh_line(&["vim-cmd", "hostsvc/maintenance_mode_enter"])
+            }
+            (Dialect::Esxi, HostOp::ExitMaintenance) => {
+                sh_line(&["vim-cmd", "hostsvc/maintenance_mode_exit"])
+            }
+            (Dialect::Esxi, HostOp::Shutdown) => sh_line(&[
+                "esxcli",
+                "system",
+                "shutdown",
+                "poweroff",
+                "--reason=upsvisor power event",
+            ]),
+            (Dialect::Esxi, HostOp::Reboot) => sh_line(&[
+                "esxcli",
+                "system",
+                "shutdown",
+                "reboot",
+                "--reason=upsvisor power event",
+            ]),
+            (Dialect::Libvirt | Dialect::Proxmox, HostOp::Shutdown) => {
+                sh_line(&["systemctl", "poweroff"])
+            }
+            (Dialect::Libvirt | Dialect::Proxmox, HostOp::Reboot) => {
+                sh_line(&["systemctl", "reboot"])
+            }
+            (Dialect::HyperV, HostOp::Shutdown) => powershell("Stop-Computer -Force"),
+            (Dialect::HyperV, HostOp::Reboot) => powershell("Restart-Computer -Force"),
+            _ => return Err(unsupported()),
+        };
+        let what = format!("{op} host");
+        let out = self.run(&line, &what).await?;
+        let going_down = matches!(op, HostOp::Shutdown | HostOp::Reboot);
+        // A host going down may drop the session before reporting a status.
+        if out.success() || (going_down && out.status.is_none() && out.signal.is_none()) {
+            if going_down {
+                self.session.disconnect().await;
+            }
+            return Ok(());
+        }
+        let text = format!("{}\n{}", out.stderr, out.stdout);
+        Err(codec::classify_failure(
+            &self.target,
+            &what,
+            out.status,
+            &text,
+        ))
+    }
+}
+
+#[async_trait]
+impl HostTransport for SshTransport {
+    fn capabilities(&self) -> Capabilities {
+        capabilities(self.inner.cfg.dialect)
+    }
+
+    async fn host_info(&self) -> Result<HostInfo> {
+        self.call(|i| async move { i.host_info().await }).await
+    }
+
+    async fn list_vm_ids(&self) -> Result<Vec<VmId>> {
+        self.call(|i| async move { Ok(i.all_vms().await?.into_iter().map(|v| v.id).collect()) })
+            .await
+    }
+
+    async fn vm_info(&self, vm: &VmId) -> Result<VmInfo> {
+        let vm = vm.clone();
+        self.call(|i| async move { i.vm_info(&vm).await }).await
+    }
+
+    async fn inventory(&self) -> Result<HostInventory> {
+        self.call(|i| async move {
+            let info = i.host_info().await?;
+            let vms = i.all_vms().await?;
+            Ok(HostInventory::new(info, vms))
+        })
+        .await
+    }
+
+    async fn vm_power(&self, vm: &VmId, op: VmOp) -> Result<()> {
+        let vm = vm.clone();
+        self.call(|i| async move { i.vm_power(&vm, op).await })
+            .await
+    }
+
+    async fn host_power(&self, op: HostOp) -> Result<()> {
+        self.call(|i| async move { i.host_power(op).await }).await
+    }
+}
+
+/// What each dialect can do.
+pub fn capabilities(d: Dialect) -> Capabilities {
+    use HostOp as H;
+    use VmOp as V;
+    match d {
+        Dialect::Esxi => Capabilities::all().with_bulk_inventory(false),
+        Dialect::Libvirt | Dialect::Proxmox => Capabilities::all()
+            .with_bulk_inventory(false)
+            .with_host_ops([H::Shutdown, H::Reboot]),
+        Dialect::HyperV => Capabilities::all()
+            .with_bulk_inventory(true)
+            .with_vm_ops([
+                V::ShutdownGuest,
+                V::PowerOff,
+                V::PowerOn,
+                V::Reset,
+                V::Suspend,
+            ])
+            .with_host_ops([H::Shutdown, H::Reboot]),
+    }
+}
