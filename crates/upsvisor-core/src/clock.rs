@@ -7,8 +7,8 @@
 //! straight to the next deadline, so an hour-long outage runs in
 //! milliseconds and every run is the same).
 
-use std::collections::{BTreeMap, BinaryHeap};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt;
 use std::future::Future;
 use std::ops::{Add, Sub};
@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 
 /// A point on a [`Clock`]'s monotonic time line, in milliseconds since the
 /// clock's origin. Serialises as that number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Instant(u64);
 
@@ -65,7 +67,14 @@ impl Sub<Instant> for Instant {
 impl fmt::Display for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0 / 1000;
-        write!(f, "T+{:02}:{:02}:{:02}.{:03}", s / 3600, (s / 60) % 60, s % 60, self.0 % 1000)
+        write!(
+            f,
+            "T+{:02}:{:02}:{:02}.{:03}",
+            s / 3600,
+            (s / 60) % 60,
+            s % 60,
+            self.0 % 1000
+        )
     }
 }
 
@@ -203,7 +212,9 @@ fn timer_loop(t: &'static Timer) {
         st = match st.heap.peek().copied() {
             Some(Reverse((at, _))) => {
                 let wait = at.saturating_duration_since(now);
-                t.cv.wait_timeout(st, wait).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0)
+                t.cv.wait_timeout(st, wait)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0)
             }
             None => t.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
         };
@@ -319,7 +330,10 @@ impl SimClock {
     pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
         match self.try_block_on(fut) {
             Ok(v) => v,
-            Err(s) => panic!("simulation stalled at {}: the future waits on something other than the simulated clock", s.at),
+            Err(s) => panic!(
+                "simulation stalled at {}: the future waits on something other than the simulated clock",
+                s.at
+            ),
         }
     }
 
@@ -410,7 +424,6 @@ impl Clock for SimClock {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,7 +447,10 @@ mod tests {
         });
         assert_eq!(
             *lock(&log),
-            vec![("5ms", Instant::from_millis(5)), ("hour", Instant::from_millis(3_600_000))]
+            vec![
+                ("5ms", Instant::from_millis(5)),
+                ("hour", Instant::from_millis(3_600_000))
+            ]
         );
     }
 
@@ -443,7 +459,12 @@ mod tests {
         let clock = SimClock::new();
         let c = clock.clone();
         let r = clock.block_on(async move {
-            with_deadline(&c, Instant::from_millis(100), c.sleep(Duration::from_secs(10))).await
+            with_deadline(
+                &c,
+                Instant::from_millis(100),
+                c.sleep(Duration::from_secs(10)),
+            )
+            .await
         });
         assert_eq!(r, Err(Elapsed));
         assert_eq!(clock.now(), Instant::from_millis(100));
@@ -468,6 +489,9 @@ mod tests {
 
     #[test]
     fn instant_display() {
-        assert_eq!(Instant::from_millis(3_723_004).to_string(), "T+01:02:03.004");
+        assert_eq!(
+            Instant::from_millis(3_723_004).to_string(),
+            "T+01:02:03.004"
+        );
     }
 }

@@ -1,0 +1,58 @@
+//! # upsvisor-soap
+//!
+//! A [`HostTransport`](upsvisor_core::HostTransport) over the vSphere Web
+//! Services API (vim25 SOAP), for an ESXi host reached directly or for one
+//! host seen through vCenter.
+//!
+//! - [`codec`] is sans-IO: request envelopes and reply parsers, bounded in
+//!   size and depth, fuzzed, never panicking.
+//! - [`SoapTransport`] (feature `ureq`) is the thin I/O shell: blocking
+//!   requests on the adapter's own threads, handed to the engine as
+//!   futures, so no async runtime is needed.
+//!
+//! TLS is rustls with the *ring* provider. Verification is on by default;
+//! a self-signed ESXi certificate is accepted only through a pinned SHA-256
+//! thumbprint ([`SoapConfig::pin_thumbprint`]);
+//! [`SoapConfig::dangerous_accept_invalid_certs`] turns verification off.
+//!
+//! Faults map to [`upsvisor_core::ErrorKind`]: `ToolsUnavailable` →
+//! `ToolsUnavailable` (the sequencer falls back to power off);
+//! `InvalidPowerState` on a call whose target state already holds → `Ok`;
+//! `NotAuthenticated` → one transparent new login; `InvalidLogin` → `Auth`;
+//! `RestrictedVersion` (free ESXi's read-only API) → `Unsupported`, naming
+//! the SSH transport as the way out.
+//!
+//! Logging (`tracing`): `info` for session opened/expired and host power
+//! accepted; `debug` for resolved hosts and idempotent no-ops; `warn` for
+//! failed power calls. Bodies, cookies and passwords are never logged.
+//!
+//! ```
+//! use upsvisor_soap::codec::{self, MoRef};
+//! let xml = codec::call("PowerOffVM_Task", &MoRef::new("VirtualMachine", "vm-42"));
+//! assert!(xml.contains(r#"<_this type="VirtualMachine">vm-42</_this>"#));
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+pub mod codec;
+mod config;
+#[cfg(feature = "ureq")]
+mod http;
+#[cfg(feature = "ureq")]
+mod tls;
+#[cfg(feature = "ureq")]
+mod transport;
+pub mod xml;
+
+pub use config::{HostSelector, SoapConfig, Thumbprint};
+#[cfg(feature = "ureq")]
+pub use transport::SoapTransport;
