@@ -162,6 +162,29 @@ func (h *Harness) serveSDK(w http.ResponseWriter, r *http.Request) {
 		}
 		h.hostPower(w, call)
 		return
+	case "SuspendVM_Task":
+		// vSphere refuses to suspend a VM that is not running; 0.24.2 suspends it.
+		if vm := h.vmByRef(call.This); vm != nil && authed && vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
+			writeFault(w, "InvalidPowerState", "The attempted operation cannot be performed in the current state ("+string(vm.Runtime.PowerState)+").",
+				"<requestedState>poweredOn</requestedState><existingState>"+string(vm.Runtime.PowerState)+"</existingState>")
+			return
+		}
+	case "RebootGuest":
+		// Missing in 0.24.2: needs a running VM with tools; the guest reboots in place.
+		if vm := h.vmByRef(call.This); vm != nil && authed {
+			if vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
+				writeFault(w, "InvalidPowerState", "The attempted operation cannot be performed in the current state ("+string(vm.Runtime.PowerState)+").",
+					"<requestedState>poweredOn</requestedState><existingState>"+string(vm.Runtime.PowerState)+"</existingState>")
+				return
+			}
+			if mode == "toolless" {
+				writeFault(w, "ToolsUnavailable", "Cannot complete operation because VMware Tools is not running in this virtual machine.", "")
+				return
+			}
+			w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+			fmt.Fprint(w, envelope(`<RebootGuestResponse xmlns="urn:vim25"></RebootGuestResponse>`))
+			return
+		}
 	case "ShutdownGuest":
 		switch mode {
 		case "stubborn":
