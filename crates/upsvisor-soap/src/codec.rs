@@ -649,33 +649,62 @@ mod tests {
         assert_eq!(f.kind, "RestrictedVersion");
     }
 
-    // Recorded from govmomi's simulator (0.24.2), trimmed.
-    const VM_PAGE: &str = r#"<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><token>1</token><objects><obj type="VirtualMachine">vm-74</obj><propSet><name>config.hardware.memoryMB</name><val xsi:type="xsd:int">4096</val></propSet><propSet><name>config.hardware.numCPU</name><val xsi:type="xsd:int">2</val></propSet><propSet><name>config.instanceUuid</name><val xsi:type="xsd:string">50000003-502f-4cf8-8c36-17f7b068d9db</val></propSet><propSet><name>config.guestFullName</name><val xsi:type="xsd:string">otherGuest</val></propSet><propSet><name>guest.ipAddress</name><val xsi:type="xsd:string">10.0.0.4</val></propSet><propSet><name>guest.net</name><val xsi:type="ArrayOfGuestNicInfo"><GuestNicInfo xsi:type="GuestNicInfo"><network>VM Network</network><ipAddress>10.0.0.4</ipAddress><ipAddress>fd00::4</ipAddress><macAddress>00:50:56:00:00:03</macAddress><connected>true</connected><deviceConfigId>0</deviceConfigId></GuestNicInfo></val></propSet><propSet><name>guest.toolsRunningStatus</name><val xsi:type="xsd:string">guestToolsRunning</val></propSet><propSet><name>name</name><val xsi:type="xsd:string">DC0_H0_VM0</val></propSet><propSet><name>runtime.host</name><val type="HostSystem" xsi:type="ManagedObjectReference">host-15</val></propSet><propSet><name>runtime.powerState</name><val xsi:type="VirtualMachinePowerState">poweredOn</val></propSet></objects></returnval></RetrievePropertiesExResponse>"#;
+    /// A real RetrievePropertiesEx reply of govmomi's simulator (0.24.2,
+    /// ESX model, through harness/vcsim), recorded with curl.
+    const ESX_INVENTORY: &[u8] = include_bytes!("testdata/esx_inventory.xml");
 
     #[test]
-    fn vm_page_parses_into_vm_info() {
-        let doc = env(VM_PAGE);
-        let el = expect(&doc, Limits::default(), "RetrievePropertiesExResponse").unwrap();
+    fn recorded_inventory_parses_into_vm_info() {
+        let el = expect(
+            ESX_INVENTORY,
+            Limits::default(),
+            "RetrievePropertiesExResponse",
+        )
+        .unwrap();
         let page = parse_retrieve_result(&el).unwrap();
-        assert_eq!(page.token.as_deref(), Some("1"));
-        assert_eq!(page.objects.len(), 1);
+        assert_eq!(page.token, None);
+        assert_eq!(page.objects.len(), 3);
         let r = vm_record(&page.objects[0]);
-        assert_eq!(r.moref, MoRef::new("VirtualMachine", "vm-74"));
-        assert_eq!(r.host, Some(MoRef::new("HostSystem", "host-15")));
+        assert_eq!(r.moref, MoRef::new("VirtualMachine", "vm-9"));
+        assert_eq!(r.host, Some(MoRef::new("HostSystem", "ha-host")));
         let v = r.info;
-        assert_eq!(v.id.as_str(), "50000003-502f-4cf8-8c36-17f7b068d9db");
-        assert_eq!(v.name, "DC0_H0_VM0");
+        assert_eq!(v.id.as_str(), "50000001-d2ac-4f48-87a4-7cc6f3875d04");
+        assert_eq!(v.name, "ha-host_VM0");
         assert_eq!(v.power, PowerState::PoweredOn);
         assert_eq!(
             v.ips,
             vec![
-                "10.0.0.4".parse::<IpAddr>().unwrap(),
-                "fd00::4".parse().unwrap()
+                "10.0.0.2".parse::<IpAddr>().unwrap(),
+                "fd00::2".parse().unwrap()
             ]
         );
-        assert_eq!((v.vcpus, v.memory_mib), (Some(2), Some(4096)));
+        assert_eq!((v.vcpus, v.memory_mib), (Some(8), Some(2048)));
         assert_eq!(v.guest_os.as_deref(), Some("otherGuest"));
         assert_eq!(v.tools, ToolsState::Running);
+        let off = vm_record(&page.objects[1]).info;
+        assert_eq!(
+            (off.power, off.tools),
+            (PowerState::PoweredOff, ToolsState::NotRunning)
+        );
+        let h = host_state(&page.objects[2]);
+        assert_eq!(h.info.product.as_deref(), Some("VMware ESXi"));
+        assert_eq!(h.info.version.as_deref(), Some("6.5.0"));
+        assert_eq!(h.info.build.as_deref(), Some("5969303"));
+        assert_eq!(h.info.os.as_deref(), Some("vmnix-x86"));
+        assert_eq!(h.info.hostname.as_deref(), Some("localhost.localdomain"));
+    }
+
+    #[test]
+    fn every_truncation_of_a_recorded_reply_is_an_error() {
+        for n in (0..ESX_INVENTORY.len() - 1).step_by(3) {
+            let cut = &ESX_INVENTORY[..n];
+            let r =
+                parse_envelope(cut, Limits::default()).and_then(|el| parse_retrieve_result(&el));
+            // A cut inside trailing whitespace may still parse; anything shorter must not.
+            if n < ESX_INVENTORY.len() - 30 {
+                assert!(r.is_err(), "truncated at {n} parsed");
+            }
+        }
     }
 
     #[test]
@@ -733,5 +762,43 @@ mod tests {
         let el = parse_envelope(&env("<LoginResponse/>"), Limits::default()).unwrap();
         assert!(parse_service_content(&el).is_err());
         assert!(parse_moref(&el).is_err());
+    }
+
+    /// The whole reply pipeline, as the transport runs it on untrusted bytes.
+    fn pipeline(doc: &[u8]) {
+        let Ok(el) = parse_envelope(doc, Limits::default()) else {
+            return;
+        };
+        let _ = parse_service_content(&el);
+        let _ = parse_moref(&el);
+        if let Ok(page) = parse_retrieve_result(&el) {
+            for o in &page.objects {
+                let _ = vm_record(o);
+                let _ = host_state(o);
+                let _ = task_state(o);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(doc in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            pipeline(&doc);
+        }
+
+        #[test]
+        fn mutated_recorded_replies_never_panic(
+            edits in proptest::collection::vec((0usize..5444, proptest::num::u8::ANY), 1..8),
+            cut in 0usize..6000,
+        ) {
+            let mut doc = ESX_INVENTORY.to_vec();
+            for (at, b) in edits {
+                if let Some(x) = doc.get_mut(at) {
+                    *x = b;
+                }
+            }
+            doc.truncate(cut);
+            pipeline(&doc);
+        }
     }
 }

@@ -700,10 +700,305 @@ impl HostTransport for SoapTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::Reply;
+    use futures::FutureExt;
+    use futures::executor::block_on;
+    use futures::future::BoxFuture;
+    use upsvisor_core::Credentials;
 
     #[test]
     fn target_is_host_and_port() {
         assert_eq!(target_of("https://127.0.0.1:443/sdk"), "127.0.0.1:443");
         assert_eq!(target_of("https://esx1/sdk"), "esx1");
+    }
+
+    type Handler = dyn Fn(&str, &str, usize) -> Option<(u16, String)> + Send + Sync;
+
+    /// A scripted ESXi: answers by method name; `over` overrides a method
+    /// (its n-th call, counted from 0) with a status and body.
+    struct Fake {
+        over: Box<Handler>,
+        log: Mutex<Vec<String>>,
+    }
+
+    fn env(body: &str) -> String {
+        codec::envelope(body)
+    }
+
+    fn fault(kind: &str) -> (u16, String) {
+        (
+            500,
+            env(&format!(
+                r#"<soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>{kind} happened</faultstring><detail><{kind}Fault xmlns="urn:vim25" xsi:type="{kind}"/></detail></soapenv:Fault>"#
+            )),
+        )
+    }
+
+    fn prop(name: &str, val: &str) -> String {
+        format!("<propSet><name>{name}</name><val>{val}</val></propSet>")
+    }
+
+    fn vm_obj(n: usize) -> String {
+        format!(
+            r#"<objects><obj type="VirtualMachine">vm-{n}</obj>{}{}{}{}</objects>"#,
+            prop("name", &format!("vm{n}")),
+            prop("config.instanceUuid", &format!("uuid-{n}")),
+            prop("runtime.powerState", "poweredOn"),
+            r#"<propSet><name>runtime.host</name><val type="HostSystem">ha-host</val></propSet>"#
+        )
+    }
+
+    fn default_reply(method: &str, body: &str) -> (u16, String) {
+        let ok = |inner: &str| {
+            (
+                200,
+                env(&format!(
+                    r#"<{method}Response xmlns="urn:vim25">{inner}</{method}Response>"#
+                )),
+            )
+        };
+        match method {
+            "RetrieveServiceContent" => ok(concat!(
+                r#"<returnval><rootFolder type="Folder">ha-folder-root</rootFolder><propertyCollector type="PropertyCollector">ha-property-collector</propertyCollector>"#,
+                r#"<viewManager type="ViewManager">ViewManager</viewManager><about><fullName>VMware ESXi 7.0</fullName><apiType>HostAgent</apiType><apiVersion>7.0</apiVersion></about>"#,
+                r#"<sessionManager type="SessionManager">ha-sessionmgr</sessionManager></returnval>"#
+            )),
+            "Login" => ok("<returnval><key>k</key></returnval>"),
+            "CreateContainerView" => {
+                ok(r#"<returnval type="ContainerView">session[x]v</returnval>"#)
+            }
+            "PowerOffVM_Task" => ok(r#"<returnval type="Task">task-1</returnval>"#),
+            "ContinueRetrievePropertiesEx" => {
+                let tok: usize = body
+                    .split("<token>")
+                    .nth(1)
+                    .and_then(|t| t.split('<').next())
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(99);
+                let next = if tok < 3 {
+                    format!("<token>{}</token>", tok + 1)
+                } else {
+                    String::new()
+                };
+                ok(&format!("<returnval>{next}{}</returnval>", vm_obj(tok)))
+            }
+            "RetrievePropertiesEx" if body.contains("<pathSet>parent</pathSet>") => {
+                let parent = if body.contains(">ha-host<") {
+                    r#"<val type="ComputeResource">ha-compute-res</val>"#
+                } else if body.contains(">ha-compute-res<") {
+                    r#"<val type="Datacenter">ha-datacenter</val>"#
+                } else {
+                    ""
+                };
+                ok(&format!(
+                    r#"<returnval><objects><obj type="X">x</obj><propSet><name>parent</name>{parent}</propSet></objects></returnval>"#
+                ))
+            }
+            "RetrievePropertiesEx" if body.contains("info.state") => ok(&format!(
+                r#"<returnval><objects><obj type="Task">task-1</obj>{}</objects></returnval>"#,
+                prop("info.state", "success")
+            )),
+            "RetrievePropertiesEx" if body.contains("runtime.connectionState") => ok(&format!(
+                r#"<returnval><token>1</token><objects><obj type="HostSystem">ha-host</obj>{}{}</objects>{}</returnval>"#,
+                prop("name", "esx1"),
+                prop("runtime.connectionState", "connected"),
+                vm_obj(0)
+            )),
+            "RetrievePropertiesEx" => ok(&format!(
+                r#"<returnval><objects><obj type="HostSystem">ha-host</obj>{}</objects></returnval>"#,
+                prop("name", "esx1")
+            )),
+            _ => ok(""),
+        }
+    }
+
+    impl Backend for Fake {
+        fn post(
+            &self,
+            body: String,
+            _cookie: Option<String>,
+            _action: String,
+        ) -> BoxFuture<'static, Result<Reply>> {
+            let method = body
+                .split("<soapenv:Body><")
+                .nth(1)
+                .and_then(|r| r.split([' ', '>']).next())
+                .unwrap_or_default()
+                .to_owned();
+            let n = {
+                let mut log = self.log.lock().unwrap();
+                log.push(method.clone());
+                log.iter().filter(|m| **m == method).count() - 1
+            };
+            let (status, text) =
+                (self.over)(&method, &body, n).unwrap_or_else(|| default_reply(&method, &body));
+            let cookie = (method == "Login").then(|| "vmware_soap_session=abc".to_owned());
+            async move {
+                Ok(Reply {
+                    status,
+                    body: text.into_bytes(),
+                    cookie,
+                })
+            }
+            .boxed()
+        }
+
+        fn sleep(&self, _d: Duration) -> BoxFuture<'static, ()> {
+            async {}.boxed()
+        }
+    }
+
+    fn fake(
+        over: impl Fn(&str, &str, usize) -> Option<(u16, String)> + Send + Sync + 'static,
+    ) -> (SoapTransport, Arc<Inner>) {
+        let cfg = SoapConfig::new("https://esx1", Credentials::new("root", "pw"));
+        let t = SoapTransport::with_backend(
+            cfg,
+            "esx1".into(),
+            Box::new(Fake {
+                over: Box::new(over),
+                log: Mutex::new(Vec::new()),
+            }),
+        );
+        let inner = Arc::clone(&t.inner);
+        (t, inner)
+    }
+
+    #[test]
+    fn pages_are_followed_and_filtered_by_host() {
+        let (t, _) = fake(|_, _, _| None);
+        let inv = block_on(t.inventory()).unwrap();
+        let ids: Vec<&str> = inv.vms.iter().map(|v| v.id.as_str()).collect();
+        assert_eq!(ids, ["uuid-0", "uuid-1", "uuid-2", "uuid-3"]);
+        assert_eq!(inv.info.hostname.as_deref(), Some("esx1"));
+        assert_eq!(t.host_name().as_deref(), Some("esx1"));
+    }
+
+    #[test]
+    fn faults_map_to_kinds() {
+        let cases = [
+            (
+                "PowerOffVM_Task",
+                "RestrictedVersion",
+                ErrorKind::Unsupported,
+            ),
+            ("PowerOffVM_Task", "NoPermission", ErrorKind::Auth),
+            (
+                "PowerOffVM_Task",
+                "ManagedObjectNotFound",
+                ErrorKind::NotFound,
+            ),
+            ("PowerOffVM_Task", "SomethingNew", ErrorKind::Protocol),
+        ];
+        for (method, kind, want) in cases {
+            let (t, _) = fake(move |m, _, _| (m == method).then(|| fault(kind)));
+            let err = block_on(t.vm_power(&VmId::new("uuid-0"), VmOp::PowerOff)).unwrap_err();
+            assert_eq!(err.kind(), want, "{kind}: {err}");
+            if kind == "RestrictedVersion" {
+                assert!(err.to_string().contains("SSH transport"), "{err}");
+            }
+        }
+        // Already off: success.
+        let (t, _) = fake(|m, _, _| (m == "PowerOffVM_Task").then(|| fault("InvalidPowerState")));
+        block_on(t.vm_power(&VmId::new("uuid-0"), VmOp::PowerOff)).unwrap();
+        // Reset of an off VM is a real refusal.
+        let (t, _) = fake(|m, _, _| (m == "ResetVM_Task").then(|| fault("InvalidPowerState")));
+        assert_eq!(
+            block_on(t.vm_power(&VmId::new("uuid-0"), VmOp::Reset))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidState
+        );
+        let (t, _) = fake(|m, _, _| (m == "ShutdownGuest").then(|| fault("ToolsUnavailable")));
+        assert_eq!(
+            block_on(t.vm_power(&VmId::new("uuid-0"), VmOp::ShutdownGuest))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ToolsUnavailable
+        );
+        let (t, _) = fake(|m, _, _| (m == "Login").then(|| fault("InvalidLogin")));
+        let err = block_on(t.inventory()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Auth);
+        assert!(!err.to_string().contains("pw"), "{err}");
+    }
+
+    #[test]
+    fn not_authenticated_logs_in_once_then_gives_up() {
+        // Expired once: the second try (after a new login) succeeds.
+        let (t, _) = fake(|m, b, n| {
+            (m == "RetrievePropertiesEx" && b.contains("runtime.connectionState") && n == 0)
+                .then(|| fault("NotAuthenticated"))
+        });
+        block_on(t.inventory()).unwrap();
+        // Refused every time: an Auth error, not a loop.
+        let (t, _) = fake(|m, b, _| {
+            (m == "RetrievePropertiesEx" && b.contains("runtime.connectionState"))
+                .then(|| fault("NotAuthenticated"))
+        });
+        let err = block_on(t.inventory()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    }
+
+    #[test]
+    fn odd_http_answers_are_protocol_errors() {
+        let (t, _) = fake(|m, _, _| {
+            (m == "RetrieveServiceContent").then(|| (404, "<html>nope</html>".to_owned()))
+        });
+        let err = block_on(t.inventory()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Protocol);
+        assert!(err.to_string().contains("HTTP 404"), "{err}");
+        let (t, _) =
+            fake(|m, _, _| (m == "RetrieveServiceContent").then(|| (200, "<html>".to_owned())));
+        assert_eq!(
+            block_on(t.inventory()).unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
+        let (t, _) =
+            fake(|m, _, _| (m == "RetrievePropertiesEx").then(|| (500, env("<Nonsense/>"))));
+        assert_eq!(
+            block_on(t.inventory()).unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
+        // A host that vCenter cannot reach is unreachable, not empty.
+        let (t, _) = fake(|m, b, _| {
+            (m == "RetrievePropertiesEx" && b.contains("runtime.connectionState")).then(|| {
+                (200, env(&format!(
+                    r#"<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><objects><obj type="HostSystem">ha-host</obj>{}</objects></returnval></RetrievePropertiesExResponse>"#,
+                    prop("runtime.connectionState", "notResponding")
+                )))
+            })
+        });
+        assert_eq!(
+            block_on(t.inventory()).unwrap_err().kind(),
+            ErrorKind::Unreachable
+        );
+    }
+
+    #[test]
+    fn pending_tasks_are_polled_until_done() {
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let p = Arc::clone(&polls);
+        let (t, _) = fake(move |m, b, _| {
+            let is_poll = m == "RetrievePropertiesEx" && b.contains("info.state");
+            let n = if is_poll {
+                p.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            } else {
+                99
+            };
+            (is_poll && n < 3).then(|| {
+                (200, env(&format!(
+                    r#"<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><objects><obj type="Task">task-1</obj>{}</objects></returnval></RetrievePropertiesExResponse>"#,
+                    prop("info.state", "running")
+                )))
+            })
+        });
+        block_on(t.vm_power(&VmId::new("uuid-2"), VmOp::PowerOff)).unwrap();
+        assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(
+            block_on(t.vm_power(&VmId::new("nope"), VmOp::PowerOff))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::NotFound
+        );
     }
 }
