@@ -35,7 +35,17 @@ func (h *Harness) hostByRef(ref string) *simulator.HostSystem {
 //	GET /ctl/expire-sessions                 every session so far is expired
 //	GET /ctl/latency?method=NAME&ms=N
 //	GET /ctl/host-power?host=REF&on=1|0      a dark host comes back (or goes dark)
+//	GET /ctl/stats                           SOAP requests seen, per method
 func (h *Harness) registerCtl() {
+	h.Ctl.HandleFunc("/ctl/stats", func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		out := map[string]int{}
+		for k, v := range h.calls {
+			out[k] = v
+		}
+		h.mu.Unlock()
+		writeJSON(w, out)
+	})
 	h.Ctl.HandleFunc("/truth", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, h.truth())
 	})

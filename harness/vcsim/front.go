@@ -124,6 +124,7 @@ func (h *Harness) serveSDK(w http.ResponseWriter, r *http.Request) {
 	call, _ := parseCall(body)
 
 	h.mu.Lock()
+	h.calls[call.Method]++
 	delay := h.latency[call.Method]
 	anyDark := false
 	for _, d := range h.dark {

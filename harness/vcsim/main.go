@@ -64,6 +64,7 @@ type Harness struct {
 	vmMode     map[string]string // vm moref -> "stubborn" | "toolless"
 	sessions   map[string]bool   // cookie value -> valid
 	dark       map[string]bool   // host moref -> dark
+	calls      map[string]int    // SOAP method -> requests seen
 	darkDelay  time.Duration
 	rebootTime time.Duration
 	rng        *mrand.Rand
@@ -122,6 +123,7 @@ func main() {
 		vmMode:     map[string]string{},
 		sessions:   map[string]bool{},
 		dark:       map[string]bool{},
+		calls:      map[string]int{},
 		darkDelay:  time.Duration(*darkDelay) * time.Millisecond,
 		rebootTime: time.Duration(*rebootMs) * time.Millisecond,
 		rng:        mrand.New(mrand.NewSource(*seed)),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use upsvisor_core::{Credentials, Error};
 
 /// Which host of the endpoint this transport speaks for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum HostSelector {
     /// The endpoint's only host: right for an ESXi host reached directly.

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use tracing::{debug, info, warn};
 use upsvisor_core::{
     Capabilities, Error, ErrorKind, HostInfo, HostInventory, HostOp, HostTransport, Result, VmId,
@@ -13,14 +15,15 @@ use upsvisor_core::{
 };
 
 use crate::codec::{
-    self, Fault, MoRef, ObjectContent, PropertyQuery, ReplyError, ServiceContent, TaskState,
+    self, Fault, HostState, MoRef, ObjectContent, PropertyQuery, ReplyError, ServiceContent,
+    TaskState, VmRecord,
 };
 use crate::config::{HostSelector, SoapConfig};
 use crate::http::Backend;
-use crate::xml::Limits;
+use crate::xml::{Element, Limits};
 
 /// A failed call: a vim25 fault the caller may interpret, or a core error.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum CallError {
     Fault(Fault),
     Other(Error),
@@ -34,22 +37,42 @@ impl From<Error> for CallError {
 
 type CallResult<T> = std::result::Result<T, CallError>;
 
-/// One logged-in session and what was resolved under it.
+/// One logged-in session.
 #[derive(Debug)]
 struct Session {
     generation: u64,
     cookie: String,
     sc: ServiceContent,
     action: String,
-    host: MoRef,
-    host_name: String,
-    vm_view: MoRef,
 }
+
+/// A host as resolved under a session: its reference, name and the
+/// datacenter whose view holds its VMs.
+#[derive(Debug, Clone)]
+struct Resolved {
+    host: MoRef,
+    name: String,
+    scope: MoRef,
+}
+
+/// One fetch of a whole datacenter: every host's state and every VM.
+#[derive(Debug, Default)]
+struct Snapshot {
+    hosts: HashMap<MoRef, HostState>,
+    vms: Vec<VmRecord>,
+}
+
+type SharedFetch = Shared<BoxFuture<'static, CallResult<Arc<Snapshot>>>>;
 
 #[derive(Default)]
 struct State {
     session: Option<Arc<Session>>,
     generation: u64,
+    /// Per session: resolved hosts and the container view of each scope.
+    resolved: HashMap<HostSelector, Resolved>,
+    views: HashMap<MoRef, MoRef>,
+    /// Fetches in flight, per scope, that concurrent callers join.
+    inflight: HashMap<MoRef, (Instant, SharedFetch)>,
     vm_refs: HashMap<VmId, MoRef>,
 }
 
@@ -68,11 +91,16 @@ struct Inner {
 ///
 /// The session is opened on first use (RetrieveServiceContent, Login),
 /// kept by its cookie and opened again once, transparently, when the
-/// server answers `NotAuthenticated`. The inventory is one
-/// `RetrievePropertiesEx` (plus `ContinueRetrievePropertiesEx` pages)
-/// over a container view of the host's datacenter, keeping the VMs whose
-/// `runtime.host` is this host: a VM migrated by vCenter shows up under
-/// its new host at the next poll.
+/// server answers `NotAuthenticated`.
+///
+/// The inventory is one `RetrievePropertiesEx` (plus
+/// `ContinueRetrievePropertiesEx` pages) over a container view of the
+/// host's datacenter, keeping the VMs whose `runtime.host` is this host: a
+/// VM migrated by vCenter shows up under its new host at the next poll.
+/// Transports made with [`SoapTransport::share`] use one session and, when
+/// polled at the same time (as the poller does every cycle), join one
+/// fetch per datacenter: a whole vCenter costs one round trip per cycle,
+/// and every VM appears under exactly one host.
 ///
 /// With the `ureq` feature each HTTP exchange runs on a short-lived
 /// thread of its own and is handed back as a future: no async runtime is
@@ -81,13 +109,14 @@ struct Inner {
 /// its thread within [`SoapConfig::timeout`].
 pub struct SoapTransport {
     inner: Arc<Inner>,
+    host: HostSelector,
 }
 
 impl std::fmt::Debug for SoapTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SoapTransport")
             .field("target", &self.inner.target)
-            .field("host", &self.inner.cfg.host)
+            .field("host", &self.host)
             .finish_non_exhaustive()
     }
 }
@@ -98,8 +127,8 @@ fn target_of(url: &str) -> String {
 }
 
 impl SoapTransport {
-    /// A transport using the blocking `ureq` backend. Nothing is sent until
-    /// the first call.
+    /// A transport using the blocking `ureq` backend, for the host named by
+    /// [`SoapConfig::host`]. Nothing is sent until the first call.
     #[cfg(feature = "ureq")]
     pub fn new(cfg: SoapConfig) -> Result<Self> {
         let url = cfg.sdk_url()?;
@@ -120,6 +149,7 @@ impl SoapTransport {
             max_depth: cfg.max_xml_depth,
             ..Limits::default()
         };
+        let host = cfg.host.clone();
         SoapTransport {
             inner: Arc::new(Inner {
                 cfg,
@@ -129,12 +159,28 @@ impl SoapTransport {
                 state: Mutex::new(State::default()),
                 login_lock: futures::lock::Mutex::new(()),
             }),
+            host,
+        }
+    }
+
+    /// Another host of the same endpoint (vCenter), over the same session.
+    /// Inventories of sharing transports that run at the same time join one
+    /// fetch of their datacenter.
+    pub fn share(&self, host: HostSelector) -> SoapTransport {
+        SoapTransport {
+            inner: Arc::clone(&self.inner),
+            host,
         }
     }
 
     /// Logs out (if logged in). Later calls log in again.
     pub async fn close(&self) -> Result<()> {
-        let session = self.inner.lock().session.take();
+        let session = {
+            let mut st = self.inner.lock();
+            st.resolved.clear();
+            st.views.clear();
+            st.session.take()
+        };
         if let Some(s) = session {
             let body = codec::logout(&s.sc.session_manager);
             match self.inner.call(&s, body, "LogoutResponse").await {
@@ -149,9 +195,9 @@ impl SoapTransport {
     pub fn host_name(&self) -> Option<String> {
         self.inner
             .lock()
-            .session
-            .as_ref()
-            .map(|s| s.host_name.clone())
+            .resolved
+            .get(&self.host)
+            .map(|r| r.name.clone())
     }
 }
 
@@ -168,7 +214,7 @@ impl Inner {
         cookie: Option<String>,
         action: &str,
         want: &str,
-    ) -> CallResult<(codec_el::Element, Option<String>)> {
+    ) -> CallResult<(Element, Option<String>)> {
         let reply = self.backend.post(body, cookie, action.to_owned()).await?;
         if reply.status != 200 && reply.status != 500 {
             return Err(Error::protocol(
@@ -188,7 +234,7 @@ impl Inner {
         }
     }
 
-    async fn call(&self, s: &Session, body: String, want: &str) -> CallResult<codec_el::Element> {
+    async fn call(&self, s: &Session, body: String, want: &str) -> CallResult<Element> {
         Ok(self
             .exchange(body, Some(s.cookie.clone()), &s.action, want)
             .await?
@@ -206,9 +252,7 @@ impl Inner {
                 t,
                 format!("{what}: session not accepted even after logging in again"),
             ),
-            "NoPermission" | "NoPermissionFault" => {
-                Error::auth(t, format!("{what}: permission denied: {}", f.message))
-            }
+            "NoPermission" => Error::auth(t, format!("{what}: permission denied: {}", f.message)),
             "RestrictedVersion" => Error::unsupported(format!(
                 "{what} on {t}: the host has a read-only API licence (free ESXi: RestrictedVersion); \
                  the vSphere API cannot switch power there, use the SSH transport (upsvisor-ssh, vim-cmd) instead"
@@ -273,13 +317,15 @@ impl Inner {
             return Ok(s);
         }
         let s = match self.login().await {
-            Ok(s) => s,
+            Ok(s) => Arc::new(s),
             Err(CallError::Fault(f)) => return Err(self.fault_error("login", f)),
             Err(CallError::Other(e)) => return Err(e),
         };
-        let s = Arc::new(s);
         let mut st = self.lock();
         st.session = Some(Arc::clone(&s));
+        st.resolved.clear();
+        st.views.clear();
+        st.inflight.clear();
         Ok(s)
     }
 
@@ -315,6 +361,8 @@ impl Inner {
             &creds.username,
             creds.password.expose(),
         );
+        // No cookie: a server that still knows an old session refuses a
+        // second Login on it.
         let (_, cookie) = self.exchange(body, None, &action, "LoginResponse").await?;
         let cookie = cookie.ok_or_else(|| {
             Error::protocol(&self.target, "Login answered without a session cookie")
@@ -325,38 +373,37 @@ impl Inner {
             st.generation
         };
         info!(target = %self.target, api = %sc.full_name, "vSphere session opened");
-        let mut s = Session {
+        Ok(Session {
             generation,
             cookie,
             sc,
             action,
-            host: MoRef::new("HostSystem", ""),
-            host_name: String::new(),
-            vm_view: MoRef::new("ContainerView", ""),
-        };
-        let (host, host_name) = self.find_host(&s).await?;
-        let dc = self.datacenter_of(&s, &host).await?;
-        let el = self
-            .call(
-                &s,
-                codec::create_container_view(&s.sc.view_manager, &dc, &["VirtualMachine"]),
-                "CreateContainerViewResponse",
-            )
-            .await?;
-        s.vm_view = codec::parse_moref(&el).map_err(|e| Error::protocol(&self.target, e))?;
-        s.host = host;
-        s.host_name = host_name;
-        debug!(target = %self.target, host = %s.host_name, "host resolved");
-        Ok(s)
+        })
     }
 
-    async fn find_host(&self, s: &Session) -> CallResult<(MoRef, String)> {
-        if let HostSelector::MoRef(id) = &self.cfg.host {
+    /// Resolves `sel` under `s` (cached per session).
+    async fn resolve(&self, s: &Session, sel: &HostSelector) -> CallResult<Resolved> {
+        if let Some(r) = self.lock().resolved.get(sel).cloned() {
+            return Ok(r);
+        }
+        let (host, name) = self.find_host(s, sel).await?;
+        let scope = self.datacenter_of(s, &host).await?;
+        debug!(target = %self.target, host = %name, scope = %scope.value, "host resolved");
+        let r = Resolved { host, name, scope };
+        self.lock().resolved.insert(sel.clone(), r.clone());
+        Ok(r)
+    }
+
+    async fn find_host(&self, s: &Session, sel: &HostSelector) -> CallResult<(MoRef, String)> {
+        if let HostSelector::MoRef(id) = sel {
             let h = MoRef::new("HostSystem", id.clone());
             let q = PropertyQuery::default()
                 .props("HostSystem", &["name"])
                 .object(h.clone());
-            let objs = self.retrieve_all(s, &q).await?;
+            let objs = match self.retrieve_all(s, &q).await {
+                Err(CallError::Fault(f)) if f.kind == "ManagedObjectNotFound" => Vec::new(),
+                other => other?,
+            };
             let name = objs
                 .first()
                 .and_then(|o| o.prop("name"))
@@ -393,25 +440,30 @@ impl Inner {
                 (o.obj, name)
             })
             .collect();
-        match &self.cfg.host {
-            HostSelector::Name(want) => hosts
-                .into_iter()
-                .find(|(_, n)| n == want)
-                .ok_or_else(|| Error::not_found(format!("host named {want:?} at {}", self.target)).into()),
-            _ => match hosts.len() {
-                1 => Ok(hosts.into_iter().next().unwrap_or_else(|| (MoRef::new("", ""), String::new()))),
-                0 => Err(Error::not_found(format!("any host at {}", self.target)).into()),
-                n => Err(Error::config(
-                    "soap.host",
-                    format!("{} manages {n} hosts; name the one this transport is for (HostSelector::Name)", self.target),
-                )
-                .into()),
-            },
+        match sel {
+            HostSelector::Name(want) => {
+                hosts.into_iter().find(|(_, n)| n == want).ok_or_else(|| {
+                    Error::not_found(format!("host named {want:?} at {}", self.target)).into()
+                })
+            }
+            _ => {
+                let n = hosts.len();
+                let mut it = hosts.into_iter();
+                match (it.next(), n) {
+                    (Some(only), 1) => Ok(only),
+                    (None, _) => Err(Error::not_found(format!("any host at {}", self.target)).into()),
+                    _ => Err(Error::config(
+                        "soap.host",
+                        format!("{} manages {n} hosts; name the one this transport is for (HostSelector::Name)", self.target),
+                    )
+                    .into()),
+                }
+            }
         }
     }
 
     /// Walks `parent` up from the host to its datacenter (the root folder
-    /// if there is none): the scope of the VM view.
+    /// if there is none): the scope of the inventory view.
     async fn datacenter_of(&self, s: &Session, host: &MoRef) -> CallResult<MoRef> {
         let mut cur = host.clone();
         for _ in 0..16 {
@@ -431,6 +483,22 @@ impl Inner {
             }
         }
         Ok(s.sc.root_folder.clone())
+    }
+
+    /// The container view (VMs and hosts) of `scope`, created once per session.
+    async fn view(&self, s: &Session, scope: &MoRef) -> CallResult<MoRef> {
+        if let Some(v) = self.lock().views.get(scope).cloned() {
+            return Ok(v);
+        }
+        let body = codec::create_container_view(
+            &s.sc.view_manager,
+            scope,
+            &["VirtualMachine", "HostSystem"],
+        );
+        let el = self.call(s, body, "CreateContainerViewResponse").await?;
+        let v = codec::parse_moref(&el).map_err(|e| Error::protocol(&self.target, e))?;
+        self.lock().views.insert(scope.clone(), v.clone());
+        Ok(v)
     }
 
     /// Runs `f` under a session; on `NotAuthenticated` logs in again once.
@@ -458,34 +526,78 @@ impl Inner {
         }
     }
 
-    async fn inventory_once(&self, s: Arc<Session>) -> CallResult<HostInventory> {
+    /// Fetches every host and VM of a scope in one RetrievePropertiesEx.
+    async fn fetch(self: Arc<Self>, s: Arc<Session>, view: MoRef) -> CallResult<Arc<Snapshot>> {
         let q = PropertyQuery::default()
             .props("HostSystem", codec::HOST_PATHS)
             .props("VirtualMachine", codec::VM_PATHS)
-            .object(s.host.clone())
-            .view(s.vm_view.clone());
+            .view(view);
         let objs = self.retrieve_all(&s, &q).await?;
-        let mut host = None;
-        let mut vms = Vec::new();
+        let mut snap = Snapshot::default();
         for o in &objs {
-            if o.obj == s.host {
-                host = Some(codec::host_state(o));
-            } else if o.obj.kind == "VirtualMachine" {
-                let r = codec::vm_record(o);
-                if r.host.as_ref() == Some(&s.host) {
-                    vms.push(r);
+            match o.obj.kind.as_str() {
+                "HostSystem" => {
+                    snap.hosts.insert(o.obj.clone(), codec::host_state(o));
                 }
+                "VirtualMachine" => snap.vms.push(codec::vm_record(o)),
+                _ => {}
             }
         }
-        let host = host
-            .ok_or_else(|| Error::not_found(format!("host {} at {}", s.host_name, self.target)))?;
+        let mut st = self.lock();
+        for r in &snap.vms {
+            st.vm_refs.insert(r.info.id.clone(), r.moref.clone());
+        }
+        Ok(Arc::new(snap))
+    }
+
+    /// Joins the fetch of `scope` in flight, or starts one.
+    async fn snapshot(
+        self: &Arc<Self>,
+        s: Arc<Session>,
+        scope: &MoRef,
+        view: MoRef,
+    ) -> CallResult<Arc<Snapshot>> {
+        let fut = {
+            let mut st = self.lock();
+            match st.inflight.get(scope) {
+                // An abandoned fetch (every caller dropped it) is not joined
+                // once it is older than one exchange's deadline.
+                Some((started, f)) if started.elapsed() < self.cfg.timeout => f.clone(),
+                _ => {
+                    let f = Arc::clone(self).fetch(s, view).boxed().shared();
+                    st.inflight
+                        .insert(scope.clone(), (Instant::now(), f.clone()));
+                    f
+                }
+            }
+        };
+        let r = fut.clone().await;
+        let mut st = self.lock();
+        if st.inflight.get(scope).is_some_and(|(_, f)| f.ptr_eq(&fut)) {
+            st.inflight.remove(scope);
+        }
+        r
+    }
+
+    async fn inventory_once(
+        self: &Arc<Self>,
+        s: Arc<Session>,
+        sel: &HostSelector,
+    ) -> CallResult<HostInventory> {
+        let r = self.resolve(&s, sel).await?;
+        let view = self.view(&s, &r.scope).await?;
+        let snap = self.snapshot(s, &r.scope, view).await?;
+        let host = snap
+            .hosts
+            .get(&r.host)
+            .ok_or_else(|| Error::not_found(format!("host {} at {}", r.name, self.target)))?;
         if let Some(cs) = host
             .connection_state
             .as_deref()
             .filter(|c| *c != "connected")
         {
             return Err(Error::unreachable(
-                s.host_name.clone(),
+                r.name.clone(),
                 format!(
                     "{} reports the host as {cs} (power state {})",
                     self.target,
@@ -494,27 +606,25 @@ impl Inner {
             )
             .into());
         }
-        let mut st = self.lock();
-        for r in &vms {
-            st.vm_refs.insert(r.info.id.clone(), r.moref.clone());
-        }
-        drop(st);
-        Ok(HostInventory::new(
-            host.info,
-            vms.into_iter().map(|r| r.info).collect(),
-        ))
+        let vms = snap
+            .vms
+            .iter()
+            .filter(|v| v.host.as_ref() == Some(&r.host))
+            .map(|v| v.info.clone())
+            .collect();
+        Ok(HostInventory::new(host.info.clone(), vms))
     }
 
-    async fn inventory(&self) -> Result<HostInventory> {
-        self.with_session("inventory", |s| self.inventory_once(s))
+    async fn inventory(self: &Arc<Self>, sel: &HostSelector) -> Result<HostInventory> {
+        self.with_session("inventory", |s| self.inventory_once(s, sel))
             .await
     }
 
-    async fn vm_ref(&self, vm: &VmId) -> Result<MoRef> {
+    async fn vm_ref(self: &Arc<Self>, sel: &HostSelector, vm: &VmId) -> Result<MoRef> {
         if let Some(r) = self.lock().vm_refs.get(vm).cloned() {
             return Ok(r);
         }
-        self.inventory().await?;
+        self.inventory(sel).await?;
         self.lock()
             .vm_refs
             .get(vm)
@@ -586,7 +696,12 @@ impl Inner {
         }
     }
 
-    async fn host_power_once(&self, s: Arc<Session>, op: HostOp) -> CallResult<()> {
+    async fn host_power_once(
+        &self,
+        s: Arc<Session>,
+        sel: &HostSelector,
+        op: HostOp,
+    ) -> CallResult<()> {
         let name = match op {
             HostOp::EnterMaintenance => "EnterMaintenanceMode_Task",
             HostOp::ExitMaintenance => "ExitMaintenanceMode_Task",
@@ -594,12 +709,13 @@ impl Inner {
             HostOp::Reboot => "RebootHost_Task",
             _ => return Err(Error::unsupported(format!("host operation {op}")).into()),
         };
+        let host = self.resolve(&s, sel).await?.host;
         // force: the sequencer shuts a host down only once its VMs are off,
         // and a UPS on battery cannot wait for maintenance mode.
         let el = self
             .call(
                 &s,
-                codec::host_call(name, &s.host, true),
+                codec::host_call(name, &host, true),
                 &format!("{name}Response"),
             )
             .await?;
@@ -620,7 +736,7 @@ impl Inner {
                 let want = op == HostOp::EnterMaintenance;
                 let q = PropertyQuery::default()
                     .props("HostSystem", codec::HOST_PATHS)
-                    .object(s.host.clone());
+                    .object(host.clone());
                 let objs = self.retrieve_all(&s, &q).await?;
                 match objs.first().map(codec::host_state) {
                     Some(h) if h.in_maintenance == want => Ok(()),
@@ -632,11 +748,6 @@ impl Inner {
     }
 }
 
-/// Keeps the element type nameable inside this module.
-mod codec_el {
-    pub(crate) use crate::xml::Element;
-}
-
 #[async_trait]
 impl HostTransport for SoapTransport {
     fn capabilities(&self) -> Capabilities {
@@ -644,13 +755,13 @@ impl HostTransport for SoapTransport {
     }
 
     async fn host_info(&self) -> Result<HostInfo> {
-        Ok(self.inner.inventory().await?.info)
+        Ok(self.inner.inventory(&self.host).await?.info)
     }
 
     async fn list_vm_ids(&self) -> Result<Vec<VmId>> {
         Ok(self
             .inner
-            .inventory()
+            .inventory(&self.host)
             .await?
             .vms
             .into_iter()
@@ -660,7 +771,7 @@ impl HostTransport for SoapTransport {
 
     async fn vm_info(&self, vm: &VmId) -> Result<VmInfo> {
         self.inner
-            .inventory()
+            .inventory(&self.host)
             .await?
             .vms
             .into_iter()
@@ -669,11 +780,11 @@ impl HostTransport for SoapTransport {
     }
 
     async fn inventory(&self) -> Result<HostInventory> {
-        self.inner.inventory().await
+        self.inner.inventory(&self.host).await
     }
 
     async fn vm_power(&self, vm: &VmId, op: VmOp) -> Result<()> {
-        let moref = self.inner.vm_ref(vm).await?;
+        let moref = self.inner.vm_ref(&self.host, vm).await?;
         let what = format!("{op} of VM {vm}");
         let r = self
             .inner
@@ -692,7 +803,7 @@ impl HostTransport for SoapTransport {
     async fn host_power(&self, op: HostOp) -> Result<()> {
         let what = format!("{op} of the host");
         self.inner
-            .with_session(&what, |s| self.inner.host_power_once(s, op))
+            .with_session(&what, |s| self.inner.host_power_once(s, &self.host, op))
             .await
     }
 }

@@ -502,3 +502,61 @@ fn plain_http_needs_the_dangerous_option_and_slow_methods_time_out() {
     sim.ctl("/ctl/latency?method=RetrievePropertiesEx&ms=0");
     block_on(t.inventory()).unwrap();
 }
+
+/// Transports sharing one session, polled at once as the poller does, cost
+/// one RetrievePropertiesEx for the whole datacenter, and still match the
+/// truth host by host.
+#[test]
+fn shared_transports_join_one_fetch_per_cycle() {
+    let Some(sim) = Sim::start(&[
+        "-mode=vpx",
+        "-clusters=2",
+        "-cluster-hosts=4",
+        "-standalone=1",
+        "-vms=10",
+        "-seed=3",
+    ]) else {
+        return;
+    };
+    let truth = sim.truth();
+    let first = by_name(&sim, &truth.hosts[0].name);
+    let all: Vec<SoapTransport> = truth
+        .hosts
+        .iter()
+        .map(|h| first.share(HostSelector::Name(h.name.clone())))
+        .collect();
+    let cycle = || {
+        block_on(futures::future::join_all(all.iter().map(|t| t.inventory())))
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    };
+    cycle(); // resolves hosts and creates the view
+    let stats = |m: &str| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&sim.ctl("/ctl/stats")).unwrap();
+        v[m].as_u64().unwrap_or(0)
+    };
+    let (rp, logins) = (stats("RetrievePropertiesEx"), stats("Login"));
+    let invs = cycle();
+    assert_eq!(
+        stats("RetrievePropertiesEx") - rp,
+        1,
+        "one fetch for {} hosts",
+        all.len()
+    );
+    assert_eq!(stats("Login"), logins);
+    assert_eq!(logins, 1, "one session for all hosts");
+    let mut seen = std::collections::BTreeSet::new();
+    for (inv, th) in invs.iter().zip(&truth.hosts) {
+        assert_matches(inv, th);
+        for v in &inv.vms {
+            assert!(seen.insert(v.id.clone()), "{} under two hosts", v.id);
+        }
+    }
+    // After relocations, still right.
+    sim.ctl("/ctl/shuffle?n=10");
+    let truth = sim.truth();
+    for (inv, th) in cycle().iter().zip(&truth.hosts) {
+        assert_matches(inv, th);
+    }
+}
