@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = codec::parse_service_content(&el);
     let _ = codec::parse_moref(&el);
-    if let Ok(page) = codec::parse_retrieve_result(&el) {
+    if let Ok(page) = codec::parse_retrieve_result(el) {
         for o in &page.objects {
             let _ = codec::vm_record(o);
             let _ = codec::host_state(o);

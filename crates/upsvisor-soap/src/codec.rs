@@ -277,14 +277,17 @@ pub fn parse_envelope(doc: &[u8], limits: Limits) -> Result<Element, ReplyError>
             root.name
         )));
     }
+    // Moved out, not cloned: a large inventory reply is megabytes of tree.
     let body = root
-        .child("Body")
+        .children
+        .into_iter()
+        .find(|c| c.name == "Body")
         .ok_or_else(|| shape("SOAP envelope without a Body"))?;
     let first = body
         .children
-        .first()
-        .ok_or_else(|| shape("empty SOAP Body"))?
-        .clone();
+        .into_iter()
+        .next()
+        .ok_or_else(|| shape("empty SOAP Body"))?;
     if first.name == "Fault" {
         let message = first
             .child_text("faultstring")
@@ -397,9 +400,10 @@ pub struct RetrieveResult {
     pub objects: Vec<ObjectContent>,
 }
 
-/// Parses one page. An absent `returnval` is an empty result.
-pub fn parse_retrieve_result(resp: &Element) -> Result<RetrieveResult, ReplyError> {
-    let Some(rv) = resp.child("returnval") else {
+/// Parses one page. An absent `returnval` is an empty result. Takes the
+/// reply by value so that property values are moved, not copied.
+pub fn parse_retrieve_result(resp: Element) -> Result<RetrieveResult, ReplyError> {
+    let Some(rv) = resp.children.into_iter().find(|c| c.name == "returnval") else {
         return Ok(RetrieveResult::default());
     };
     let token = rv
@@ -407,31 +411,39 @@ pub fn parse_retrieve_result(resp: &Element) -> Result<RetrieveResult, ReplyErro
         .filter(|t| !t.is_empty())
         .map(str::to_owned);
     let mut objects = Vec::new();
-    for o in rv.children_named("objects") {
+    for o in rv.children.into_iter().filter(|c| c.name == "objects") {
         let obj = o
             .child("obj")
             .and_then(MoRef::from_element)
             .ok_or_else(|| shape("object content without obj"))?;
         let mut props = Vec::new();
-        for p in o.children_named("propSet") {
-            let name = p
-                .child_text("name")
-                .ok_or_else(|| shape("propSet without name"))?;
-            let val = p.child("val").cloned().unwrap_or_default();
-            props.push((name.to_owned(), val));
+        let mut missing = Vec::new();
+        for p in o.children {
+            match p.name.as_str() {
+                "propSet" => {
+                    let mut name = None;
+                    let mut val = Element::default();
+                    for c in p.children {
+                        match c.name.as_str() {
+                            "name" => name = Some(c.text.trim().to_owned()),
+                            "val" => val = c,
+                            _ => {}
+                        }
+                    }
+                    props.push((name.ok_or_else(|| shape("propSet without name"))?, val));
+                }
+                "missingSet" => {
+                    let path = p.child_text("path").unwrap_or_default().to_owned();
+                    let kind = p
+                        .child("fault")
+                        .and_then(|f| f.child("fault"))
+                        .map(fault_kind)
+                        .unwrap_or_default();
+                    missing.push((path, kind));
+                }
+                _ => {}
+            }
         }
-        let missing = o
-            .children_named("missingSet")
-            .map(|m| {
-                let path = m.child_text("path").unwrap_or_default().to_owned();
-                let kind = m
-                    .child("fault")
-                    .and_then(|f| f.child("fault"))
-                    .map(fault_kind)
-                    .unwrap_or_default();
-                (path, kind)
-            })
-            .collect();
         objects.push(ObjectContent {
             obj,
             props,
@@ -661,7 +673,7 @@ mod tests {
             "RetrievePropertiesExResponse",
         )
         .unwrap();
-        let page = parse_retrieve_result(&el).unwrap();
+        let page = parse_retrieve_result(el).unwrap();
         assert_eq!(page.token, None);
         assert_eq!(page.objects.len(), 3);
         let r = vm_record(&page.objects[0]);
@@ -698,8 +710,7 @@ mod tests {
     fn every_truncation_of_a_recorded_reply_is_an_error() {
         for n in (0..ESX_INVENTORY.len() - 1).step_by(3) {
             let cut = &ESX_INVENTORY[..n];
-            let r =
-                parse_envelope(cut, Limits::default()).and_then(|el| parse_retrieve_result(&el));
+            let r = parse_envelope(cut, Limits::default()).and_then(parse_retrieve_result);
             // A cut inside trailing whitespace may still parse; anything shorter must not.
             if n < ESX_INVENTORY.len() - 30 {
                 assert!(r.is_err(), "truncated at {n} parsed");
@@ -742,7 +753,7 @@ mod tests {
             r#"<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><objects><obj type="Task">task-9</obj><propSet><name>info.error</name><val xsi:type="LocalizedMethodFault"><fault xsi:type="InvalidPowerState"><requestedState>poweredOff</requestedState><existingState>poweredOff</existingState></fault><localizedMessage>*types.InvalidPowerState</localizedMessage></val></propSet><propSet><name>info.state</name><val xsi:type="TaskInfoState">error</val></propSet></objects></returnval></RetrievePropertiesExResponse>"#,
         );
         let el = parse_envelope(&doc, Limits::default()).unwrap();
-        let page = parse_retrieve_result(&el).unwrap();
+        let page = parse_retrieve_result(el).unwrap();
         let TaskState::Error(f) = task_state(&page.objects[0]).unwrap() else {
             panic!()
         };
@@ -771,7 +782,7 @@ mod tests {
         };
         let _ = parse_service_content(&el);
         let _ = parse_moref(&el);
-        if let Ok(page) = parse_retrieve_result(&el) {
+        if let Ok(page) = parse_retrieve_result(el) {
             for o in &page.objects {
                 let _ = vm_record(o);
                 let _ = host_state(o);

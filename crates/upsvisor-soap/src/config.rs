@@ -195,8 +195,10 @@ impl SoapConfig {
         self
     }
 
-    /// The SDK URL (`/sdk` added when the URL has no path).
-    pub(crate) fn sdk_url(&self) -> Result<String, Error> {
+    /// The URL requests are posted to (`/sdk` added when the URL has no
+    /// path), or a configuration error (not http(s), no host, or plain
+    /// http without [`SoapConfig::dangerous_allow_plain_http`]).
+    pub fn sdk_url(&self) -> Result<String, Error> {
         let u = self.url.trim();
         let rest = if let Some(r) = u.strip_prefix("https://") {
             r

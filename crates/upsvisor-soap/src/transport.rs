@@ -283,7 +283,7 @@ impl Inner {
             )
             .await?;
         let mut page =
-            codec::parse_retrieve_result(&el).map_err(|e| Error::protocol(&self.target, e))?;
+            codec::parse_retrieve_result(el).map_err(|e| Error::protocol(&self.target, e))?;
         let mut out = std::mem::take(&mut page.objects);
         let mut pages = 1usize;
         while let Some(token) = page.token.take() {
@@ -301,7 +301,7 @@ impl Inner {
                 )
                 .await?;
             page =
-                codec::parse_retrieve_result(&el).map_err(|e| Error::protocol(&self.target, e))?;
+                codec::parse_retrieve_result(el).map_err(|e| Error::protocol(&self.target, e))?;
             out.append(&mut page.objects);
         }
         Ok(out)
