@@ -245,3 +245,162 @@ mod tests {
         assert_eq!(session_cookie([]), None);
     }
 }
+
+#[cfg(feature = "reqwest")]
+pub(crate) mod reqwest_backend {
+    use std::time::Duration;
+
+    use futures::FutureExt;
+    use futures::future::BoxFuture;
+    use upsvisor_core::Error;
+
+    use super::{Backend, Reply, session_cookie};
+    use crate::config::SoapConfig;
+    use crate::tls::{self, Refusal};
+
+    /// Async reqwest on the caller's tokio runtime.
+    pub(crate) struct ReqwestBackend {
+        client: reqwest::Client,
+        url: String,
+        target: String,
+        max_reply: usize,
+        timeout: Duration,
+        refusal: Refusal,
+    }
+
+    impl ReqwestBackend {
+        pub(crate) fn new(cfg: &SoapConfig, url: String, target: String) -> Result<Self, Error> {
+            let refusal = Refusal::default();
+            let tls = tls::client_config(cfg, refusal.clone())?;
+            let client = reqwest::Client::builder()
+                .use_preconfigured_tls((*tls).clone())
+                .timeout(cfg.timeout)
+                .connect_timeout(cfg.timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()
+                .map_err(|e| Error::config("soap", format!("cannot build the HTTP client: {e}")))?;
+            Ok(ReqwestBackend {
+                client,
+                url,
+                target,
+                max_reply: cfg.max_reply_bytes,
+                timeout: cfg.timeout,
+                refusal,
+            })
+        }
+    }
+
+    fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+        let mut cur = Some(e);
+        while let Some(err) = cur {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                return Some(io.kind());
+            }
+            cur = err.source();
+        }
+        None
+    }
+
+    fn map_error(e: reqwest::Error, target: &str, timeout: Duration, refusal: &Refusal) -> Error {
+        if let Some(msg) = refusal.lock().ok().and_then(|mut r| r.take()) {
+            return Error::auth(target, msg);
+        }
+        let mut text = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            src = s.source();
+        }
+        if e.is_timeout() {
+            return Error::timeout(format!("SOAP request to {target}"), timeout);
+        }
+        if e.is_connect() {
+            return Error::unreachable(target, text);
+        }
+        match io_kind(&e) {
+            Some(
+                std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof,
+            ) => Error::unreachable(target, text),
+            _ if text.contains("connection closed") => Error::unreachable(target, text),
+            _ => Error::protocol(target, format!("not a usable HTTP reply: {text}")),
+        }
+    }
+
+    impl Backend for ReqwestBackend {
+        fn post(
+            &self,
+            body: String,
+            cookie: Option<String>,
+            action: String,
+        ) -> BoxFuture<'static, Result<Reply, Error>> {
+            let client = self.client.clone();
+            let url = self.url.clone();
+            let target = self.target.clone();
+            let max = self.max_reply;
+            let timeout = self.timeout;
+            let refusal = self.refusal.clone();
+            async move {
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(Error::config(
+                        "soap",
+                        "the reqwest backend runs on a tokio runtime; call it from one, or use the ureq backend",
+                    ));
+                }
+                if let Ok(mut r) = refusal.lock() {
+                    *r = None;
+                }
+                let mut req = client
+                    .post(&url)
+                    .header("Content-Type", "text/xml; charset=utf-8")
+                    .header("SOAPAction", action)
+                    .body(body);
+                if let Some(c) = cookie {
+                    req = req.header("Cookie", c);
+                }
+                let mut resp = req.send().await.map_err(|e| map_error(e, &target, timeout, &refusal))?;
+                let status = resp.status().as_u16();
+                let cookie = session_cookie(resp.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()));
+                let too_large = || Error::protocol(&target, format!("reply larger than the {max}-byte limit"));
+                if resp.content_length().is_some_and(|n| n > max as u64) {
+                    return Err(too_large());
+                }
+                let mut buf = Vec::new();
+                loop {
+                    match resp.chunk().await {
+                        Ok(Some(c)) => {
+                            if buf.len() + c.len() > max {
+                                return Err(too_large());
+                            }
+                            buf.extend_from_slice(&c);
+                        }
+                        Ok(None) => break,
+                        Err(e) if e.is_timeout() => {
+                            return Err(Error::timeout(format!("reading the reply of {target}"), timeout));
+                        }
+                        Err(e) => {
+                            return Err(Error::protocol(
+                                &target,
+                                format!("reply cut short ({e}); {} bytes read", buf.len()),
+                            ));
+                        }
+                    }
+                }
+                Ok(Reply {
+                    status,
+                    body: buf,
+                    cookie,
+                })
+            }
+            .boxed()
+        }
+
+        fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
+            tokio::time::sleep(d).boxed()
+        }
+    }
+}

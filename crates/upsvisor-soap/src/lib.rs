@@ -6,9 +6,13 @@
 //!
 //! - [`codec`] is sans-IO: request envelopes and reply parsers, bounded in
 //!   size and depth, fuzzed, never panicking.
-//! - [`SoapTransport`] (feature `ureq`) is the thin I/O shell: blocking
-//!   requests on the adapter's own threads, handed to the engine as
-//!   futures, so no async runtime is needed.
+//! - [`SoapTransport`] is the thin I/O shell, with one of two backends:
+//!   - feature `ureq` ([`SoapTransport::new`]): blocking requests on the
+//!     adapter's own threads, handed to the engine as futures, so no async
+//!     runtime is needed;
+//!   - feature `reqwest` ([`SoapTransport::new_reqwest`]): async requests
+//!     on the caller's **tokio** runtime (calls made outside one fail with
+//!     a configuration error).
 //!
 //! TLS is rustls with the *ring* provider. Verification is on by default;
 //! a self-signed ESXi certificate is accepted only through a pinned SHA-256
@@ -45,14 +49,14 @@
 
 pub mod codec;
 mod config;
-#[cfg(feature = "ureq")]
+#[cfg(any(feature = "ureq", feature = "reqwest"))]
 mod http;
-#[cfg(feature = "ureq")]
+#[cfg(feature = "tls")]
 mod tls;
-#[cfg(feature = "ureq")]
+#[cfg(any(feature = "ureq", feature = "reqwest"))]
 mod transport;
 pub mod xml;
 
 pub use config::{HostSelector, SoapConfig, Thumbprint};
-#[cfg(feature = "ureq")]
+#[cfg(any(feature = "ureq", feature = "reqwest"))]
 pub use transport::SoapTransport;

@@ -143,6 +143,23 @@ impl SoapTransport {
         Ok(Self::with_backend(cfg, target, Box::new(backend)))
     }
 
+    /// A transport using the async `reqwest` backend. Its calls must run
+    /// on a tokio runtime (outside one they fail with
+    /// [`ErrorKind::Config`]). Nothing is sent until the first call.
+    #[cfg(feature = "reqwest")]
+    pub fn new_reqwest(cfg: SoapConfig) -> Result<Self> {
+        let url = cfg.sdk_url()?;
+        if cfg.credentials.username.is_empty() {
+            return Err(Error::config(
+                "soap.credentials.username",
+                "empty user name",
+            ));
+        }
+        let target = target_of(&url);
+        let backend = crate::http::reqwest_backend::ReqwestBackend::new(&cfg, url, target.clone())?;
+        Ok(Self::with_backend(cfg, target, Box::new(backend)))
+    }
+
     fn with_backend(cfg: SoapConfig, target: String, backend: Box<dyn Backend>) -> Self {
         let limits = Limits {
             max_bytes: cfg.max_reply_bytes,

@@ -10,8 +10,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
-use upsvisor_core::Credentials;
-use upsvisor_soap::{HostSelector, SoapConfig, SoapTransport};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use upsvisor_core::{Credentials, HostInventory, PowerState, ToolsState};
+use upsvisor_soap::{HostSelector, SoapConfig};
 use upsvisor_testkit::KillOnDrop;
 
 const GOVMOMI: &str = "/usr/share/gocode/src/github.com/vmware/govmomi/simulator";
@@ -182,8 +185,9 @@ impl Sim {
         cfg
     }
 
-    pub fn transport(&self, host: HostSelector) -> SoapTransport {
-        SoapTransport::new(self.config(host)).expect("transport")
+    #[cfg(feature = "ureq")]
+    pub fn transport(&self, host: HostSelector) -> upsvisor_soap::SoapTransport {
+        upsvisor_soap::SoapTransport::new(self.config(host)).expect("transport")
     }
 }
 
@@ -243,5 +247,60 @@ impl Truth {
                     .map(|v| (h, v))
             })
             .expect("vm in truth")
+    }
+}
+
+/// Every field of every VM of `host`, and the host's own info, as the truth says.
+pub fn assert_matches(inv: &HostInventory, th: &TruthHost) {
+    assert_eq!(inv.info.hostname.as_deref(), Some(th.name.as_str()));
+    assert_eq!(inv.info.product.as_deref(), Some(th.product_name.as_str()));
+    assert_eq!(
+        inv.info.version.as_deref(),
+        Some(th.product_version.as_str())
+    );
+    assert_eq!(inv.info.build.as_deref(), Some(th.product_build.as_str()));
+    let got: BTreeMap<&str, _> = inv.vms.iter().map(|v| (v.id.as_str(), v)).collect();
+    let want: BTreeMap<&str, _> = th
+        .vms
+        .iter()
+        .map(|v| (v.instance_uuid.as_str(), v))
+        .collect();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "VM set of {}",
+        th.name
+    );
+    for (id, v) in got {
+        let t = want[id];
+        assert_eq!(v.name, t.name);
+        let power = match t.power_state.as_str() {
+            "poweredOn" => PowerState::PoweredOn,
+            "poweredOff" => PowerState::PoweredOff,
+            "suspended" => PowerState::Suspended,
+            _ => PowerState::Unknown,
+        };
+        assert_eq!(v.power, power, "{}", t.name);
+        assert_eq!(v.vcpus, Some(t.num_cpu), "{}", t.name);
+        assert_eq!(v.memory_mib, Some(t.memory_mb), "{}", t.name);
+        assert_eq!(
+            v.guest_os.as_deref(),
+            Some(t.guest_full_name.as_str()).filter(|s| !s.is_empty())
+        );
+        let tools = match t.tools_running_status.as_str() {
+            "guestToolsRunning" => ToolsState::Running,
+            "guestToolsNotRunning" => ToolsState::NotRunning,
+            _ => ToolsState::Unknown,
+        };
+        assert_eq!(v.tools, tools, "{}", t.name);
+        let mut ips: Vec<IpAddr> = Vec::new();
+        for s in std::iter::once(&t.ip_address).chain(&t.net_ips) {
+            if let Ok(ip) = s.parse() {
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+        assert_eq!(v.ips, ips, "{}", t.name);
     }
 }
