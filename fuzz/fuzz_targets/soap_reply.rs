@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = codec::parse_service_content(&el);
     let _ = codec::parse_moref(&el);
+    let _ = codec::parse_update_set(&el);
     if let Ok(page) = codec::parse_retrieve_result(el) {
         for o in &page.objects {
             let _ = codec::vm_record(o);

@@ -1,7 +1,7 @@
 //! The sans-IO vim25 codec: request envelopes and reply parsers.
 //!
 //! Everything here is pure: builders return the XML to POST, parsers take
-//! the bytes that came back. The I/O shell ([`crate::SoapTransport`]) only
+//! the bytes that came back. The I/O shell (`SoapTransport`) only
 //! moves bytes and cookies.
 
 use std::net::IpAddr;
@@ -149,7 +149,11 @@ impl PropertyQuery {
     }
 
     fn spec(&self) -> String {
-        let mut s = String::from("<specSet>");
+        self.spec_as("specSet")
+    }
+
+    fn spec_as(&self, tag: &str) -> String {
+        let mut s = format!("<{tag}>");
         for (kind, paths) in &self.props {
             s.push_str(&format!(
                 "<propSet><type>{}</type><all>false</all>",
@@ -176,7 +180,7 @@ impl PropertyQuery {
                 o.xml("obj")
             ));
         }
-        s.push_str("</specSet>");
+        s.push_str(&format!("</{tag}>"));
         s
     }
 }
@@ -199,6 +203,37 @@ pub fn continue_retrieve_properties_ex(collector: &MoRef, token: &str) -> String
         "ContinueRetrievePropertiesEx",
         collector,
         &format!("<token>{}</token>", escape(token)),
+    )
+}
+
+/// `CreatePropertyCollector`: a private collector for the change feed, so
+/// that a long `WaitForUpdatesEx` never holds up inventory calls.
+pub fn create_property_collector(collector: &MoRef) -> String {
+    method("CreatePropertyCollector", collector, "")
+}
+
+/// `CreateFilter` on a (private) collector, full updates.
+pub fn create_filter(collector: &MoRef, q: &PropertyQuery) -> String {
+    method(
+        "CreateFilter",
+        collector,
+        &format!(
+            "{}<partialUpdates>false</partialUpdates>",
+            q.spec_as("spec")
+        ),
+    )
+}
+
+/// `WaitForUpdatesEx` from `version` (empty: the initial full set), waiting
+/// at most `max_wait_seconds`.
+pub fn wait_for_updates_ex(collector: &MoRef, version: &str, max_wait_seconds: u64) -> String {
+    method(
+        "WaitForUpdatesEx",
+        collector,
+        &format!(
+            "<version>{}</version><options><maxWaitSeconds>{max_wait_seconds}</maxWaitSeconds></options>",
+            escape(version)
+        ),
     )
 }
 
@@ -584,6 +619,37 @@ pub fn vm_record(o: &ObjectContent) -> VmRecord {
     }
 }
 
+/// What a `WaitForUpdatesEx` answer says: `None` when the wait ended with
+/// no change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateSet {
+    /// The version to wait from next.
+    pub version: String,
+    /// Objects that entered, changed or left, with the change kind
+    /// (`enter`, `modify`, `leave`).
+    pub changed: Vec<(MoRef, String)>,
+}
+
+/// Parses a `WaitForUpdatesEx` reply.
+pub fn parse_update_set(resp: &Element) -> Result<Option<UpdateSet>, ReplyError> {
+    let Some(rv) = resp.child("returnval") else {
+        return Ok(None);
+    };
+    let version = rv
+        .child_text("version")
+        .ok_or_else(|| shape("update set without version"))?
+        .to_owned();
+    let mut changed = Vec::new();
+    for fs in rv.children_named("filterSet") {
+        for os in fs.children_named("objectSet") {
+            if let Some(obj) = os.child("obj").and_then(MoRef::from_element) {
+                changed.push((obj, os.child_text("kind").unwrap_or_default().to_owned()));
+            }
+        }
+    }
+    Ok(Some(UpdateSet { version, changed }))
+}
+
 /// A task's state (`info.state`, `info.error`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskState {
@@ -782,6 +848,7 @@ mod tests {
         };
         let _ = parse_service_content(&el);
         let _ = parse_moref(&el);
+        let _ = parse_update_set(&el);
         if let Ok(page) = parse_retrieve_result(el) {
             for o in &page.objects {
                 let _ = vm_record(o);

@@ -1,4 +1,4 @@
-//! Configuration of a [`SoapTransport`](crate::SoapTransport).
+//! Configuration of a `SoapTransport`.
 
 use std::time::Duration;
 
@@ -61,7 +61,7 @@ impl std::fmt::Display for Thumbprint {
     }
 }
 
-/// Settings of a [`SoapTransport`](crate::SoapTransport).
+/// Settings of a `SoapTransport`.
 ///
 /// Secure by default: the server certificate is verified against the
 /// public web roots plus [`SoapConfig::add_root_certificate_der`]; a

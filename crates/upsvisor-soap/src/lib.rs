@@ -6,11 +6,11 @@
 //!
 //! - [`codec`] is sans-IO: request envelopes and reply parsers, bounded in
 //!   size and depth, fuzzed, never panicking.
-//! - [`SoapTransport`] is the thin I/O shell, with one of two backends:
-//!   - feature `ureq` ([`SoapTransport::new`]): blocking requests on the
+//! - `SoapTransport` is the thin I/O shell, with one of two backends:
+//!   - feature `ureq` (`SoapTransport::new`): blocking requests on the
 //!     adapter's own threads, handed to the engine as futures, so no async
 //!     runtime is needed;
-//!   - feature `reqwest` ([`SoapTransport::new_reqwest`]): async requests
+//!   - feature `reqwest` (`SoapTransport::new_reqwest`): async requests
 //!     on the caller's **tokio** runtime (calls made outside one fail with
 //!     a configuration error).
 //!

@@ -74,6 +74,8 @@ struct State {
     /// Fetches in flight, per scope, that concurrent callers join.
     inflight: HashMap<MoRef, (Instant, SharedFetch)>,
     vm_refs: HashMap<VmId, MoRef>,
+    /// Per session: the change feed of each scope (private collector, version).
+    feeds: HashMap<MoRef, (MoRef, String)>,
 }
 
 struct Inner {
@@ -206,6 +208,23 @@ impl SoapTransport {
             }
         }
         Ok(())
+    }
+
+    /// The change feed: waits up to `max_wait` (capped below
+    /// [`SoapConfig::timeout`]) for any VM of this host's datacenter to
+    /// enter, leave or change placement, power state, name or tools state,
+    /// and says whether one did. A `true` means "poll now": the next
+    /// [`HostTransport::inventory`] shows the change. The first call only
+    /// sets the feed up (one full update) and returns `false` at once.
+    ///
+    /// Uses `WaitForUpdatesEx` on a private property collector of the
+    /// session, so inventory and power calls are never held up by a wait.
+    pub async fn wait_for_change(&self, max_wait: Duration) -> Result<bool> {
+        self.inner
+            .with_session("change feed", |s| {
+                self.inner.wait_once(s, &self.host, max_wait)
+            })
+            .await
     }
 
     /// The name of the host this transport speaks for (after the first call).
@@ -343,6 +362,7 @@ impl Inner {
         st.resolved.clear();
         st.views.clear();
         st.inflight.clear();
+        st.feeds.clear();
         Ok(s)
     }
 
@@ -647,6 +667,76 @@ impl Inner {
             .get(vm)
             .cloned()
             .ok_or_else(|| Error::not_found(format!("VM {vm} on {}", self.target)))
+    }
+
+    async fn wait_once(
+        self: &Arc<Self>,
+        s: Arc<Session>,
+        sel: &HostSelector,
+        max_wait: Duration,
+    ) -> CallResult<bool> {
+        let r = self.resolve(&s, sel).await?;
+        let existing = self.lock().feeds.get(&r.scope).cloned();
+        let (pc, version) = match existing {
+            Some(f) => f,
+            None => {
+                let view = self.view(&s, &r.scope).await?;
+                let el = self
+                    .call(
+                        &s,
+                        codec::create_property_collector(&s.sc.property_collector),
+                        "CreatePropertyCollectorResponse",
+                    )
+                    .await?;
+                let pc = codec::parse_moref(&el).map_err(|e| Error::protocol(&self.target, e))?;
+                let q = PropertyQuery::default()
+                    .props(
+                        "VirtualMachine",
+                        &[
+                            "name",
+                            "runtime.host",
+                            "runtime.powerState",
+                            "guest.toolsRunningStatus",
+                        ],
+                    )
+                    .view(view);
+                self.call(&s, codec::create_filter(&pc, &q), "CreateFilterResponse")
+                    .await?;
+                let el = self
+                    .call(
+                        &s,
+                        codec::wait_for_updates_ex(&pc, "", 0),
+                        "WaitForUpdatesExResponse",
+                    )
+                    .await?;
+                let version = codec::parse_update_set(&el)
+                    .map_err(|e| Error::protocol(&self.target, e))?
+                    .map(|u| u.version)
+                    .unwrap_or_default();
+                self.lock().feeds.insert(r.scope.clone(), (pc, version));
+                return Ok(false);
+            }
+        };
+        // Whole seconds (the API's unit), leaving the HTTP deadline room; 0
+        // checks once without waiting.
+        let secs = max_wait
+            .min(self.cfg.timeout.saturating_sub(Duration::from_secs(2)))
+            .as_secs();
+        let el = self
+            .call(
+                &s,
+                codec::wait_for_updates_ex(&pc, &version, secs),
+                "WaitForUpdatesExResponse",
+            )
+            .await?;
+        match codec::parse_update_set(&el).map_err(|e| Error::protocol(&self.target, e))? {
+            Some(u) => {
+                debug!(target = %self.target, changes = u.changed.len(), "change feed");
+                self.lock().feeds.insert(r.scope, (pc, u.version));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     async fn wait_task(&self, s: &Session, task: &MoRef, what: &str) -> CallResult<()> {

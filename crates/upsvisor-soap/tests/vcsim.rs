@@ -502,3 +502,79 @@ fn shared_transports_join_one_fetch_per_cycle() {
         assert_matches(inv, th);
     }
 }
+
+/// The change feed reports a relocation within a second, without waiting
+/// for the next cycle; the inventory right after shows it.
+#[test]
+fn change_feed_reports_a_relocation_within_a_second() {
+    let Some(sim) = Sim::start(&[
+        "-mode=vpx",
+        "-clusters=1",
+        "-cluster-hosts=2",
+        "-standalone=0",
+        "-vms=4",
+        "-randomize=false",
+    ]) else {
+        return;
+    };
+    let truth = sim.truth();
+    let from = truth
+        .hosts
+        .iter()
+        .find(|h| !h.vms.is_empty())
+        .unwrap()
+        .clone();
+    let to = truth
+        .hosts
+        .iter()
+        .find(|h| h.name != from.name)
+        .unwrap()
+        .clone();
+    let vm = from.vms[0].clone();
+    let t = by_name(&sim, &to.name);
+    block_on(t.inventory()).unwrap();
+    assert!(
+        !block_on(t.wait_for_change(Duration::from_secs(5))).unwrap(),
+        "set-up call reports nothing"
+    );
+    // Quiet: the wait ends without a change.
+    let t0 = Instant::now();
+    assert!(!block_on(t.wait_for_change(Duration::from_secs(1))).unwrap());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    let ctl = sim.ctl.clone();
+    let (vm_ref, to_ref) = (vm.moref.clone(), to.moref.clone());
+    let mover = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let addr = ctl.trim_start_matches("http://").to_owned();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            s,
+            "GET /ctl/relocate?vm={vm_ref}&host={to_ref} HTTP/1.0\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
+            "{out}"
+        );
+        Instant::now()
+    });
+    assert!(block_on(t.wait_for_change(Duration::from_secs(10))).unwrap());
+    let seen = Instant::now();
+    let moved = mover.join().unwrap();
+    let lag = seen.saturating_duration_since(moved);
+    eprintln!("change feed lag after the relocation: {lag:?}");
+    assert!(lag < Duration::from_secs(1), "{lag:?}");
+    let inv = block_on(t.inventory()).unwrap();
+    assert!(inv.vms.iter().any(|v| v.id.as_str() == vm.instance_uuid));
+    // A session that expires under the feed is renewed like any other.
+    sim.ctl("/ctl/expire-sessions");
+    assert!(!block_on(t.wait_for_change(Duration::from_secs(1))).unwrap());
+}
