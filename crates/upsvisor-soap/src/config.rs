@@ -79,36 +79,36 @@ impl std::fmt::Display for Thumbprint {
 ///     .pin_thumbprint("89:79:B1:35:05:FC:04:34:BF:7C:0C:1C:64:33:F3:2B:81:37:E5:AB:A3:D4:24:3A:08:0A:19:EB:02:37:0D:72")
 ///     .unwrap()
 ///     .timeout(Duration::from_secs(10));
-/// assert_eq!(cfg.url, "https://vcenter.example/sdk");
+/// assert_eq!(cfg.url(), "https://vcenter.example/sdk");
 /// assert!(!format!("{cfg:?}").contains("secret"));
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SoapConfig {
     /// Endpoint: `https://host` (the `/sdk` path is added) or a full URL.
-    pub url: String,
+    pub(crate) url: String,
     /// Account; the password is a [`upsvisor_core::Secret`].
-    pub credentials: Credentials,
+    pub(crate) credentials: Credentials,
     /// Which host this transport speaks for.
-    pub host: HostSelector,
+    pub(crate) host: HostSelector,
     /// Pinned certificate thumbprints (any one matching is enough).
-    pub pinned: Vec<Thumbprint>,
+    pub(crate) pinned: Vec<Thumbprint>,
     /// Extra trusted roots (DER).
-    pub extra_roots: Vec<Vec<u8>>,
+    pub(crate) extra_roots: Vec<Vec<u8>>,
     /// Accept any certificate. Only for labs.
-    pub dangerous_accept_invalid_certs: bool,
+    pub(crate) dangerous_accept_invalid_certs: bool,
     /// Allow `http://` URLs, which send the password in clear. Only for tests.
-    pub dangerous_allow_plain_http: bool,
+    pub(crate) dangerous_allow_plain_http: bool,
     /// Deadline of one HTTP exchange (connect, send, receive).
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// How long a task (power call) may run before the call fails.
-    pub task_timeout: Duration,
+    pub(crate) task_timeout: Duration,
     /// Largest reply accepted, in bytes.
-    pub max_reply_bytes: usize,
+    pub(crate) max_reply_bytes: usize,
     /// Deepest XML nesting accepted.
-    pub max_xml_depth: usize,
+    pub(crate) max_xml_depth: usize,
     /// `maxObjects` per RetrievePropertiesEx page.
-    pub page_size: u32,
+    pub(crate) page_size: u32,
 }
 
 impl Default for SoapConfig {
@@ -138,6 +138,29 @@ impl SoapConfig {
             credentials,
             ..SoapConfig::default()
         }
+    }
+
+    /// The endpoint URL as given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Replaces the account.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Forgets every pinned thumbprint.
+    pub fn clear_pinned_thumbprints(mut self) -> Self {
+        self.pinned.clear();
+        self
+    }
+
+    /// Sets the deepest XML nesting accepted.
+    pub fn max_xml_depth(mut self, n: usize) -> Self {
+        self.max_xml_depth = n;
+        self
     }
 
     /// Sets which host this transport speaks for.

@@ -49,8 +49,7 @@ async fn tls_pin_mismatch_and_timeout() {
     let Some(sim) = Sim::start(&["-mode=esx", "-vms=1"]) else {
         return;
     };
-    let mut cfg = sim.config(HostSelector::Only);
-    cfg.pinned.clear();
+    let cfg = sim.config(HostSelector::Only).clear_pinned_thumbprints();
     let cfg = cfg.pin_thumbprint(&"00".repeat(32)).unwrap();
     let err = transport(&sim, cfg).inventory().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Auth, "{err}");

@@ -345,8 +345,9 @@ fn wrong_password_is_an_auth_error() {
     let Some(sim) = Sim::start(&["-mode=esx", "-vms=1"]) else {
         return;
     };
-    let mut cfg = sim.config(HostSelector::Only);
-    cfg.credentials = upsvisor_core::Credentials::new("user", "wrong-secret-123");
+    let cfg = sim
+        .config(HostSelector::Only)
+        .credentials(upsvisor_core::Credentials::new("user", "wrong-secret-123"));
     let t = SoapTransport::new(cfg).unwrap();
     let err = block_on(t.inventory()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
@@ -382,8 +383,7 @@ fn tls_pinning() {
     // The right pin connects.
     block_on(sim.transport(HostSelector::Only).inventory()).unwrap();
     // A different pin is refused, saying which thumbprint was seen.
-    let mut cfg = sim.config(HostSelector::Only);
-    cfg.pinned.clear();
+    let cfg = sim.config(HostSelector::Only).clear_pinned_thumbprints();
     let cfg = cfg
         .pin_thumbprint(&"AB:".repeat(31).to_string().add_last("AB"))
         .unwrap();
@@ -393,8 +393,7 @@ fn tls_pinning() {
     assert!(msg.contains("does not match the pinned"), "{msg}");
     assert!(msg.contains(&sim.thumbprint), "{msg}");
     // No pin: the self-signed certificate is not trusted, and the error says how to pin it.
-    let mut cfg = sim.config(HostSelector::Only);
-    cfg.pinned.clear();
+    let cfg = sim.config(HostSelector::Only).clear_pinned_thumbprints();
     let err = block_on(SoapTransport::new(cfg.clone()).unwrap().inventory()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
     assert!(err.to_string().contains("not trusted"), "{err}");
@@ -420,8 +419,9 @@ fn plain_http_needs_the_dangerous_option_and_slow_methods_time_out() {
         return;
     };
     assert!(sim.url.starts_with("http://"));
-    let mut cfg = sim.config(HostSelector::Only);
-    cfg.dangerous_allow_plain_http = false;
+    let cfg = sim
+        .config(HostSelector::Only)
+        .dangerous_allow_plain_http(false);
     assert_eq!(
         SoapTransport::new(cfg).unwrap_err().kind(),
         ErrorKind::Config
