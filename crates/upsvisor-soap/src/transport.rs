@@ -227,6 +227,22 @@ impl SoapTransport {
             .await
     }
 
+    /// Keeps the session alive while idle (`CurrentTime`, the cheapest
+    /// authenticated call): call it more often than the server's session
+    /// idle timeout (30 minutes by default on ESXi and vCenter). An expired
+    /// session is renewed here like anywhere else.
+    pub async fn keepalive(&self) -> Result<()> {
+        self.inner
+            .with_session("keepalive", |s| async move {
+                let si = MoRef::new("ServiceInstance", "ServiceInstance");
+                self.inner
+                    .call(&s, codec::call("CurrentTime", &si), "CurrentTimeResponse")
+                    .await?;
+                Ok(())
+            })
+            .await
+    }
+
     /// The name of the host this transport speaks for (after the first call).
     pub fn host_name(&self) -> Option<String> {
         self.inner

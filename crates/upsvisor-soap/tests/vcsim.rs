@@ -331,6 +331,10 @@ fn expired_session_logs_in_again_transparently() {
     assert_eq!(n["expired"], 1);
     let after = block_on(t.inventory()).unwrap();
     assert_eq!(before, after);
+    // Keepalive on a live session, then on an expired one (renewed).
+    block_on(t.keepalive()).unwrap();
+    sim.ctl("/ctl/expire-sessions");
+    block_on(t.keepalive()).unwrap();
     // The second inventory ran on a new session, which is now the only live one.
     let n: serde_json::Value = serde_json::from_str(&sim.ctl("/ctl/expire-sessions")).unwrap();
     assert_eq!(n["expired"], 1);
@@ -577,4 +581,42 @@ fn change_feed_reports_a_relocation_within_a_second() {
     // A session that expires under the feed is renewed like any other.
     sim.ctl("/ctl/expire-sessions");
     assert!(!block_on(t.wait_for_change(Duration::from_secs(1))).unwrap());
+}
+
+/// The largest topology the issue names (20 hosts × 50 VMs), every field,
+/// before and after 50 random relocations.
+#[test]
+fn inventory_equals_truth_at_20_hosts_by_50_vms() {
+    let Some(sim) = Sim::start(&[
+        "-mode=vpx",
+        "-dc=1",
+        "-clusters=4",
+        "-cluster-hosts=5",
+        "-standalone=0",
+        "-vms=250",
+        "-seed=20",
+    ]) else {
+        return;
+    };
+    let truth = sim.truth();
+    assert_eq!(truth.hosts.len(), 20);
+    assert_eq!(truth.hosts.iter().map(|h| h.vms.len()).sum::<usize>(), 1000);
+    let first = by_name(&sim, &truth.hosts[0].name);
+    let all: Vec<SoapTransport> = truth
+        .hosts
+        .iter()
+        .map(|h| first.share(HostSelector::Name(h.name.clone())))
+        .collect();
+    for round in 0..2 {
+        let truth = sim.truth();
+        let invs = block_on(futures::future::join_all(all.iter().map(|t| t.inventory())));
+        for (inv, th) in invs.into_iter().zip(&truth.hosts) {
+            assert_matches(&inv.unwrap(), th);
+        }
+        if round == 0 {
+            let moves: Vec<serde_json::Value> =
+                serde_json::from_str(&sim.ctl("/ctl/shuffle?n=50")).unwrap();
+            assert!(moves.len() >= 40, "{}", moves.len());
+        }
+    }
 }
