@@ -14,6 +14,19 @@
 //!     on the caller's **tokio** runtime (calls made outside one fail with
 //!     a configuration error).
 //!
+//! One transport speaks for one host: an ESXi host directly
+//! ([`HostSelector::Only`]) or a host seen through vCenter
+//! ([`HostSelector::Name`]). Through vCenter, make one transport per host
+//! with `SoapTransport::share`: they use one session, and inventories that
+//! run at the same time (as the poller runs them) join one
+//! `RetrievePropertiesEx` for the whole datacenter, so each VM appears under
+//! exactly one host, placed by its `runtime.host`.
+//!
+//! Besides the `HostTransport` calls: `wait_for_change` is a change feed
+//! (`WaitForUpdatesEx` on a private collector) that reports migrations and
+//! power changes within a second, `keepalive` keeps an idle session alive,
+//! `close` logs out.
+//!
 //! TLS is rustls with the *ring* provider. Verification is on by default;
 //! a self-signed ESXi certificate is accepted only through a pinned SHA-256
 //! thumbprint ([`SoapConfig::pin_thumbprint`]);
