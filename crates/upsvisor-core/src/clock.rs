@@ -7,8 +7,8 @@
 //! straight to the next deadline, so an hour-long outage runs in
 //! milliseconds and every run is the same).
 
-use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
+use std::cmp::Reverse;
 use std::fmt;
 use std::future::Future;
 use std::ops::{Add, Sub};
@@ -23,9 +23,7 @@ use serde::{Deserialize, Serialize};
 
 /// A point on a [`Clock`]'s monotonic time line, in milliseconds since the
 /// clock's origin. Serialises as that number.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Instant(u64);
 
@@ -67,14 +65,7 @@ impl Sub<Instant> for Instant {
 impl fmt::Display for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0 / 1000;
-        write!(
-            f,
-            "T+{:02}:{:02}:{:02}.{:03}",
-            s / 3600,
-            (s / 60) % 60,
-            s % 60,
-            self.0 % 1000
-        )
+        write!(f, "T+{:02}:{:02}:{:02}.{:03}", s / 3600, (s / 60) % 60, s % 60, self.0 % 1000)
     }
 }
 
@@ -212,9 +203,7 @@ fn timer_loop(t: &'static Timer) {
         st = match st.heap.peek().copied() {
             Some(Reverse((at, _))) => {
                 let wait = at.saturating_duration_since(now);
-                t.cv.wait_timeout(st, wait)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0)
+                t.cv.wait_timeout(st, wait).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0)
             }
             None => t.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
         };
@@ -330,10 +319,7 @@ impl SimClock {
     pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
         match self.try_block_on(fut) {
             Ok(v) => v,
-            Err(s) => panic!(
-                "simulation stalled at {}: the future waits on something other than the simulated clock",
-                s.at
-            ),
+            Err(s) => panic!("simulation stalled at {}: the future waits on something other than the simulated clock", s.at),
         }
     }
 
@@ -424,6 +410,7 @@ impl Clock for SimClock {
     }
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,10 +434,7 @@ mod tests {
         });
         assert_eq!(
             *lock(&log),
-            vec![
-                ("5ms", Instant::from_millis(5)),
-                ("hour", Instant::from_millis(3_600_000))
-            ]
+            vec![("5ms", Instant::from_millis(5)), ("hour", Instant::from_millis(3_600_000))]
         );
     }
 
@@ -459,12 +443,7 @@ mod tests {
         let clock = SimClock::new();
         let c = clock.clone();
         let r = clock.block_on(async move {
-            with_deadline(
-                &c,
-                Instant::from_millis(100),
-                c.sleep(Duration::from_secs(10)),
-            )
-            .await
+            with_deadline(&c, Instant::from_millis(100), c.sleep(Duration::from_secs(10))).await
         });
         assert_eq!(r, Err(Elapsed));
         assert_eq!(clock.now(), Instant::from_millis(100));
@@ -489,9 +468,6 @@ mod tests {
 
     #[test]
     fn instant_display() {
-        assert_eq!(
-            Instant::from_millis(3_723_004).to_string(),
-            "T+01:02:03.004"
-        );
+        assert_eq!(Instant::from_millis(3_723_004).to_string(), "T+01:02:03.004");
     }
 }

@@ -41,13 +41,11 @@ pub use error::{Error, ErrorKind, Result};
 pub use merge::{Event, HostOutcome, merge};
 pub use model::{
     DeviceId, Freshness, HostEntry, HostId, HostInfo, HostInventory, HostRecord, Inventory, Outlet,
-    OutletId, PowerState, SupplyKind, SupplySettings, ToolsState, TransportKind, VmId, VmInfo,
-    VmTable,
+    OutletId, PowerState, SupplyKind, SupplySettings, ToolsState, TransportKind, VmId, VmInfo, VmTable,
 };
 pub use poller::{Poller, PollerConfig, PollerHandle};
 pub use power::{
-    DeviceCapabilities, DeviceCommand, OutletStatus, PowerDevice, PowerSource, PowerStatus,
-    StatusToken,
+    DeviceCapabilities, DeviceCommand, OutletStatus, PowerDevice, PowerSource, PowerStatus, StatusToken,
 };
 pub use secret::{Credentials, Secret};
 pub use transport::{Capabilities, HostOp, HostTransport, VmOp};

@@ -26,9 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Instant;
 use crate::error::{Error, ErrorKind};
-use crate::model::{
-    Freshness, HostId, HostInventory, HostRecord, PowerState, VmId, VmInfo, VmTable,
-};
+use crate::model::{Freshness, HostId, HostInventory, HostRecord, PowerState, VmId, VmInfo, VmTable};
 
 /// What one host gave in one cycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,11 +169,7 @@ pub fn merge(
     for (vm, cs) in &claims {
         // Same host listing a VM twice counts once: keep the first copy.
         let mut hosts_seen = BTreeSet::new();
-        let cs: Vec<_> = cs
-            .iter()
-            .filter(|(h, _)| hosts_seen.insert(*h))
-            .copied()
-            .collect();
+        let cs: Vec<_> = cs.iter().filter(|(h, _)| hosts_seen.insert(*h)).copied().collect();
         let before = prev_loc.get(vm).map(|(h, _)| *h);
         let best = cs
             .iter()
@@ -186,11 +180,7 @@ pub fn merge(
             events.push(Event::VmSeenTwice {
                 vm: (*vm).clone(),
                 kept: best.0.clone(),
-                ignored: cs
-                    .iter()
-                    .filter(|(h, _)| *h != best.0)
-                    .map(|(h, _)| (*h).clone())
-                    .collect(),
+                ignored: cs.iter().filter(|(h, _)| *h != best.0).map(|(h, _)| (*h).clone()).collect(),
             });
         }
         owner.insert(vm, best);
@@ -302,10 +292,7 @@ pub fn merge(
     (next, host_events)
 }
 
-fn keep_unclaimed(
-    base: &HostRecord,
-    owner: &BTreeMap<&VmId, (&HostId, &VmInfo)>,
-) -> BTreeMap<VmId, VmInfo> {
+fn keep_unclaimed(base: &HostRecord, owner: &BTreeMap<&VmId, (&HostId, &VmInfo)>) -> BTreeMap<VmId, VmInfo> {
     base.vms
         .iter()
         .filter(|(id, _)| !owner.contains_key(id))
@@ -344,10 +331,7 @@ mod tests {
         let t0 = VmTable::with_hosts([&h("a"), &h("b")]);
         let (t1, ev) = merge(
             &t0,
-            [
-                (h("a"), answered(vec![vm("1", ON), vm("2", ON)])),
-                (h("b"), answered(vec![])),
-            ],
+            [(h("a"), answered(vec![vm("1", ON), vm("2", ON)])), (h("b"), answered(vec![]))],
             Instant::from_millis(10),
         );
         assert_eq!(ev.len(), 2);
@@ -356,178 +340,60 @@ mod tests {
 
         let (t2, ev) = merge(
             &t1,
-            [
-                (h("a"), answered(vec![vm("2", OFF)])),
-                (h("b"), answered(vec![vm("1", ON)])),
-            ],
+            [(h("a"), answered(vec![vm("2", OFF)])), (h("b"), answered(vec![vm("1", ON)]))],
             Instant::from_millis(20),
         );
         assert_eq!(
             ev,
             vec![
-                Event::VmPowerChanged {
-                    host: h("a"),
-                    vm: "2".into(),
-                    name: "name-2".into(),
-                    from: ON,
-                    to: OFF
-                },
-                Event::VmMigrated {
-                    vm: "1".into(),
-                    name: "name-1".into(),
-                    from: h("a"),
-                    to: h("b")
-                },
+                Event::VmPowerChanged { host: h("a"), vm: "2".into(), name: "name-2".into(), from: ON, to: OFF },
+                Event::VmMigrated { vm: "1".into(), name: "name-1".into(), from: h("a"), to: h("b") },
             ]
         );
-        let (_, ev) = merge(
-            &t2,
-            [
-                (h("a"), answered(vec![])),
-                (h("b"), answered(vec![vm("1", ON)])),
-            ],
-            Instant::from_millis(30),
-        );
-        assert_eq!(
-            ev,
-            vec![Event::VmVanished {
-                host: h("a"),
-                vm: "2".into(),
-                name: "name-2".into()
-            }]
-        );
+        let (_, ev) = merge(&t2, [(h("a"), answered(vec![])), (h("b"), answered(vec![vm("1", ON)]))], Instant::from_millis(30));
+        assert_eq!(ev, vec![Event::VmVanished { host: h("a"), vm: "2".into(), name: "name-2".into() }]);
     }
 
     #[test]
     fn silent_host_keeps_its_vms_stale_then_recovers() {
         let t0 = VmTable::with_hosts([&h("a")]);
-        let (t1, _) = merge(
-            &t0,
-            [(h("a"), answered(vec![vm("1", ON)]))],
-            Instant::from_millis(10),
-        );
+        let (t1, _) = merge(&t0, [(h("a"), answered(vec![vm("1", ON)]))], Instant::from_millis(10));
         let (t2, ev) = merge(&t1, [(h("a"), failed())], Instant::from_millis(20));
-        assert!(matches!(
-            ev.as_slice(),
-            [Event::HostUnreachable {
-                kind: ErrorKind::Timeout,
-                ..
-            }]
-        ));
+        assert!(matches!(ev.as_slice(), [Event::HostUnreachable { kind: ErrorKind::Timeout, .. }]));
         let r = t2.host(&h("a")).unwrap();
-        assert!(
-            matches!(r.freshness, Freshness::Stale { since, .. } if since == Instant::from_millis(10 + 10))
-        );
+        assert!(matches!(r.freshness, Freshness::Stale { since, .. } if since == Instant::from_millis(10 + 10)));
         assert_eq!(r.last_seen, Some(Instant::from_millis(10)));
         assert_eq!(r.vms.len(), 1);
         // A second failure is not a second event, and `since` holds.
         let (t3, ev) = merge(&t2, [(h("a"), failed())], Instant::from_millis(30));
         assert!(ev.is_empty());
-        assert!(
-            matches!(t3.host(&h("a")).unwrap().freshness, Freshness::Stale { since, .. } if since == Instant::from_millis(20))
-        );
-        let (_, ev) = merge(
-            &t3,
-            [(h("a"), answered(vec![vm("1", ON)]))],
-            Instant::from_millis(40),
-        );
-        assert_eq!(
-            ev,
-            vec![Event::HostRecovered {
-                host: h("a"),
-                down_since: Instant::from_millis(20)
-            }]
-        );
+        assert!(matches!(t3.host(&h("a")).unwrap().freshness, Freshness::Stale { since, .. } if since == Instant::from_millis(20)));
+        let (_, ev) = merge(&t3, [(h("a"), answered(vec![vm("1", ON)]))], Instant::from_millis(40));
+        assert_eq!(ev, vec![Event::HostRecovered { host: h("a"), down_since: Instant::from_millis(20) }]);
     }
 
     #[test]
     fn vm_leaving_a_silent_host_is_a_migration() {
         let t0 = VmTable::with_hosts([&h("a"), &h("b")]);
-        let (t1, _) = merge(
-            &t0,
-            [
-                (h("a"), answered(vec![vm("1", ON)])),
-                (h("b"), answered(vec![])),
-            ],
-            Instant::ZERO,
-        );
-        let (t2, ev) = merge(
-            &t1,
-            [(h("a"), failed()), (h("b"), answered(vec![vm("1", ON)]))],
-            Instant::from_millis(5),
-        );
-        assert!(ev.contains(&Event::VmMigrated {
-            vm: "1".into(),
-            name: "name-1".into(),
-            from: h("a"),
-            to: h("b")
-        }));
+        let (t1, _) = merge(&t0, [(h("a"), answered(vec![vm("1", ON)])), (h("b"), answered(vec![]))], Instant::ZERO);
+        let (t2, ev) = merge(&t1, [(h("a"), failed()), (h("b"), answered(vec![vm("1", ON)]))], Instant::from_millis(5));
+        assert!(ev.contains(&Event::VmMigrated { vm: "1".into(), name: "name-1".into(), from: h("a"), to: h("b") }));
         assert!(t2.host(&h("a")).unwrap().vms.is_empty());
     }
 
     #[test]
     fn seen_twice_prefers_running_copy_then_previous_host() {
         let t0 = VmTable::with_hosts([&h("a"), &h("b")]);
-        let (t1, _) = merge(
-            &t0,
-            [
-                (h("a"), answered(vec![vm("1", ON)])),
-                (h("b"), answered(vec![])),
-            ],
-            Instant::ZERO,
-        );
+        let (t1, _) = merge(&t0, [(h("a"), answered(vec![vm("1", ON)])), (h("b"), answered(vec![]))], Instant::ZERO);
         // Mid-flight: destination registered it powered off, source still runs it.
-        let (t2, ev) = merge(
-            &t1,
-            [
-                (h("a"), answered(vec![vm("1", ON)])),
-                (h("b"), answered(vec![vm("1", OFF)])),
-            ],
-            Instant::ZERO,
-        );
-        assert_eq!(
-            ev,
-            vec![Event::VmSeenTwice {
-                vm: "1".into(),
-                kept: h("a"),
-                ignored: vec![h("b")]
-            }]
-        );
+        let (t2, ev) = merge(&t1, [(h("a"), answered(vec![vm("1", ON)])), (h("b"), answered(vec![vm("1", OFF)]))], Instant::ZERO);
+        assert_eq!(ev, vec![Event::VmSeenTwice { vm: "1".into(), kept: h("a"), ignored: vec![h("b")] }]);
         // Both on: the previous host keeps it; no migration yet.
-        let (t3, ev) = merge(
-            &t2,
-            [
-                (h("a"), answered(vec![vm("1", ON)])),
-                (h("b"), answered(vec![vm("1", ON)])),
-            ],
-            Instant::ZERO,
-        );
-        assert_eq!(
-            ev,
-            vec![Event::VmSeenTwice {
-                vm: "1".into(),
-                kept: h("a"),
-                ignored: vec![h("b")]
-            }]
-        );
+        let (t3, ev) = merge(&t2, [(h("a"), answered(vec![vm("1", ON)])), (h("b"), answered(vec![vm("1", ON)]))], Instant::ZERO);
+        assert_eq!(ev, vec![Event::VmSeenTwice { vm: "1".into(), kept: h("a"), ignored: vec![h("b")] }]);
         // Switch-over: destination runs it, source lists it off.
-        let (_, ev) = merge(
-            &t3,
-            [
-                (h("a"), answered(vec![vm("1", OFF)])),
-                (h("b"), answered(vec![vm("1", ON)])),
-            ],
-            Instant::ZERO,
-        );
-        assert_eq!(
-            ev[1],
-            Event::VmMigrated {
-                vm: "1".into(),
-                name: "name-1".into(),
-                from: h("a"),
-                to: h("b")
-            }
-        );
+        let (_, ev) = merge(&t3, [(h("a"), answered(vec![vm("1", OFF)])), (h("b"), answered(vec![vm("1", ON)]))], Instant::ZERO);
+        assert_eq!(ev[1], Event::VmMigrated { vm: "1".into(), name: "name-1".into(), from: h("a"), to: h("b") });
         assert_eq!(ev.len(), 2);
     }
 
@@ -536,11 +402,7 @@ mod tests {
     fn arb_round(hosts: usize, vms: usize) -> impl Strategy<Value = Vec<(HostId, HostOutcome)>> {
         // For each VM: which host lists it (or none), and (rarely) a second host.
         let per_vm = proptest::collection::vec(
-            (
-                0..=hosts,
-                proptest::option::weighted(0.1, 0..hosts),
-                any::<bool>(),
-            ),
+            (0..=hosts, proptest::option::weighted(0.1, 0..hosts), any::<bool>()),
             vms,
         );
         let fails = proptest::collection::vec(proptest::bool::weighted(0.2), hosts);

@@ -118,11 +118,7 @@ fn one() -> u32 {
 
 impl HostEntry {
     /// A host entry with no credentials reference and `min_supplies = 1`.
-    pub fn new(
-        id: impl Into<HostId>,
-        address: impl Into<String>,
-        transport: TransportKind,
-    ) -> Self {
+    pub fn new(id: impl Into<HostId>, address: impl Into<String>, transport: TransportKind) -> Self {
         HostEntry {
             id: id.into(),
             address: address.into(),
@@ -589,9 +585,7 @@ mod tests {
 
         let hosts = vec![HostEntry::new("a", "10.0.0.1", TransportKind::Soap).with_min_supplies(2)];
         let outlets = vec![Outlet::new("ups1", "1", [HostId::from("a")])];
-        let err = Inventory::new(hosts.clone(), outlets)
-            .validate()
-            .unwrap_err();
+        let err = Inventory::new(hosts.clone(), outlets).validate().unwrap_err();
         assert!(err.to_string().contains("hosts[0].min_supplies"), "{err}");
 
         let outlets = vec![Outlet::new("ups1", "1", [HostId::from("b")])];

@@ -126,10 +126,7 @@ impl std::fmt::Debug for Poller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Poller")
             .field("config", &self.config)
-            .field(
-                "hosts",
-                &self.hosts.iter().map(|(h, _)| h).collect::<Vec<_>>(),
-            )
+            .field("hosts", &self.hosts.iter().map(|(h, _)| h).collect::<Vec<_>>())
             .field("cycle", &self.table.cycle)
             .finish()
     }
@@ -155,9 +152,7 @@ impl Poller {
     pub fn add_host(&mut self, id: HostId, transport: Arc<dyn HostTransport>) {
         self.hosts.retain(|(h, _)| h != &id);
         let mut t = (*self.table).clone();
-        t.hosts
-            .entry(id.clone())
-            .or_insert_with(crate::model::HostRecord::unknown);
+        t.hosts.entry(id.clone()).or_insert_with(crate::model::HostRecord::unknown);
         self.table = Arc::new(t);
         self.hosts.push((id, transport));
     }

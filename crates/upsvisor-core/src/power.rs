@@ -288,10 +288,7 @@ mod tests {
         assert_eq!(s.tokens[2], StatusToken::Other("WEIRD".into()));
         let s = PowerStatus::from_tokens(StatusToken::parse_list("FSD OB LB"));
         assert!(s.fsd);
-        assert_eq!(
-            PowerStatus::from_tokens(vec![]).source,
-            PowerSource::Unknown
-        );
+        assert_eq!(PowerStatus::from_tokens(vec![]).source, PowerSource::Unknown);
         assert_eq!(StatusToken::DISCHRG.to_string(), "DISCHRG");
     }
 

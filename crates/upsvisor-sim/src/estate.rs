@@ -197,12 +197,7 @@ impl State {
     /// Applies everything due up to `now`, in time order.
     pub(crate) fn catch_up(&mut self, now: Instant) {
         loop {
-            let action = self
-                .actions
-                .keys()
-                .next()
-                .copied()
-                .filter(|(t, _)| *t <= now);
+            let action = self.actions.keys().next().copied().filter(|(t, _)| *t <= now);
             let empty = self.ups_battery_empty_at().filter(|t| *t <= now);
             let t = match (action.map(|k| k.0), empty) {
                 (Some(a), Some(e)) => a.min(e),
@@ -272,24 +267,15 @@ impl State {
             v.info.ips.clear();
         }
         // Pending guest shutdowns on a dark host never complete.
-        let on_host: Vec<VmId> = self
-            .vms
-            .iter()
-            .filter(|(_, v)| &v.host == host)
-            .map(|(id, _)| id.clone())
-            .collect();
-        self.actions.retain(|_, a| {
-            !matches!(a, Action::GuestOff { vm } if on_host.contains(vm))
-                && !matches!(a, Action::HostHalt { host: h } if h == host)
-        });
+        let on_host: Vec<VmId> = self.vms.iter().filter(|(_, v)| &v.host == host).map(|(id, _)| id.clone()).collect();
+        self.actions
+            .retain(|_, a| !matches!(a, Action::GuestOff { vm } if on_host.contains(vm)) && !matches!(a, Action::HostHalt { host: h } if h == host));
     }
 
     /// Power at a host's input changes.
     pub(crate) fn set_host_power(&mut self, host: &HostId, on: bool) {
         let now = self.now;
-        let Some(h) = self.hosts.get_mut(host) else {
-            return;
-        };
+        let Some(h) = self.hosts.get_mut(host) else { return };
         if h.powered == on {
             return;
         }
@@ -299,8 +285,7 @@ impl State {
             self.schedule(now + boot, Action::HostBoot { host: host.clone() });
         } else {
             self.host_goes_dark(host, now);
-            self.actions
-                .retain(|_, a| !matches!(a, Action::HostBoot { host: h } if h == host));
+            self.actions.retain(|_, a| !matches!(a, Action::HostBoot { host: h } if h == host));
         }
     }
 
@@ -379,11 +364,7 @@ impl Estate {
             for _ in 0..spec.vms_per_host {
                 n += 1;
                 let every = |k: usize| k != 0 && n % k == 0;
-                let power = if every(spec.off_every) {
-                    PowerState::PoweredOff
-                } else {
-                    PowerState::PoweredOn
-                };
+                let power = if every(spec.off_every) { PowerState::PoweredOff } else { PowerState::PoweredOn };
                 let guest = if every(spec.no_tools_every) {
                     Guest::NoTools
                 } else if every(spec.stubborn_every) {
@@ -397,12 +378,7 @@ impl Estate {
                     power,
                 );
                 if power == PowerState::PoweredOn {
-                    vm.ips = vec![IpAddr::V4(Ipv4Addr::new(
-                        10,
-                        (n >> 16) as u8,
-                        (n >> 8) as u8,
-                        n as u8,
-                    ))];
+                    vm.ips = vec![IpAddr::V4(Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8))];
                 }
                 vm.vcpus = Some(1 << (n % 3));
                 vm.memory_mib = Some(1024 << (n % 4));
@@ -503,10 +479,7 @@ impl Estate {
         let now = self.clock.now();
         let mut st = lock(&self.state);
         st.catch_up(now);
-        st.vms
-            .iter()
-            .map(|(id, v)| (id.clone(), (v.host.clone(), v.info.clone())))
-            .collect()
+        st.vms.iter().map(|(id, v)| (id.clone(), (v.host.clone(), v.info.clone()))).collect()
     }
 
     /// Whether a host is up (answering), after applying due events.
@@ -519,10 +492,7 @@ impl Estate {
 
     /// Whether a host is in maintenance mode.
     pub fn host_in_maintenance(&self, host: &HostId) -> bool {
-        lock(&self.state)
-            .hosts
-            .get(host)
-            .is_some_and(|h| h.maintenance)
+        lock(&self.state).hosts.get(host).is_some_and(|h| h.maintenance)
     }
 
     /// Every command received so far.
@@ -584,10 +554,7 @@ impl SimHost {
             return Err(Error::unreachable(self.host.as_str(), "no such host"));
         };
         if behavior == HostBehavior::Fail {
-            return Err(Error::unreachable(
-                self.host.as_str(),
-                "connection refused (simulated failure)",
-            ));
+            return Err(Error::unreachable(self.host.as_str(), "connection refused (simulated failure)"));
         }
         if !h.up {
             return Err(Error::unreachable(self.host.as_str(), "host is down"));
@@ -606,30 +573,18 @@ impl SimHost {
 #[async_trait]
 impl HostTransport for SimHost {
     fn capabilities(&self) -> Capabilities {
-        let bulk = lock(&self.estate.state)
-            .hosts
-            .get(&self.host)
-            .is_some_and(|h| h.cfg.bulk_inventory);
+        let bulk = lock(&self.estate.state).hosts.get(&self.host).is_some_and(|h| h.cfg.bulk_inventory);
         Capabilities::all().with_bulk_inventory(bulk)
     }
 
     async fn host_info(&self) -> Result<HostInfo> {
         let st = self.request().await?;
-        Ok(st
-            .hosts
-            .get(&self.host)
-            .map(|h| h.cfg.info.clone())
-            .unwrap_or_default())
+        Ok(st.hosts.get(&self.host).map(|h| h.cfg.info.clone()).unwrap_or_default())
     }
 
     async fn list_vm_ids(&self) -> Result<Vec<VmId>> {
         let st = self.request().await?;
-        Ok(st
-            .vms
-            .iter()
-            .filter(|(_, v)| v.host == self.host)
-            .map(|(id, _)| id.clone())
-            .collect())
+        Ok(st.vms.iter().filter(|(_, v)| v.host == self.host).map(|(id, _)| id.clone()).collect())
     }
 
     async fn vm_info(&self, vm: &VmId) -> Result<VmInfo> {
@@ -655,17 +610,8 @@ impl HostTransport for SimHost {
             return Ok(HostInventory::new(info, vms));
         }
         let st = self.request().await?;
-        let info = st
-            .hosts
-            .get(&self.host)
-            .map(|h| h.cfg.info.clone())
-            .unwrap_or_default();
-        let vms = st
-            .vms
-            .values()
-            .filter(|v| v.host == self.host)
-            .map(|v| v.info.clone())
-            .collect();
+        let info = st.hosts.get(&self.host).map(|h| h.cfg.info.clone()).unwrap_or_default();
+        let vms = st.vms.values().filter(|v| v.host == self.host).map(|v| v.info.clone()).collect();
         Ok(HostInventory::new(info, vms))
     }
 
@@ -682,11 +628,7 @@ impl HostTransport for SimHost {
         let now = st.now;
         let r = match op {
             HostOp::EnterMaintenance => {
-                let running = st
-                    .vms
-                    .values()
-                    .filter(|v| v.host == self.host && v.info.power.is_on())
-                    .count();
+                let running = st.vms.values().filter(|v| v.host == self.host && v.info.power.is_on()).count();
                 if running > 0 {
                     Err(Error::invalid_state(format!(
                         "{} has {running} running VM(s); maintenance mode needs them off or moved",
@@ -702,29 +644,11 @@ impl HostTransport for SimHost {
                 Ok(())
             }
             HostOp::Shutdown | HostOp::Reboot => {
-                let d = st
-                    .hosts
-                    .get(&self.host)
-                    .map(|h| h.cfg.shutdown_time)
-                    .unwrap_or_default();
-                st.schedule(
-                    now + d,
-                    Action::HostHalt {
-                        host: self.host.clone(),
-                    },
-                );
+                let d = st.hosts.get(&self.host).map(|h| h.cfg.shutdown_time).unwrap_or_default();
+                st.schedule(now + d, Action::HostHalt { host: self.host.clone() });
                 if op == HostOp::Reboot {
-                    let boot = st
-                        .hosts
-                        .get(&self.host)
-                        .map(|h| h.cfg.boot_time)
-                        .unwrap_or_default();
-                    st.schedule(
-                        now + d + boot,
-                        Action::HostBoot {
-                            host: self.host.clone(),
-                        },
-                    );
+                    let boot = st.hosts.get(&self.host).map(|h| h.cfg.boot_time).unwrap_or_default();
+                    st.schedule(now + d + boot, Action::HostBoot { host: self.host.clone() });
                 }
                 Ok(())
             }
@@ -757,10 +681,7 @@ fn vm_op(st: &mut State, host: &HostId, vm: &VmId, op: VmOp) -> Result<()> {
                 return if op == VmOp::ShutdownGuest {
                     Ok(())
                 } else {
-                    Err(Error::invalid_state(format!(
-                        "{} is not running",
-                        v.info.name
-                    )))
+                    Err(Error::invalid_state(format!("{} is not running", v.info.name)))
                 };
             }
             match v.guest {
@@ -782,15 +703,12 @@ fn vm_op(st: &mut State, host: &HostId, vm: &VmId, op: VmOp) -> Result<()> {
                 v.info.tools = ToolsState::NotRunning;
             }
             let id = vm.clone();
-            st.actions
-                .retain(|_, a| *a != Action::GuestOff { vm: id.clone() });
+            st.actions.retain(|_, a| *a != Action::GuestOff { vm: id.clone() });
             Ok(())
         }
         VmOp::PowerOn => {
             if st.hosts.get(host).is_some_and(|h| h.maintenance) {
-                return Err(Error::invalid_state(format!(
-                    "{host} is in maintenance mode"
-                )));
+                return Err(Error::invalid_state(format!("{host} is in maintenance mode")));
             }
             let Some(v) = st.vms.get_mut(vm) else {
                 return Err(Error::not_found(format!("VM {vm}")));
@@ -805,10 +723,7 @@ fn vm_op(st: &mut State, host: &HostId, vm: &VmId, op: VmOp) -> Result<()> {
             if on {
                 Ok(())
             } else {
-                Err(Error::invalid_state(format!(
-                    "{} is not running",
-                    v.info.name
-                )))
+                Err(Error::invalid_state(format!("{} is not running", v.info.name)))
             }
         }
         VmOp::Suspend => {

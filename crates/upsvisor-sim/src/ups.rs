@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use upsvisor_core::{
-    DeviceCapabilities, DeviceCommand, Error, HostId, Instant, OutletId, OutletStatus, PowerDevice,
-    PowerSource, PowerStatus, Result, StatusToken,
+    DeviceCapabilities, DeviceCommand, Error, HostId, Instant, OutletId, OutletStatus, PowerDevice, PowerSource,
+    PowerStatus, Result, StatusToken,
 };
 
 use crate::estate::{Action, Estate, State, lock};
@@ -167,11 +167,7 @@ impl State {
             u.charge = 0.0;
             u.output_on = false;
         }
-        let name = self
-            .ups
-            .as_ref()
-            .map(|u| u.cfg.name.clone())
-            .unwrap_or_default();
+        let name = self.ups.as_ref().map(|u| u.cfg.name.clone()).unwrap_or_default();
         self.record(&name, None, "battery exhausted: output off", &Ok(()));
         self.refresh_host_power();
     }
@@ -243,10 +239,7 @@ impl State {
             .as_ref()
             .ok_or_else(|| Error::unreachable("ups", "no UPS in this estate"))?;
         if !u.reachable {
-            return Err(Error::unreachable(
-                u.cfg.name.clone(),
-                "no answer (simulated)",
-            ));
+            return Err(Error::unreachable(u.cfg.name.clone(), "no answer (simulated)"));
         }
         let load = self.ups_load();
         let runtime = if load > 0.0 {
@@ -258,13 +251,8 @@ impl State {
         if !u.output_on {
             tokens.push(StatusToken::OFF);
         }
-        tokens.push(if u.mains {
-            StatusToken::OL
-        } else {
-            StatusToken::OB
-        });
-        let computed_lb =
-            !u.mains && ((runtime as u32) < u.cfg.low_runtime_s || u.charge < u.cfg.low_charge_pct);
+        tokens.push(if u.mains { StatusToken::OL } else { StatusToken::OB });
+        let computed_lb = !u.mains && ((runtime as u32) < u.cfg.low_runtime_s || u.charge < u.cfg.low_charge_pct);
         if u.forced_lb.unwrap_or(computed_lb) {
             tokens.push(StatusToken::LB);
         }
@@ -282,21 +270,12 @@ impl State {
         }
         s.charge_pct = Some(u.charge.round() as f32);
         s.runtime_s = Some(runtime.min(f64::from(u32::MAX)) as u32);
-        s.load_pct = Some(
-            (100.0 * load / u.cfg.outlets.values().map(Vec::len).sum::<usize>().max(1) as f64)
-                as f32,
-        );
+        s.load_pct = Some((100.0 * load / u.cfg.outlets.values().map(Vec::len).sum::<usize>().max(1) as f64) as f32);
         s.outlets = u
             .cfg
             .outlets
             .keys()
-            .map(|o| {
-                OutletStatus::new(
-                    o.clone(),
-                    Some(u.output_on && u.outlet_on.get(o).copied().unwrap_or(true)),
-                    true,
-                )
-            })
+            .map(|o| OutletStatus::new(o.clone(), Some(u.output_on && u.outlet_on.get(o).copied().unwrap_or(true)), true))
             .collect();
         Ok(s)
     }
@@ -331,9 +310,7 @@ impl SimUps {
             st.schedule(now + after, Action::Ups(UpsAction::Step(step)));
         }
         drop(st);
-        SimUps {
-            estate: estate.clone(),
-        }
+        SimUps { estate: estate.clone() }
     }
 
     /// Applies a step now (for tests that drive power by hand).
@@ -364,10 +341,7 @@ impl PowerDevice for SimUps {
 
     async fn capabilities(&self) -> Result<DeviceCapabilities> {
         let st = lock(&self.estate.state);
-        let u = st
-            .ups
-            .as_ref()
-            .ok_or_else(|| Error::unreachable("ups", "no UPS in this estate"))?;
+        let u = st.ups.as_ref().ok_or_else(|| Error::unreachable("ups", "no UPS in this estate"))?;
         let mut c = DeviceCapabilities::default();
         c.switchable_outlets = u.cfg.outlets.keys().cloned().collect();
         c.shutdown_return = true;
@@ -395,36 +369,23 @@ impl PowerDevice for SimUps {
                 Ok(())
             }
             DeviceCommand::OutletOff { outlet, delay } if known(outlet) => {
-                st.schedule(
-                    now + *delay,
-                    Action::Ups(UpsAction::OutletOff(outlet.clone())),
-                );
+                st.schedule(now + *delay, Action::Ups(UpsAction::OutletOff(outlet.clone())));
                 Ok(())
             }
             DeviceCommand::OutletOn { outlet } | DeviceCommand::OutletOff { outlet, .. } => {
                 Err(Error::not_found(format!("outlet {outlet} on {name}")))
             }
             DeviceCommand::ShutdownReturn { delay } => {
-                st.schedule(
-                    now + *delay,
-                    Action::Ups(UpsAction::OutputOff { stay_off: false }),
-                );
+                st.schedule(now + *delay, Action::Ups(UpsAction::OutputOff { stay_off: false }));
                 Ok(())
             }
             DeviceCommand::ShutdownStayOff { delay } => {
-                st.schedule(
-                    now + *delay,
-                    Action::Ups(UpsAction::OutputOff { stay_off: true }),
-                );
+                st.schedule(now + *delay, Action::Ups(UpsAction::OutputOff { stay_off: true }));
                 Ok(())
             }
             DeviceCommand::CancelShutdown => {
                 st.actions.retain(|_, a| {
-                    !matches!(
-                        a,
-                        Action::Ups(UpsAction::OutputOff { .. })
-                            | Action::Ups(UpsAction::OutletOff(_))
-                    )
+                    !matches!(a, Action::Ups(UpsAction::OutputOff { .. }) | Action::Ups(UpsAction::OutletOff(_)))
                 });
                 Ok(())
             }
@@ -443,15 +404,9 @@ impl PowerDevice for SimUps {
 fn serde_json_like(cmd: &DeviceCommand) -> String {
     match cmd {
         DeviceCommand::OutletOn { outlet } => format!("outlet.{outlet}.load.on"),
-        DeviceCommand::OutletOff { outlet, delay } => {
-            format!("outlet.{outlet}.load.off delay={}s", delay.as_secs())
-        }
-        DeviceCommand::ShutdownReturn { delay } => {
-            format!("shutdown.return delay={}s", delay.as_secs())
-        }
-        DeviceCommand::ShutdownStayOff { delay } => {
-            format!("shutdown.stayoff delay={}s", delay.as_secs())
-        }
+        DeviceCommand::OutletOff { outlet, delay } => format!("outlet.{outlet}.load.off delay={}s", delay.as_secs()),
+        DeviceCommand::ShutdownReturn { delay } => format!("shutdown.return delay={}s", delay.as_secs()),
+        DeviceCommand::ShutdownStayOff { delay } => format!("shutdown.stayoff delay={}s", delay.as_secs()),
         DeviceCommand::CancelShutdown => "shutdown.stop".into(),
         DeviceCommand::SetFsd => "fsd".into(),
         other => format!("{other:?}"),
@@ -503,9 +458,7 @@ mod tests {
         let h1 = e.transport(&"esx01".into());
         // Clean shutdown of everything on esx01 and esx02 first.
         for (id, (h, _)) in e.truth() {
-            clock
-                .block_on(e.transport(&h).vm_power(&id, VmOp::PowerOff))
-                .unwrap();
+            clock.block_on(e.transport(&h).vm_power(&id, VmOp::PowerOff)).unwrap();
         }
         clock.advance_to(Instant::from_millis(20_000));
         clock
@@ -522,11 +475,7 @@ mod tests {
         assert!(ups.output_on());
         assert!(e.host_up(&"esx01".into()), "{:#?}", e.command_log());
         assert!(e.unclean_power_losses().is_empty());
-        assert!(
-            e.truth()
-                .values()
-                .all(|(_, v)| v.power == PowerState::PoweredOff)
-        );
+        assert!(e.truth().values().all(|(_, v)| v.power == PowerState::PoweredOff));
     }
 
     #[test]
@@ -539,9 +488,7 @@ mod tests {
         e.set_guest(b, Guest::NoTools);
         let ta = e.transport(ha);
         clock.block_on(ta.vm_power(a, VmOp::ShutdownGuest)).unwrap();
-        let err = clock
-            .block_on(e.transport(hb).vm_power(b, VmOp::ShutdownGuest))
-            .unwrap_err();
+        let err = clock.block_on(e.transport(hb).vm_power(b, VmOp::ShutdownGuest)).unwrap_err();
         assert_eq!(err.kind(), upsvisor_core::ErrorKind::ToolsUnavailable);
         clock.advance_to(clock.now() + Duration::from_secs(31));
         assert_eq!(e.truth()[a].1.power, PowerState::PoweredOff);
