@@ -1,0 +1,156 @@
+//! Full inventory of a large vCenter model through the adapter, against the
+//! server's own floor: one raw RetrievePropertiesEx of the same properties
+//! of every VM, posted with curl.
+//!
+//! Topology (override with UPSVISOR_BENCH_CLUSTERS / _HOSTS / _VMS):
+//! 10 clusters × 10 hosts, 500 VMs per cluster = 100 hosts, 5,000 VMs.
+//! Needs Go and govmomi (skips, loudly, without them outside CI).
+#![allow(missing_docs)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::Sim;
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures::executor::block_on;
+use upsvisor_core::HostTransport;
+use upsvisor_soap::codec::{self, MoRef, PropertyQuery};
+use upsvisor_soap::{HostSelector, SoapTransport};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn curl(sim: &Sim, jar: &str, body: &str) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "--fail-with-body",
+            "-b",
+            jar,
+            "-c",
+            jar,
+            "-H",
+            "Content-Type: text/xml",
+            "--data-binary",
+            "@-",
+        ])
+        .arg(&sim.url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(body.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out.stdout
+}
+
+fn bench(c: &mut Criterion) {
+    if upsvisor_testkit::require_peer(&["curl"], "curl").is_none() {
+        return;
+    }
+    let (clusters, hosts, vms) = (
+        env("UPSVISOR_BENCH_CLUSTERS", 10),
+        env("UPSVISOR_BENCH_HOSTS", 10),
+        env("UPSVISOR_BENCH_VMS", 500),
+    );
+    let args = [
+        "-mode=vpx".to_owned(),
+        "-dc=1".to_owned(),
+        format!("-clusters={clusters}"),
+        format!("-cluster-hosts={hosts}"),
+        "-standalone=0".to_owned(),
+        format!("-vms={vms}"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let Some(sim) = Sim::start(&args) else { return };
+    let truth = sim.truth();
+    let n_hosts = truth.hosts.len();
+    let n_vms: usize = truth.hosts.iter().map(|h| h.vms.len()).sum();
+    let label = format!("full_inventory_{n_hosts}_hosts_{n_vms}_vms");
+
+    // The adapter: one transport per host, sharing a session, polled at once.
+    let first = SoapTransport::new(
+        sim.config(HostSelector::Name(truth.hosts[0].name.clone()))
+            .timeout(Duration::from_secs(120)),
+    )
+    .expect("transport");
+    let all: Vec<SoapTransport> = truth
+        .hosts
+        .iter()
+        .map(|h| first.share(HostSelector::Name(h.name.clone())))
+        .collect();
+    let cycle = || {
+        let invs = block_on(futures::future::join_all(all.iter().map(|t| t.inventory())));
+        invs.into_iter()
+            .map(|r| r.expect("inventory").vms.len())
+            .sum::<usize>()
+    };
+    assert_eq!(cycle(), n_vms);
+
+    // The floor: the same properties of every VM, one request, by curl.
+    let dir = upsvisor_testkit::TempDir::new("soap-bench");
+    let jar = dir.path().join("cookies").display().to_string();
+    let sc = curl(&sim, &jar, &codec::retrieve_service_content());
+    let sc =
+        codec::parse_service_content(&codec::parse_envelope(&sc, Default::default()).expect("sc"))
+            .expect("sc");
+    curl(
+        &sim,
+        &jar,
+        &codec::login(&sc.session_manager, "user", "pass"),
+    );
+    let v = curl(
+        &sim,
+        &jar,
+        &codec::create_container_view(&sc.view_manager, &sc.root_folder, &["VirtualMachine"]),
+    );
+    let view: MoRef =
+        codec::parse_moref(&codec::parse_envelope(&v, Default::default()).expect("view"))
+            .expect("view");
+    let q = PropertyQuery::default()
+        .props("VirtualMachine", codec::VM_PATHS)
+        .view(view);
+    let body = codec::retrieve_properties_ex(&sc.property_collector, &q, 100_000);
+    let raw = curl(&sim, &jar, &body);
+    eprintln!("{label}: raw reply {} bytes", raw.len());
+
+    let mut g = c.benchmark_group(label);
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .warm_up_time(Duration::from_secs(3));
+    g.bench_function("adapter_all_hosts_shared_session", |b| b.iter(cycle));
+    g.bench_function("curl_one_retrieve_properties_ex", |b| {
+        b.iter(|| curl(&sim, &jar, &body).len())
+    });
+    // Where the adapter's time goes: parsing the same reply, no I/O.
+    g.bench_function("codec_parse_raw_reply", |b| {
+        b.iter(|| {
+            let el = codec::parse_envelope(&raw, Default::default()).expect("parse");
+            let page = codec::parse_retrieve_result(el).expect("page");
+            page.objects
+                .iter()
+                .map(codec::vm_record)
+                .filter(|r| r.info.vcpus.is_some())
+                .count()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,289 @@
+//! Configuration of a `SoapTransport`.
+
+use std::time::Duration;
+
+use upsvisor_core::{Credentials, Error};
+
+/// Which host of the endpoint this transport speaks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HostSelector {
+    /// The endpoint's only host: right for an ESXi host reached directly.
+    /// Through vCenter (more than one host) this is a configuration error.
+    #[default]
+    Only,
+    /// The host whose `HostSystem.name` is this (vCenter: the name the host
+    /// was added under).
+    Name(String),
+    /// The host with this managed-object id (`host-21`, `ha-host`).
+    MoRef(String),
+}
+
+/// A SHA-256 certificate thumbprint, as ESXi and vCenter show them
+/// (`AB:CD:...`, 32 bytes; colons optional, case ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Thumbprint(pub [u8; 32]);
+
+impl Thumbprint {
+    /// Parses `AB:CD:..` or `abcd..`.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let hex: String = s
+            .chars()
+            .filter(|c| *c != ':' && !c.is_whitespace())
+            .collect();
+        let bad = || {
+            Error::config(
+                "soap.tls.pinned_thumbprint",
+                format!("{s:?} is not a SHA-256 thumbprint (64 hex digits, colons optional)"),
+            )
+        };
+        if hex.len() != 64 || !hex.is_ascii() {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            let pair = hex.get(2 * i..2 * i + 2).ok_or_else(bad)?;
+            *b = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+        }
+        Ok(Thumbprint(out))
+    }
+}
+
+impl std::fmt::Display for Thumbprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Settings of a `SoapTransport`.
+///
+/// Secure by default: the server certificate is verified against the
+/// public web roots plus [`SoapConfig::add_root_certificate_der`]; a
+/// self-signed ESXi certificate is accepted only when its SHA-256
+/// thumbprint is pinned ([`SoapConfig::pin_thumbprint`]); plain `http://`
+/// and unverified TLS need options named `dangerous_...`.
+///
+/// ```
+/// use std::time::Duration;
+/// use upsvisor_core::Credentials;
+/// use upsvisor_soap::{HostSelector, SoapConfig};
+///
+/// let cfg = SoapConfig::new("https://vcenter.example/sdk", Credentials::new("ups", "secret"))
+///     .host(HostSelector::Name("esx1.example".into()))
+///     .pin_thumbprint("89:79:B1:35:05:FC:04:34:BF:7C:0C:1C:64:33:F3:2B:81:37:E5:AB:A3:D4:24:3A:08:0A:19:EB:02:37:0D:72")
+///     .unwrap()
+///     .timeout(Duration::from_secs(10));
+/// assert_eq!(cfg.url(), "https://vcenter.example/sdk");
+/// assert!(!format!("{cfg:?}").contains("secret"));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SoapConfig {
+    /// Endpoint: `https://host` (the `/sdk` path is added) or a full URL.
+    pub(crate) url: String,
+    /// Account; the password is a [`upsvisor_core::Secret`].
+    pub(crate) credentials: Credentials,
+    /// Which host this transport speaks for.
+    pub(crate) host: HostSelector,
+    /// Pinned certificate thumbprints (any one matching is enough).
+    pub(crate) pinned: Vec<Thumbprint>,
+    /// Extra trusted roots (DER).
+    pub(crate) extra_roots: Vec<Vec<u8>>,
+    /// Accept any certificate. Only for labs.
+    pub(crate) dangerous_accept_invalid_certs: bool,
+    /// Allow `http://` URLs, which send the password in clear. Only for tests.
+    pub(crate) dangerous_allow_plain_http: bool,
+    /// Deadline of one HTTP exchange (connect, send, receive).
+    pub(crate) timeout: Duration,
+    /// How long a task (power call) may run before the call fails.
+    pub(crate) task_timeout: Duration,
+    /// Largest reply accepted, in bytes.
+    pub(crate) max_reply_bytes: usize,
+    /// Deepest XML nesting accepted.
+    pub(crate) max_xml_depth: usize,
+    /// `maxObjects` per RetrievePropertiesEx page.
+    pub(crate) page_size: u32,
+}
+
+impl Default for SoapConfig {
+    fn default() -> Self {
+        SoapConfig {
+            url: String::new(),
+            credentials: Credentials::new("", ""),
+            host: HostSelector::Only,
+            pinned: Vec::new(),
+            extra_roots: Vec::new(),
+            dangerous_accept_invalid_certs: false,
+            dangerous_allow_plain_http: false,
+            timeout: Duration::from_secs(30),
+            task_timeout: Duration::from_secs(300),
+            max_reply_bytes: 64 << 20,
+            max_xml_depth: 48,
+            page_size: 1000,
+        }
+    }
+}
+
+impl SoapConfig {
+    /// A configuration for `url` with `credentials`, everything else default.
+    pub fn new(url: impl Into<String>, credentials: Credentials) -> Self {
+        SoapConfig {
+            url: url.into(),
+            credentials,
+            ..SoapConfig::default()
+        }
+    }
+
+    /// The endpoint URL as given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Replaces the account.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Forgets every pinned thumbprint.
+    pub fn clear_pinned_thumbprints(mut self) -> Self {
+        self.pinned.clear();
+        self
+    }
+
+    /// Sets the deepest XML nesting accepted.
+    pub fn max_xml_depth(mut self, n: usize) -> Self {
+        self.max_xml_depth = n;
+        self
+    }
+
+    /// Sets which host this transport speaks for.
+    pub fn host(mut self, host: HostSelector) -> Self {
+        self.host = host;
+        self
+    }
+
+    /// Pins a SHA-256 certificate thumbprint (`AB:CD:...`). With a pin, the
+    /// certificate is trusted when its thumbprint matches, whoever signed it.
+    pub fn pin_thumbprint(mut self, thumbprint: &str) -> Result<Self, Error> {
+        self.pinned.push(Thumbprint::parse(thumbprint)?);
+        Ok(self)
+    }
+
+    /// Trusts an extra root certificate (DER).
+    pub fn add_root_certificate_der(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.extra_roots.push(der.into());
+        self
+    }
+
+    /// Accepts any server certificate. Never in production.
+    pub fn dangerous_accept_invalid_certs(mut self, yes: bool) -> Self {
+        self.dangerous_accept_invalid_certs = yes;
+        self
+    }
+
+    /// Allows plain `http://`, which sends the password in clear.
+    pub fn dangerous_allow_plain_http(mut self, yes: bool) -> Self {
+        self.dangerous_allow_plain_http = yes;
+        self
+    }
+
+    /// Sets the per-exchange deadline.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// Sets how long a task may run.
+    pub fn task_timeout(mut self, d: Duration) -> Self {
+        self.task_timeout = d;
+        self
+    }
+
+    /// Sets the largest reply accepted.
+    pub fn max_reply_bytes(mut self, n: usize) -> Self {
+        self.max_reply_bytes = n;
+        self
+    }
+
+    /// Sets the page size of property retrieval.
+    pub fn page_size(mut self, n: u32) -> Self {
+        self.page_size = n.max(1);
+        self
+    }
+
+    /// The URL requests are posted to (`/sdk` added when the URL has no
+    /// path), or a configuration error (not http(s), no host, or plain
+    /// http without [`SoapConfig::dangerous_allow_plain_http`]).
+    pub fn sdk_url(&self) -> Result<String, Error> {
+        let u = self.url.trim();
+        let rest = if let Some(r) = u.strip_prefix("https://") {
+            r
+        } else if let Some(r) = u.strip_prefix("http://") {
+            if !self.dangerous_allow_plain_http {
+                return Err(Error::config(
+                    "soap.url",
+                    format!(
+                        "{u} is plain http, which sends the password in clear; use https or set dangerous_allow_plain_http"
+                    ),
+                ));
+            }
+            r
+        } else {
+            return Err(Error::config(
+                "soap.url",
+                format!("{u:?} is not an http(s) URL"),
+            ));
+        };
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(Error::config("soap.url", format!("{u:?} names no host")));
+        }
+        if rest.contains('/') {
+            Ok(u.to_owned())
+        } else {
+            Ok(format!("{u}/sdk"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprints_parse_and_print() {
+        let s = "89:79:b1:35:05:FC:04:34:BF:7C:0C:1C:64:33:F3:2B:81:37:E5:AB:A3:D4:24:3A:08:0A:19:EB:02:37:0D:72";
+        let t = Thumbprint::parse(s).unwrap();
+        assert_eq!(t.to_string(), s.to_uppercase());
+        assert_eq!(Thumbprint::parse(&s.replace(':', "")).unwrap(), t);
+        assert!(Thumbprint::parse("AB:CD").is_err());
+        assert!(Thumbprint::parse(&"zz".repeat(32)).is_err());
+        assert!(Thumbprint::parse(&"é".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn urls() {
+        let c = SoapConfig::new("https://esx1", Credentials::new("a", "b"));
+        assert_eq!(c.sdk_url().unwrap(), "https://esx1/sdk");
+        let c = SoapConfig::new("http://127.0.0.1:80/sdk", Credentials::new("a", "b"));
+        assert_eq!(
+            c.sdk_url().unwrap_err().kind(),
+            upsvisor_core::ErrorKind::Config
+        );
+        assert_eq!(
+            c.dangerous_allow_plain_http(true).sdk_url().unwrap(),
+            "http://127.0.0.1:80/sdk"
+        );
+        assert!(
+            SoapConfig::new("ftp://x", Credentials::new("a", "b"))
+                .sdk_url()
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,1238 @@
+//! [`SoapTransport`]: the session, the inventory query and power calls.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use tracing::{debug, info, warn};
+use upsvisor_core::{
+    Capabilities, Error, ErrorKind, HostInfo, HostInventory, HostOp, HostTransport, Result, VmId,
+    VmInfo, VmOp,
+};
+
+use crate::codec::{
+    self, Fault, HostState, MoRef, ObjectContent, PropertyQuery, ReplyError, ServiceContent,
+    TaskState, VmRecord,
+};
+use crate::config::{HostSelector, SoapConfig};
+use crate::http::Backend;
+use crate::xml::{Element, Limits};
+
+/// A failed call: a vim25 fault the caller may interpret, or a core error.
+#[derive(Debug, Clone)]
+enum CallError {
+    Fault(Fault),
+    Other(Error),
+}
+
+impl From<Error> for CallError {
+    fn from(e: Error) -> Self {
+        CallError::Other(e)
+    }
+}
+
+type CallResult<T> = std::result::Result<T, CallError>;
+
+/// One logged-in session.
+#[derive(Debug)]
+struct Session {
+    generation: u64,
+    cookie: String,
+    sc: ServiceContent,
+    action: String,
+}
+
+/// A host as resolved under a session: its reference, name and the
+/// datacenter whose view holds its VMs.
+#[derive(Debug, Clone)]
+struct Resolved {
+    host: MoRef,
+    name: String,
+    scope: MoRef,
+}
+
+/// One fetch of a whole datacenter: every host's state and every VM.
+#[derive(Debug, Default)]
+struct Snapshot {
+    hosts: HashMap<MoRef, HostState>,
+    vms: Vec<VmRecord>,
+}
+
+type SharedFetch = Shared<BoxFuture<'static, CallResult<Arc<Snapshot>>>>;
+
+#[derive(Default)]
+struct State {
+    session: Option<Arc<Session>>,
+    generation: u64,
+    /// Per session: resolved hosts and the container view of each scope.
+    resolved: HashMap<HostSelector, Resolved>,
+    views: HashMap<MoRef, MoRef>,
+    /// Fetches in flight, per scope, that concurrent callers join.
+    inflight: HashMap<MoRef, (Instant, SharedFetch)>,
+    vm_refs: HashMap<VmId, MoRef>,
+    /// Per session: the change feed of each scope (private collector, version).
+    feeds: HashMap<MoRef, (MoRef, String)>,
+}
+
+struct Inner {
+    cfg: SoapConfig,
+    target: String,
+    limits: Limits,
+    backend: Box<dyn Backend>,
+    state: Mutex<State>,
+    login_lock: futures::lock::Mutex<()>,
+}
+
+/// A [`HostTransport`] over the vSphere Web Services API (vim25 SOAP): an
+/// ESXi host directly, or one host seen through vCenter
+/// ([`HostSelector::Name`]).
+///
+/// The session is opened on first use (RetrieveServiceContent, Login),
+/// kept by its cookie and opened again once, transparently, when the
+/// server answers `NotAuthenticated`.
+///
+/// The inventory is one `RetrievePropertiesEx` (plus
+/// `ContinueRetrievePropertiesEx` pages) over a container view of the
+/// host's datacenter, keeping the VMs whose `runtime.host` is this host: a
+/// VM migrated by vCenter shows up under its new host at the next poll.
+/// Transports made with [`SoapTransport::share`] use one session and, when
+/// polled at the same time (as the poller does every cycle), join one
+/// fetch per datacenter: a whole vCenter costs one round trip per cycle,
+/// and every VM appears under exactly one host.
+///
+/// With the `ureq` feature each HTTP exchange runs on a short-lived
+/// thread of its own and is handed back as a future: no async runtime is
+/// needed, any executor (or `futures::executor::block_on`) drives it.
+/// Dropping a call's future abandons its result; the exchange finishes on
+/// its thread within [`SoapConfig::timeout`].
+pub struct SoapTransport {
+    inner: Arc<Inner>,
+    host: HostSelector,
+}
+
+impl std::fmt::Debug for SoapTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoapTransport")
+            .field("target", &self.inner.target)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+fn target_of(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
+impl SoapTransport {
+    /// A transport using the blocking `ureq` backend, for the host named by
+    /// [`SoapConfig::host`]. Nothing is sent until the first call.
+    #[cfg(feature = "ureq")]
+    pub fn new(cfg: SoapConfig) -> Result<Self> {
+        let url = cfg.sdk_url()?;
+        if cfg.credentials.username.is_empty() {
+            return Err(Error::config(
+                "soap.credentials.username",
+                "empty user name",
+            ));
+        }
+        let target = target_of(&url);
+        let backend = crate::http::ureq_backend::UreqBackend::new(&cfg, url, target.clone())?;
+        Ok(Self::with_backend(cfg, target, Box::new(backend)))
+    }
+
+    /// A transport using the async `reqwest` backend. Its calls must run
+    /// on a tokio runtime (outside one they fail with
+    /// [`ErrorKind::Config`]). Nothing is sent until the first call.
+    #[cfg(feature = "reqwest")]
+    pub fn new_reqwest(cfg: SoapConfig) -> Result<Self> {
+        let url = cfg.sdk_url()?;
+        if cfg.credentials.username.is_empty() {
+            return Err(Error::config(
+                "soap.credentials.username",
+                "empty user name",
+            ));
+        }
+        let target = target_of(&url);
+        let backend = crate::http::reqwest_backend::ReqwestBackend::new(&cfg, url, target.clone())?;
+        Ok(Self::with_backend(cfg, target, Box::new(backend)))
+    }
+
+    fn with_backend(cfg: SoapConfig, target: String, backend: Box<dyn Backend>) -> Self {
+        let limits = Limits {
+            max_bytes: cfg.max_reply_bytes,
+            max_depth: cfg.max_xml_depth,
+            ..Limits::default()
+        };
+        let host = cfg.host.clone();
+        SoapTransport {
+            inner: Arc::new(Inner {
+                cfg,
+                target,
+                limits,
+                backend,
+                state: Mutex::new(State::default()),
+                login_lock: futures::lock::Mutex::new(()),
+            }),
+            host,
+        }
+    }
+
+    /// Another host of the same endpoint (vCenter), over the same session.
+    /// Inventories of sharing transports that run at the same time join one
+    /// fetch of their datacenter.
+    pub fn share(&self, host: HostSelector) -> SoapTransport {
+        SoapTransport {
+            inner: Arc::clone(&self.inner),
+            host,
+        }
+    }
+
+    /// Logs out (if logged in). Later calls log in again.
+    pub async fn close(&self) -> Result<()> {
+        let session = {
+            let mut st = self.inner.lock();
+            st.resolved.clear();
+            st.views.clear();
+            st.session.take()
+        };
+        if let Some(s) = session {
+            let body = codec::logout(&s.sc.session_manager);
+            match self.inner.call(&s, body, "LogoutResponse").await {
+                Ok(_) | Err(CallError::Fault(_)) => {}
+                Err(CallError::Other(e)) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The change feed: waits up to `max_wait` (capped below
+    /// [`SoapConfig::timeout`]) for any VM of this host's datacenter to
+    /// enter, leave or change placement, power state, name or tools state,
+    /// and says whether one did. A `true` means "poll now": the next
+    /// [`HostTransport::inventory`] shows the change. The first call only
+    /// sets the feed up (one full update) and returns `false` at once.
+    ///
+    /// Uses `WaitForUpdatesEx` on a private property collector of the
+    /// session, so inventory and power calls are never held up by a wait.
+    pub async fn wait_for_change(&self, max_wait: Duration) -> Result<bool> {
+        self.inner
+            .with_session("change feed", |s| {
+                self.inner.wait_once(s, &self.host, max_wait)
+            })
+            .await
+    }
+
+    /// Keeps the session alive while idle (`CurrentTime`, the cheapest
+    /// authenticated call): call it more often than the server's session
+    /// idle timeout (30 minutes by default on ESXi and vCenter). An expired
+    /// session is renewed here like anywhere else.
+    pub async fn keepalive(&self) -> Result<()> {
+        self.inner
+            .with_session("keepalive", |s| async move {
+                let si = MoRef::new("ServiceInstance", "ServiceInstance");
+                self.inner
+                    .call(&s, codec::call("CurrentTime", &si), "CurrentTimeResponse")
+                    .await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The name of the host this transport speaks for (after the first call).
+    pub fn host_name(&self) -> Option<String> {
+        self.inner
+            .lock()
+            .resolved
+            .get(&self.host)
+            .map(|r| r.name.clone())
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means another call panicked mid-update of
+        // plain data; the data is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn exchange(
+        &self,
+        body: String,
+        cookie: Option<String>,
+        action: &str,
+        want: &str,
+    ) -> CallResult<(Element, Option<String>)> {
+        let reply = self.backend.post(body, cookie, action.to_owned()).await?;
+        if reply.status != 200 && reply.status != 500 {
+            return Err(Error::protocol(
+                &self.target,
+                format!("HTTP {} instead of a SOAP reply", reply.status),
+            )
+            .into());
+        }
+        match codec::expect(&reply.body, self.limits, want) {
+            Ok(el) => Ok((el, reply.cookie)),
+            Err(ReplyError::Fault(f)) => Err(CallError::Fault(f)),
+            Err(e) => Err(Error::protocol(
+                &self.target,
+                format!("{want}: {e} (HTTP {})", reply.status),
+            )
+            .into()),
+        }
+    }
+
+    async fn call(&self, s: &Session, body: String, want: &str) -> CallResult<Element> {
+        Ok(self
+            .exchange(body, Some(s.cookie.clone()), &s.action, want)
+            .await?
+            .0)
+    }
+
+    fn fault_error(&self, what: &str, f: Fault) -> Error {
+        let t = &self.target;
+        match f.kind.as_str() {
+            "InvalidLogin" => Error::auth(
+                t,
+                format!("login refused for user {:?}", self.cfg.credentials.username),
+            ),
+            "NotAuthenticated" => Error::auth(
+                t,
+                format!("{what}: session not accepted even after logging in again"),
+            ),
+            "NoPermission" => Error::auth(t, format!("{what}: permission denied: {}", f.message)),
+            "RestrictedVersion" => Error::unsupported(format!(
+                "{what} on {t}: the host has a read-only API licence (free ESXi: RestrictedVersion); \
+                 the vSphere API cannot switch power there, use the SSH transport (upsvisor-ssh, vim-cmd) instead"
+            )),
+            "ManagedObjectNotFound" => Error::not_found(format!("{what} on {t}: {}", f.message)),
+            "ToolsUnavailable" => Error::tools_unavailable(what.to_owned()),
+            "InvalidPowerState" | "InvalidState" | "TaskInProgress" | "InvalidHostState"
+            | "HostNotConnected" => {
+                Error::invalid_state(format!("{what} on {t}: {}: {}", f.kind, f.message))
+            }
+            "NotSupported" | "MethodNotFound" | "MethodDisabled" => {
+                Error::unsupported(format!("{what} on {t}: {}: {}", f.kind, f.message))
+            }
+            "HostNotReachable" | "HostCommunication" => {
+                Error::unreachable(t, format!("{what}: {}: {}", f.kind, f.message))
+            }
+            _ => Error::protocol(t, format!("{what}: server fault {}: {}", f.kind, f.message)),
+        }
+    }
+
+    async fn retrieve_all(&self, s: &Session, q: &PropertyQuery) -> CallResult<Vec<ObjectContent>> {
+        let pc = &s.sc.property_collector;
+        let el = self
+            .call(
+                s,
+                codec::retrieve_properties_ex(pc, q, self.cfg.page_size),
+                "RetrievePropertiesExResponse",
+            )
+            .await?;
+        let mut page =
+            codec::parse_retrieve_result(el).map_err(|e| Error::protocol(&self.target, e))?;
+        let mut out = std::mem::take(&mut page.objects);
+        let mut pages = 1usize;
+        while let Some(token) = page.token.take() {
+            pages += 1;
+            if pages > 100_000 {
+                return Err(
+                    Error::protocol(&self.target, "property collector never stops paging").into(),
+                );
+            }
+            let el = self
+                .call(
+                    s,
+                    codec::continue_retrieve_properties_ex(pc, &token),
+                    "ContinueRetrievePropertiesExResponse",
+                )
+                .await?;
+            page =
+                codec::parse_retrieve_result(el).map_err(|e| Error::protocol(&self.target, e))?;
+            out.append(&mut page.objects);
+        }
+        Ok(out)
+    }
+
+    /// The current session, logging in if there is none.
+    async fn session(&self) -> Result<Arc<Session>> {
+        if let Some(s) = self.lock().session.clone() {
+            return Ok(s);
+        }
+        let _one_login = self.login_lock.lock().await;
+        if let Some(s) = self.lock().session.clone() {
+            return Ok(s);
+        }
+        let s = match self.login().await {
+            Ok(s) => Arc::new(s),
+            Err(CallError::Fault(f)) => return Err(self.fault_error("login", f)),
+            Err(CallError::Other(e)) => return Err(e),
+        };
+        let mut st = self.lock();
+        st.session = Some(Arc::clone(&s));
+        st.resolved.clear();
+        st.views.clear();
+        st.inflight.clear();
+        st.feeds.clear();
+        Ok(s)
+    }
+
+    fn invalidate(&self, generation: u64) {
+        let mut st = self.lock();
+        if st
+            .session
+            .as_ref()
+            .is_some_and(|s| s.generation == generation)
+        {
+            st.session = None;
+        }
+    }
+
+    async fn login(&self) -> CallResult<Session> {
+        let (el, _) = self
+            .exchange(
+                codec::retrieve_service_content(),
+                None,
+                "urn:vim25/6.0",
+                "RetrieveServiceContentResponse",
+            )
+            .await?;
+        let sc = codec::parse_service_content(&el).map_err(|e| Error::protocol(&self.target, e))?;
+        let action = if sc.api_version.is_empty() {
+            "urn:vim25/6.0".to_owned()
+        } else {
+            format!("urn:vim25/{}", sc.api_version)
+        };
+        let creds = &self.cfg.credentials;
+        let body = codec::login(
+            &sc.session_manager,
+            &creds.username,
+            creds.password.expose(),
+        );
+        // No cookie: a server that still knows an old session refuses a
+        // second Login on it.
+        let (_, cookie) = self.exchange(body, None, &action, "LoginResponse").await?;
+        let cookie = cookie.ok_or_else(|| {
+            Error::protocol(&self.target, "Login answered without a session cookie")
+        })?;
+        let generation = {
+            let mut st = self.lock();
+            st.generation += 1;
+            st.generation
+        };
+        info!(target = %self.target, api = %sc.full_name, "vSphere session opened");
+        Ok(Session {
+            generation,
+            cookie,
+            sc,
+            action,
+        })
+    }
+
+    /// Resolves `sel` under `s` (cached per session).
+    async fn resolve(&self, s: &Session, sel: &HostSelector) -> CallResult<Resolved> {
+        if let Some(r) = self.lock().resolved.get(sel).cloned() {
+            return Ok(r);
+        }
+        let (host, name) = self.find_host(s, sel).await?;
+        let scope = self.datacenter_of(s, &host).await?;
+        debug!(target = %self.target, host = %name, scope = %scope.value, "host resolved");
+        let r = Resolved { host, name, scope };
+        self.lock().resolved.insert(sel.clone(), r.clone());
+        Ok(r)
+    }
+
+    async fn find_host(&self, s: &Session, sel: &HostSelector) -> CallResult<(MoRef, String)> {
+        if let HostSelector::MoRef(id) = sel {
+            let h = MoRef::new("HostSystem", id.clone());
+            let q = PropertyQuery::default()
+                .props("HostSystem", &["name"])
+                .object(h.clone());
+            let objs = match self.retrieve_all(s, &q).await {
+                Err(CallError::Fault(f)) if f.kind == "ManagedObjectNotFound" => Vec::new(),
+                other => other?,
+            };
+            let name = objs
+                .first()
+                .and_then(|o| o.prop("name"))
+                .map(|v| v.text.trim().to_owned())
+                .ok_or_else(|| Error::not_found(format!("host {id} at {}", self.target)))?;
+            return Ok((h, name));
+        }
+        let el = self
+            .call(
+                s,
+                codec::create_container_view(
+                    &s.sc.view_manager,
+                    &s.sc.root_folder,
+                    &["HostSystem"],
+                ),
+                "CreateContainerViewResponse",
+            )
+            .await?;
+        let view = codec::parse_moref(&el).map_err(|e| Error::protocol(&self.target, e))?;
+        let q = PropertyQuery::default()
+            .props("HostSystem", &["name"])
+            .view(view.clone());
+        let hosts = self.retrieve_all(s, &q).await;
+        let _ = self
+            .call(s, codec::destroy_view(&view), "DestroyViewResponse")
+            .await;
+        let hosts: Vec<(MoRef, String)> = hosts?
+            .into_iter()
+            .map(|o| {
+                let name = o
+                    .prop("name")
+                    .map(|v| v.text.trim().to_owned())
+                    .unwrap_or_default();
+                (o.obj, name)
+            })
+            .collect();
+        match sel {
+            HostSelector::Name(want) => {
+                hosts.into_iter().find(|(_, n)| n == want).ok_or_else(|| {
+                    Error::not_found(format!("host named {want:?} at {}", self.target)).into()
+                })
+            }
+            _ => {
+                let n = hosts.len();
+                let mut it = hosts.into_iter();
+                match (it.next(), n) {
+                    (Some(only), 1) => Ok(only),
+                    (None, _) => Err(Error::not_found(format!("any host at {}", self.target)).into()),
+                    _ => Err(Error::config(
+                        "soap.host",
+                        format!("{} manages {n} hosts; name the one this transport is for (HostSelector::Name)", self.target),
+                    )
+                    .into()),
+                }
+            }
+        }
+    }
+
+    /// Walks `parent` up from the host to its datacenter (the root folder
+    /// if there is none): the scope of the inventory view.
+    async fn datacenter_of(&self, s: &Session, host: &MoRef) -> CallResult<MoRef> {
+        let mut cur = host.clone();
+        for _ in 0..16 {
+            let q = PropertyQuery::default()
+                .props(&cur.kind, &["parent"])
+                .object(cur.clone());
+            let objs = self.retrieve_all(s, &q).await?;
+            let parent = objs
+                .first()
+                .and_then(|o| o.prop("parent"))
+                .filter(|v| !v.text.trim().is_empty())
+                .map(|v| MoRef::new(v.ref_type.clone().unwrap_or_default(), v.text.trim()));
+            match parent {
+                Some(p) if p.kind == "Datacenter" => return Ok(p),
+                Some(p) => cur = p,
+                None => break,
+            }
+        }
+        Ok(s.sc.root_folder.clone())
+    }
+
+    /// The container view (VMs and hosts) of `scope`, created once per session.
+    async fn view(&self, s: &Session, scope: &MoRef) -> CallResult<MoRef> {
+        if let Some(v) = self.lock().views.get(scope).cloned() {
+            return Ok(v);
+        }
+        let body = codec::create_container_view(
+            &s.sc.view_manager,
+            scope,
+            &["VirtualMachine", "HostSystem"],
+        );
+        let el = self.call(s, body, "CreateContainerViewResponse").await?;
+        let v = codec::parse_moref(&el).map_err(|e| Error::protocol(&self.target, e))?;
+        self.lock().views.insert(scope.clone(), v.clone());
+        Ok(v)
+    }
+
+    /// Runs `f` under a session; on `NotAuthenticated` logs in again once.
+    async fn with_session<T, F, Fut>(&self, what: &str, f: F) -> Result<T>
+    where
+        F: Fn(Arc<Session>) -> Fut,
+        Fut: Future<Output = CallResult<T>>,
+    {
+        let s = self.session().await?;
+        let generation = s.generation;
+        let first = f(s).await;
+        let second = match first {
+            Err(CallError::Fault(fault)) if fault.kind == "NotAuthenticated" => {
+                info!(target = %self.target, "session expired; logging in again");
+                self.invalidate(generation);
+                let s = self.session().await?;
+                f(s).await
+            }
+            other => other,
+        };
+        match second {
+            Ok(v) => Ok(v),
+            Err(CallError::Fault(fault)) => Err(self.fault_error(what, fault)),
+            Err(CallError::Other(e)) => Err(e),
+        }
+    }
+
+    /// Fetches every host and VM of a scope in one RetrievePropertiesEx.
+    async fn fetch(self: Arc<Self>, s: Arc<Session>, view: MoRef) -> CallResult<Arc<Snapshot>> {
+        let q = PropertyQuery::default()
+            .props("HostSystem", codec::HOST_PATHS)
+            .props("VirtualMachine", codec::VM_PATHS)
+            .view(view);
+        let objs = self.retrieve_all(&s, &q).await?;
+        let mut snap = Snapshot::default();
+        for o in &objs {
+            match o.obj.kind.as_str() {
+                "HostSystem" => {
+                    snap.hosts.insert(o.obj.clone(), codec::host_state(o));
+                }
+                "VirtualMachine" => snap.vms.push(codec::vm_record(o)),
+                _ => {}
+            }
+        }
+        let mut st = self.lock();
+        for r in &snap.vms {
+            st.vm_refs.insert(r.info.id.clone(), r.moref.clone());
+        }
+        Ok(Arc::new(snap))
+    }
+
+    /// Joins the fetch of `scope` in flight, or starts one.
+    async fn snapshot(
+        self: &Arc<Self>,
+        s: Arc<Session>,
+        scope: &MoRef,
+        view: MoRef,
+    ) -> CallResult<Arc<Snapshot>> {
+        let fut = {
+            let mut st = self.lock();
+            match st.inflight.get(scope) {
+                // An abandoned fetch (every caller dropped it) is not joined
+                // once it is older than one exchange's deadline.
+                Some((started, f)) if started.elapsed() < self.cfg.timeout => f.clone(),
+                _ => {
+                    let f = Arc::clone(self).fetch(s, view).boxed().shared();
+                    st.inflight
+                        .insert(scope.clone(), (Instant::now(), f.clone()));
+                    f
+                }
+            }
+        };
+        let r = fut.clone().await;
+        let mut st = self.lock();
+        if st.inflight.get(scope).is_some_and(|(_, f)| f.ptr_eq(&fut)) {
+            st.inflight.remove(scope);
+        }
+        r
+    }
+
+    async fn inventory_once(
+        self: &Arc<Self>,
+        s: Arc<Session>,
+        sel: &HostSelector,
+    ) -> CallResult<HostInventory> {
+        let r = self.resolve(&s, sel).await?;
+        let view = self.view(&s, &r.scope).await?;
+        let snap = self.snapshot(s, &r.scope, view).await?;
+        let host = snap
+            .hosts
+            .get(&r.host)
+            .ok_or_else(|| Error::not_found(format!("host {} at {}", r.name, self.target)))?;
+        if let Some(cs) = host
+            .connection_state
+            .as_deref()
+            .filter(|c| *c != "connected")
+        {
+            return Err(Error::unreachable(
+                r.name.clone(),
+                format!(
+                    "{} reports the host as {cs} (power state {})",
+                    self.target,
+                    host.power_state.as_deref().unwrap_or("unknown")
+                ),
+            )
+            .into());
+        }
+        let vms = snap
+            .vms
+            .iter()
+            .filter(|v| v.host.as_ref() == Some(&r.host))
+            .map(|v| v.info.clone())
+            .collect();
+        Ok(HostInventory::new(host.info.clone(), vms))
+    }
+
+    async fn inventory(self: &Arc<Self>, sel: &HostSelector) -> Result<HostInventory> {
+        self.with_session("inventory", |s| self.inventory_once(s, sel))
+            .await
+    }
+
+    async fn vm_ref(self: &Arc<Self>, sel: &HostSelector, vm: &VmId) -> Result<MoRef> {
+        if let Some(r) = self.lock().vm_refs.get(vm).cloned() {
+            return Ok(r);
+        }
+        self.inventory(sel).await?;
+        self.lock()
+            .vm_refs
+            .get(vm)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("VM {vm} on {}", self.target)))
+    }
+
+    async fn wait_once(
+        self: &Arc<Self>,
+        s: Arc<Session>,
+        sel: &HostSelector,
+        max_wait: Duration,
+    ) -> CallResult<bool> {
+        let r = self.resolve(&s, sel).await?;
+        let existing = self.lock().feeds.get(&r.scope).cloned();
+        let (pc, version) = match existing {
+            Some(f) => f,
+            None => {
+                let view = self.view(&s, &r.scope).await?;
+                let el = self
+                    .call(
+                        &s,
+                        codec::create_property_collector(&s.sc.property_collector),
+                        "CreatePropertyCollectorResponse",
+                    )
+                    .await?;
+                let pc = codec::parse_moref(&el).map_err(|e| Error::protocol(&self.target, e))?;
+                let q = PropertyQuery::default()
+                    .props(
+                        "VirtualMachine",
+                        &[
+                            "name",
+                            "runtime.host",
+                            "runtime.powerState",
+                            "guest.toolsRunningStatus",
+                        ],
+                    )
+                    .view(view);
+                self.call(&s, codec::create_filter(&pc, &q), "CreateFilterResponse")
+                    .await?;
+                let el = self
+                    .call(
+                        &s,
+                        codec::wait_for_updates_ex(&pc, "", 0),
+                        "WaitForUpdatesExResponse",
+                    )
+                    .await?;
+                let version = codec::parse_update_set(&el)
+                    .map_err(|e| Error::protocol(&self.target, e))?
+                    .map(|u| u.version)
+                    .unwrap_or_default();
+                self.lock().feeds.insert(r.scope.clone(), (pc, version));
+                return Ok(false);
+            }
+        };
+        // Whole seconds (the API's unit), leaving the HTTP deadline room; 0
+        // checks once without waiting.
+        let secs = max_wait
+            .min(self.cfg.timeout.saturating_sub(Duration::from_secs(2)))
+            .as_secs();
+        let el = self
+            .call(
+                &s,
+                codec::wait_for_updates_ex(&pc, &version, secs),
+                "WaitForUpdatesExResponse",
+            )
+            .await?;
+        match codec::parse_update_set(&el).map_err(|e| Error::protocol(&self.target, e))? {
+            Some(u) => {
+                debug!(target = %self.target, changes = u.changed.len(), "change feed");
+                self.lock().feeds.insert(r.scope, (pc, u.version));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn wait_task(&self, s: &Session, task: &MoRef, what: &str) -> CallResult<()> {
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let q = PropertyQuery::default()
+                .props("Task", &["info.state", "info.error"])
+                .object(task.clone());
+            let objs = self.retrieve_all(s, &q).await?;
+            let o = objs.first().ok_or_else(|| {
+                Error::protocol(
+                    &self.target,
+                    format!("task {} of {what} vanished", task.value),
+                )
+            })?;
+            match codec::task_state(o).map_err(|e| Error::protocol(&self.target, e))? {
+                TaskState::Success => return Ok(()),
+                TaskState::Error(f) => return Err(CallError::Fault(f)),
+                TaskState::Pending => {}
+            }
+            if start.elapsed() >= self.cfg.task_timeout {
+                return Err(Error::timeout(
+                    format!("{what} on {}", self.target),
+                    self.cfg.task_timeout,
+                )
+                .into());
+            }
+            self.backend.sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    async fn vm_power_once(&self, s: Arc<Session>, vm: MoRef, op: VmOp) -> CallResult<()> {
+        let (name, task) = match op {
+            VmOp::ShutdownGuest => ("ShutdownGuest", false),
+            VmOp::RebootGuest => ("RebootGuest", false),
+            VmOp::PowerOff => ("PowerOffVM_Task", true),
+            VmOp::PowerOn => ("PowerOnVM_Task", true),
+            VmOp::Reset => ("ResetVM_Task", true),
+            VmOp::Suspend => ("SuspendVM_Task", true),
+            _ => return Err(Error::unsupported(format!("VM operation {op}")).into()),
+        };
+        let result = async {
+            let el = self
+                .call(&s, codec::call(name, &vm), &format!("{name}Response"))
+                .await?;
+            if task {
+                let t = codec::parse_moref(&el).map_err(|e| Error::protocol(&self.target, e))?;
+                self.wait_task(&s, &t, name).await?;
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            // Already where the call would take it: idempotent success.
+            Err(CallError::Fault(f))
+                if f.kind == "InvalidPowerState" && (op.stops() || op == VmOp::PowerOn) =>
+            {
+                debug!(target = %self.target, vm = %vm.value, %op, "already in that power state");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    async fn host_power_once(
+        &self,
+        s: Arc<Session>,
+        sel: &HostSelector,
+        op: HostOp,
+    ) -> CallResult<()> {
+        let name = match op {
+            HostOp::EnterMaintenance => "EnterMaintenanceMode_Task",
+            HostOp::ExitMaintenance => "ExitMaintenanceMode_Task",
+            HostOp::Shutdown => "ShutdownHost_Task",
+            HostOp::Reboot => "RebootHost_Task",
+            _ => return Err(Error::unsupported(format!("host operation {op}")).into()),
+        };
+        let host = self.resolve(&s, sel).await?.host;
+        // force: the sequencer shuts a host down only once its VMs are off,
+        // and a UPS on battery cannot wait for maintenance mode.
+        let el = self
+            .call(
+                &s,
+                codec::host_call(name, &host, true),
+                &format!("{name}Response"),
+            )
+            .await?;
+        let t = codec::parse_moref(&el).map_err(|e| Error::protocol(&self.target, e))?;
+        match self.wait_task(&s, &t, name).await {
+            Err(CallError::Other(e))
+                if matches!(op, HostOp::Shutdown | HostOp::Reboot)
+                    && matches!(e.kind(), ErrorKind::Unreachable | ErrorKind::Timeout) =>
+            {
+                // The host accepted the task and went away: that is the point.
+                info!(target = %self.target, %op, "host stopped answering after accepting {name}");
+                Ok(())
+            }
+            Err(CallError::Fault(f))
+                if f.kind == "InvalidState"
+                    && matches!(op, HostOp::EnterMaintenance | HostOp::ExitMaintenance) =>
+            {
+                let want = op == HostOp::EnterMaintenance;
+                let q = PropertyQuery::default()
+                    .props("HostSystem", codec::HOST_PATHS)
+                    .object(host.clone());
+                let objs = self.retrieve_all(&s, &q).await?;
+                match objs.first().map(codec::host_state) {
+                    Some(h) if h.in_maintenance == want => Ok(()),
+                    _ => Err(CallError::Fault(f)),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl HostTransport for SoapTransport {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
+    }
+
+    async fn host_info(&self) -> Result<HostInfo> {
+        Ok(self.inner.inventory(&self.host).await?.info)
+    }
+
+    async fn list_vm_ids(&self) -> Result<Vec<VmId>> {
+        Ok(self
+            .inner
+            .inventory(&self.host)
+            .await?
+            .vms
+            .into_iter()
+            .map(|v| v.id)
+            .collect())
+    }
+
+    async fn vm_info(&self, vm: &VmId) -> Result<VmInfo> {
+        self.inner
+            .inventory(&self.host)
+            .await?
+            .vms
+            .into_iter()
+            .find(|v| &v.id == vm)
+            .ok_or_else(|| Error::not_found(format!("VM {vm} on {}", self.inner.target)))
+    }
+
+    async fn inventory(&self) -> Result<HostInventory> {
+        self.inner.inventory(&self.host).await
+    }
+
+    async fn vm_power(&self, vm: &VmId, op: VmOp) -> Result<()> {
+        let moref = self.inner.vm_ref(&self.host, vm).await?;
+        let what = format!("{op} of VM {vm}");
+        let r = self
+            .inner
+            .with_session(&what, |s| self.inner.vm_power_once(s, moref.clone(), op))
+            .await;
+        if let Err(e) = &r {
+            if e.kind() == ErrorKind::NotFound {
+                // Stale id → moref mapping (VM re-registered): forget it.
+                self.inner.lock().vm_refs.remove(vm);
+            }
+            warn!(target = %self.inner.target, vm = %vm, %op, error = %e, "VM power call failed");
+        }
+        r
+    }
+
+    async fn host_power(&self, op: HostOp) -> Result<()> {
+        let what = format!("{op} of the host");
+        self.inner
+            .with_session(&what, |s| self.inner.host_power_once(s, &self.host, op))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Reply;
+    use futures::FutureExt;
+    use futures::executor::block_on;
+    use futures::future::BoxFuture;
+    use upsvisor_core::Credentials;
+
+    #[test]
+    fn target_is_host_and_port() {
+        assert_eq!(target_of("https://127.0.0.1:443/sdk"), "127.0.0.1:443");
+        assert_eq!(target_of("https://esx1/sdk"), "esx1");
+    }
+
+    type Handler = dyn Fn(&str, &str, usize) -> Option<(u16, String)> + Send + Sync;
+
+    /// A scripted ESXi: answers by method name; `over` overrides a method
+    /// (its n-th call, counted from 0) with a status and body.
+    struct Fake {
+        over: Box<Handler>,
+        log: Mutex<Vec<String>>,
+    }
+
+    fn env(body: &str) -> String {
+        codec::envelope(body)
+    }
+
+    fn fault(kind: &str) -> (u16, String) {
+        (
+            500,
+            env(&format!(
+                r#"<soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>{kind} happened</faultstring><detail><{kind}Fault xmlns="urn:vim25" xsi:type="{kind}"/></detail></soapenv:Fault>"#
+            )),
+        )
+    }
+
+    fn prop(name: &str, val: &str) -> String {
+        format!("<propSet><name>{name}</name><val>{val}</val></propSet>")
+    }
+
+    fn vm_obj(n: usize) -> String {
+        format!(
+            r#"<objects><obj type="VirtualMachine">vm-{n}</obj>{}{}{}{}</objects>"#,
+            prop("name", &format!("vm{n}")),
+            prop("config.instanceUuid", &format!("uuid-{n}")),
+            prop("runtime.powerState", "poweredOn"),
+            r#"<propSet><name>runtime.host</name><val type="HostSystem">ha-host</val></propSet>"#
+        )
+    }
+
+    fn default_reply(method: &str, body: &str) -> (u16, String) {
+        let ok = |inner: &str| {
+            (
+                200,
+                env(&format!(
+                    r#"<{method}Response xmlns="urn:vim25">{inner}</{method}Response>"#
+                )),
+            )
+        };
+        match method {
+            "RetrieveServiceContent" => ok(concat!(
+                r#"<returnval><rootFolder type="Folder">ha-folder-root</rootFolder><propertyCollector type="PropertyCollector">ha-property-collector</propertyCollector>"#,
+                r#"<viewManager type="ViewManager">ViewManager</viewManager><about><fullName>VMware ESXi 7.0</fullName><apiType>HostAgent</apiType><apiVersion>7.0</apiVersion></about>"#,
+                r#"<sessionManager type="SessionManager">ha-sessionmgr</sessionManager></returnval>"#
+            )),
+            "Login" => ok("<returnval><key>k</key></returnval>"),
+            "CreateContainerView" => {
+                ok(r#"<returnval type="ContainerView">session[x]v</returnval>"#)
+            }
+            "PowerOffVM_Task" => ok(r#"<returnval type="Task">task-1</returnval>"#),
+            "ContinueRetrievePropertiesEx" => {
+                let tok: usize = body
+                    .split("<token>")
+                    .nth(1)
+                    .and_then(|t| t.split('<').next())
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(99);
+                let next = if tok < 3 {
+                    format!("<token>{}</token>", tok + 1)
+                } else {
+                    String::new()
+                };
+                ok(&format!("<returnval>{next}{}</returnval>", vm_obj(tok)))
+            }
+            "RetrievePropertiesEx" if body.contains("<pathSet>parent</pathSet>") => {
+                let parent = if body.contains(">ha-host<") {
+                    r#"<val type="ComputeResource">ha-compute-res</val>"#
+                } else if body.contains(">ha-compute-res<") {
+                    r#"<val type="Datacenter">ha-datacenter</val>"#
+                } else {
+                    ""
+                };
+                ok(&format!(
+                    r#"<returnval><objects><obj type="X">x</obj><propSet><name>parent</name>{parent}</propSet></objects></returnval>"#
+                ))
+            }
+            "RetrievePropertiesEx" if body.contains("info.state") => ok(&format!(
+                r#"<returnval><objects><obj type="Task">task-1</obj>{}</objects></returnval>"#,
+                prop("info.state", "success")
+            )),
+            "RetrievePropertiesEx" if body.contains("runtime.connectionState") => ok(&format!(
+                r#"<returnval><token>1</token><objects><obj type="HostSystem">ha-host</obj>{}{}</objects>{}</returnval>"#,
+                prop("name", "esx1"),
+                prop("runtime.connectionState", "connected"),
+                vm_obj(0)
+            )),
+            "RetrievePropertiesEx" => ok(&format!(
+                r#"<returnval><objects><obj type="HostSystem">ha-host</obj>{}</objects></returnval>"#,
+                prop("name", "esx1")
+            )),
+            _ => ok(""),
+        }
+    }
+
+    impl Backend for Fake {
+        fn post(
+            &self,
+            body: String,
+            _cookie: Option<String>,
+            _action: String,
+        ) -> BoxFuture<'static, Result<Reply>> {
+            let method = body
+                .split("<soapenv:Body><")
+                .nth(1)
+                .and_then(|r| r.split([' ', '>']).next())
+                .unwrap_or_default()
+                .to_owned();
+            let n = {
+                let mut log = self.log.lock().unwrap();
+                log.push(method.clone());
+                log.iter().filter(|m| **m == method).count() - 1
+            };
+            let (status, text) =
+                (self.over)(&method, &body, n).unwrap_or_else(|| default_reply(&method, &body));
+            let cookie = (method == "Login").then(|| "vmware_soap_session=abc".to_owned());
+            async move {
+                Ok(Reply {
+                    status,
+                    body: text.into_bytes(),
+                    cookie,
+                })
+            }
+            .boxed()
+        }
+
+        fn sleep(&self, _d: Duration) -> BoxFuture<'static, ()> {
+            async {}.boxed()
+        }
+    }
+
+    fn fake(
+        over: impl Fn(&str, &str, usize) -> Option<(u16, String)> + Send + Sync + 'static,
+    ) -> (SoapTransport, Arc<Inner>) {
+        let cfg = SoapConfig::new("https://esx1", Credentials::new("root", "pw"));
+        let t = SoapTransport::with_backend(
+            cfg,
+            "esx1".into(),
+            Box::new(Fake {
+                over: Box::new(over),
+                log: Mutex::new(Vec::new()),
+            }),
+        );
+        let inner = Arc::clone(&t.inner);
+        (t, inner)
+    }
+
+    #[test]
+    fn pages_are_followed_and_filtered_by_host() {
+        let (t, _) = fake(|_, _, _| None);
+        let inv = block_on(t.inventory()).unwrap();
+        let ids: Vec<&str> = inv.vms.iter().map(|v| v.id.as_str()).collect();
+        assert_eq!(ids, ["uuid-0", "uuid-1", "uuid-2", "uuid-3"]);
+        assert_eq!(inv.info.hostname.as_deref(), Some("esx1"));
+        assert_eq!(t.host_name().as_deref(), Some("esx1"));
+    }
+
+    #[test]
+    fn faults_map_to_kinds() {
+        let cases = [
+            (
+                "PowerOffVM_Task",
+                "RestrictedVersion",
+                ErrorKind::Unsupported,
+            ),
+            ("PowerOffVM_Task", "NoPermission", ErrorKind::Auth),
+            (
+                "PowerOffVM_Task",
+                "ManagedObjectNotFound",
+                ErrorKind::NotFound,
+            ),
+            ("PowerOffVM_Task", "SomethingNew", ErrorKind::Protocol),
+        ];
+        for (method, kind, want) in cases {
+            let (t, _) = fake(move |m, _, _| (m == method).then(|| fault(kind)));
+            let err = block_on(t.vm_power(&VmId::new("uuid-0"), VmOp::PowerOff)).unwrap_err();
+            assert_eq!(err.kind(), want, "{kind}: {err}");
+            if kind == "RestrictedVersion" {
+                assert!(err.to_string().contains("SSH transport"), "{err}");
+            }
+        }
+        // Already off: success.
+        let (t, _) = fake(|m, _, _| (m == "PowerOffVM_Task").then(|| fault("InvalidPowerState")));
+        block_on(t.vm_power(&VmId::new("uuid-0"), VmOp::PowerOff)).unwrap();
+        // Reset of an off VM is a real refusal.
+        let (t, _) = fake(|m, _, _| (m == "ResetVM_Task").then(|| fault("InvalidPowerState")));
+        assert_eq!(
+            block_on(t.vm_power(&VmId::new("uuid-0"), VmOp::Reset))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidState
+        );
+        let (t, _) = fake(|m, _, _| (m == "ShutdownGuest").then(|| fault("ToolsUnavailable")));
+        assert_eq!(
+            block_on(t.vm_power(&VmId::new("uuid-0"), VmOp::ShutdownGuest))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ToolsUnavailable
+        );
+        let (t, _) = fake(|m, _, _| (m == "Login").then(|| fault("InvalidLogin")));
+        let err = block_on(t.inventory()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Auth);
+        assert!(!err.to_string().contains("pw"), "{err}");
+    }
+
+    #[test]
+    fn not_authenticated_logs_in_once_then_gives_up() {
+        // Expired once: the second try (after a new login) succeeds.
+        let (t, _) = fake(|m, b, n| {
+            (m == "RetrievePropertiesEx" && b.contains("runtime.connectionState") && n == 0)
+                .then(|| fault("NotAuthenticated"))
+        });
+        block_on(t.inventory()).unwrap();
+        // Refused every time: an Auth error, not a loop.
+        let (t, _) = fake(|m, b, _| {
+            (m == "RetrievePropertiesEx" && b.contains("runtime.connectionState"))
+                .then(|| fault("NotAuthenticated"))
+        });
+        let err = block_on(t.inventory()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    }
+
+    #[test]
+    fn odd_http_answers_are_protocol_errors() {
+        let (t, _) = fake(|m, _, _| {
+            (m == "RetrieveServiceContent").then(|| (404, "<html>nope</html>".to_owned()))
+        });
+        let err = block_on(t.inventory()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Protocol);
+        assert!(err.to_string().contains("HTTP 404"), "{err}");
+        let (t, _) =
+            fake(|m, _, _| (m == "RetrieveServiceContent").then(|| (200, "<html>".to_owned())));
+        assert_eq!(
+            block_on(t.inventory()).unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
+        let (t, _) =
+            fake(|m, _, _| (m == "RetrievePropertiesEx").then(|| (500, env("<Nonsense/>"))));
+        assert_eq!(
+            block_on(t.inventory()).unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
+        // A host that vCenter cannot reach is unreachable, not empty.
+        let (t, _) = fake(|m, b, _| {
+            (m == "RetrievePropertiesEx" && b.contains("runtime.connectionState")).then(|| {
+                (200, env(&format!(
+                    r#"<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><objects><obj type="HostSystem">ha-host</obj>{}</objects></returnval></RetrievePropertiesExResponse>"#,
+                    prop("runtime.connectionState", "notResponding")
+                )))
+            })
+        });
+        assert_eq!(
+            block_on(t.inventory()).unwrap_err().kind(),
+            ErrorKind::Unreachable
+        );
+    }
+
+    #[test]
+    fn pending_tasks_are_polled_until_done() {
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let p = Arc::clone(&polls);
+        let (t, _) = fake(move |m, b, _| {
+            let is_poll = m == "RetrievePropertiesEx" && b.contains("info.state");
+            let n = if is_poll {
+                p.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            } else {
+                99
+            };
+            (is_poll && n < 3).then(|| {
+                (200, env(&format!(
+                    r#"<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><objects><obj type="Task">task-1</obj>{}</objects></returnval></RetrievePropertiesExResponse>"#,
+                    prop("info.state", "running")
+                )))
+            })
+        });
+        block_on(t.vm_power(&VmId::new("uuid-2"), VmOp::PowerOff)).unwrap();
+        assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(
+            block_on(t.vm_power(&VmId::new("nope"), VmOp::PowerOff))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::NotFound
+        );
+    }
+}
