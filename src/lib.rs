@@ -7,7 +7,12 @@
 //!
 //! | feature | crate | what |
 //! |---|---|---|
-//! | `sim` | `upsvisor-sim` | simulated hosts and UPS |
+//! | `sim` (default) | `upsvisor-sim` | simulated hosts and UPS |
+//! | `nut` | `upsvisor-nut` | NUT `upsd` client (power device) |
+//! | `snmp` | `upsvisor-snmp` | SNMP v1/v2c/v3 UPS and PDU (power device) |
+//! | `serial` | `upsvisor-serial` | Megatec/Q1 and APC smart serial UPS (power device) |
+//! | `ssh` | `upsvisor-ssh` | ESXi, libvirt, Proxmox, Hyper-V over SSH (host transport) |
+//! | `soap` | `upsvisor-soap` | vSphere Web Services, ESXi or vCenter (host transport) |
 //!
 //! No network backend is on by default: embedders pick adapters explicitly.
 #![forbid(unsafe_code)]
@@ -18,3 +23,28 @@ pub use upsvisor_core::*;
 /// Simulated hosts and UPS (feature `sim`).
 #[cfg(feature = "sim")]
 pub use upsvisor_sim as sim;
+
+/// NUT power devices (feature `nut`).
+#[cfg(feature = "nut")]
+pub use upsvisor_nut as nut;
+
+/// SNMP power devices (feature `snmp`).
+#[cfg(feature = "snmp")]
+pub use upsvisor_snmp as snmp;
+
+/// Serial UPSes (feature `serial`).
+#[cfg(feature = "serial")]
+pub use upsvisor_serial as serial;
+
+/// SSH host transport (feature `ssh`).
+#[cfg(feature = "ssh")]
+pub use upsvisor_ssh as ssh;
+
+/// vSphere SOAP host transport (feature `soap`).
+#[cfg(feature = "soap")]
+pub use upsvisor_soap as soap;
+
+/// The README's code, compiled and run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -196,6 +196,15 @@ pub fn merge(
         owner.insert(vm, best);
     }
 
+    // The VMs each answering host owns, grouped once (not per host).
+    let mut owned: BTreeMap<&HostId, BTreeMap<VmId, VmInfo>> = BTreeMap::new();
+    for (id, (h, v)) in &owner {
+        owned
+            .entry(*h)
+            .or_default()
+            .insert((*id).clone(), (*v).clone());
+    }
+
     let mut next = VmTable {
         cycle: prev.cycle + 1,
         taken_at: now,
@@ -217,11 +226,7 @@ pub fn merge(
                     info: Some(inv.info.clone()),
                     freshness: Freshness::Fresh,
                     last_seen: Some(now),
-                    vms: owner
-                        .iter()
-                        .filter(|(_, (oh, _))| *oh == h)
-                        .map(|(id, (_, v))| ((*id).clone(), (*v).clone()))
-                        .collect(),
+                    vms: owned.remove(h).unwrap_or_default(),
                 }
             }
             Some(HostOutcome::Failed(e)) => {
@@ -289,8 +294,9 @@ pub fn merge(
             }
         }
     }
+    let present: BTreeSet<&VmId> = next.hosts.values().flat_map(|r| r.vms.keys()).collect();
     for (id, (ph, pv)) in &prev_loc {
-        if next.locate(id).is_none() {
+        if !present.contains(id) {
             events.push(Event::VmVanished {
                 host: (*ph).clone(),
                 vm: (*id).clone(),

@@ -483,7 +483,7 @@ impl HostRecord {
 /// The VM management data: host → VMs → info, rebuilt every cycle.
 ///
 /// Invariant: a VM id appears under at most one host (see
-/// [`crate::merge`] for how a VM reported by two hosts in one cycle is
+/// [`crate::merge()`] for how a VM reported by two hosts in one cycle is
 /// resolved).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -514,6 +514,15 @@ impl VmTable {
         self.hosts
             .iter()
             .find_map(|(h, r)| r.vms.get(vm).map(|v| (h, v)))
+    }
+
+    /// Where every VM is: build once when locating many VMs
+    /// ([`VmTable::locate`] walks the hosts).
+    pub fn index(&self) -> BTreeMap<&VmId, &HostId> {
+        self.hosts
+            .iter()
+            .flat_map(|(h, r)| r.vms.keys().map(move |id| (id, h)))
+            .collect()
     }
 
     /// Every VM with its host.

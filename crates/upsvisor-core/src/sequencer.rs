@@ -789,9 +789,10 @@ impl Sequencer {
             .filter(|(_, t)| t.group == gi)
             .map(|(id, _)| id.clone())
             .collect();
+        let index = table.index();
         let mut settled = true;
         for id in ids {
-            let loc = table.locate(&id).map(|(h, v)| (h.clone(), v.clone()));
+            let loc = locate(table, &index, &id);
             let Some(t) = e.vms.get(&id).cloned() else {
                 continue;
             };
@@ -1170,6 +1171,7 @@ impl Sequencer {
         table: &VmTable,
         out: &mut Vec<Issued>,
     ) -> bool {
+        let index = table.index();
         let Phase::Restoring {
             since,
             outlets_on,
@@ -1294,7 +1296,7 @@ impl Sequencer {
                 let Some(t) = e.vms.get(id).cloned() else {
                     continue;
                 };
-                let loc = table.locate(id).map(|(h, v)| (h.clone(), v.clone()));
+                let loc = locate(table, &index, id);
                 match t.st {
                     VmSt::Started | VmSt::StartFailed { .. } => continue,
                     _ => {}
@@ -1567,6 +1569,21 @@ impl Sequencer {
         }
         self.episode = Some(e);
     }
+}
+
+/// A VM's host and info through a prebuilt index.
+fn locate(
+    table: &VmTable,
+    index: &BTreeMap<&VmId, &HostId>,
+    vm: &VmId,
+) -> Option<(HostId, crate::model::VmInfo)> {
+    let h = *index.get(vm)?;
+    table
+        .hosts
+        .get(h)?
+        .vms
+        .get(vm)
+        .map(|v| (h.clone(), v.clone()))
 }
 
 fn new_host() -> HostTrack {

@@ -6,7 +6,7 @@
 //! whose battery drains with the load of the hosts it feeds, driven by a
 //! script in the spirit of NUT's `.seq` files.
 //!
-//! Everything shares one timeline on one [`Clock`]. The estate has no
+//! Everything shares one timeline on one [`Clock`](upsvisor_core::Clock). The estate has no
 //! driver task: whatever is due is applied, in time order, before any
 //! request is answered, so with a [`upsvisor_core::SimClock`] every run is
 //! the same.
