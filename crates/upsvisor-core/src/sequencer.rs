@@ -493,7 +493,14 @@ impl Sequencer {
         let Some(mut e) = self.episode.take() else {
             return out;
         };
-        self.track_new_vms(&mut e, table);
+        if self.track_new_vms(&mut e, table) {
+            if let Phase::Stopping { stage } = &mut e.phase {
+                // A VM arrived (first answer, migration into scope) after its
+                // group's stage: walk the stages again; finished ones finish
+                // at once.
+                *stage = 0;
+            }
+        }
         // Decide nothing from a table older than the episode: it may show a
         // VM off that was just started, or miss one that just arrived.
         if table.taken_at < e.started {
@@ -714,11 +721,14 @@ impl Sequencer {
         }
     }
 
-    fn track_new_vms(&self, e: &mut Episode, table: &VmTable) {
+    /// Tracks VMs in scope not seen before; true if any was added.
+    fn track_new_vms(&self, e: &mut Episode, table: &VmTable) -> bool {
+        let mut added = false;
         for (h, v) in table.vms() {
             if !e.scope.contains(h) || e.vms.contains_key(&v.id) {
                 continue;
             }
+            added = true;
             let group = self.cfg.group_of(v);
             let restoring = matches!(e.phase, Phase::Restoring { .. });
             e.vms.insert(
@@ -738,6 +748,7 @@ impl Sequencer {
                 },
             );
         }
+        added
     }
 
     fn in_flight_ok(&self, e: &Episode, host: &HostId) -> bool {
@@ -829,8 +840,8 @@ impl Sequencer {
                 }
                 _ => {}
             }
-            settled = false;
             if Self::vm_busy(e, &id) {
+                settled = false;
                 continue;
             }
             // Off in the table: for a VM not yet touched even a stale row
@@ -855,6 +866,7 @@ impl Sequencer {
                 });
                 continue;
             }
+            settled = false;
             if t.retry_at.is_some_and(|r| r > now) || !self.in_flight_ok(e, &host) {
                 continue;
             }
@@ -987,8 +999,11 @@ impl Sequencer {
             {
                 continue;
             }
+            // A host that never answered has VMs nobody knows: it waits like
+            // a host with VMs on.
             let blocking: Vec<String> = table
                 .host(&h)
+                .filter(|r| r.freshness != Freshness::Unknown)
                 .map(|r| {
                     r.vms_on()
                         .filter(|v| {
@@ -1000,7 +1015,7 @@ impl Sequencer {
                         .map(|v| v.name.clone())
                         .collect()
                 })
-                .unwrap_or_default();
+                .unwrap_or_else(|| vec![format!("(unknown: {h} has never answered)")]);
             let mut forced = track.forced;
             if !blocking.is_empty() && !forced {
                 let due = self.cfg.force_host_after.map(|f| e.started + f);

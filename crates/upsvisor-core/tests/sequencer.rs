@@ -1,0 +1,363 @@
+//! Table tests of the sequencer as a pure state machine: hand-built tables
+//! and power views in, commands out.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use upsvisor_core::{
+    Audit, Command, HostEntry, HostId, HostInfo, HostInventory, HostOutcome, Instant, Inventory,
+    Outlet, PowerState, PowerView, Sequencer, SequencerConfig, ToolsState, TransportKind, VmInfo,
+    VmOp, VmTable, merge,
+};
+
+fn vm(id: &str, power: PowerState, tools: ToolsState) -> VmInfo {
+    let mut v = VmInfo::new(id, format!("name-{id}"), power);
+    v.tools = tools;
+    v
+}
+
+const ON: PowerState = PowerState::PoweredOn;
+const OFF: PowerState = PowerState::PoweredOff;
+const TOOLS: ToolsState = ToolsState::Running;
+
+/// A table from `host -> vms`, taken at `at` seconds, merged on `prev`.
+fn table(prev: &VmTable, at: u64, hosts: &[(&str, Vec<VmInfo>)]) -> VmTable {
+    let outcomes = hosts
+        .iter()
+        .map(|(h, vms)| {
+            (
+                HostId::from(*h),
+                HostOutcome::Answered(HostInventory::new(HostInfo::new("t", "1"), vms.clone())),
+            )
+        })
+        .collect::<Vec<_>>();
+    merge(prev, outcomes, Instant::from_millis(at * 1000)).0
+}
+
+fn inventory(hosts: &[&str]) -> Inventory {
+    Inventory::new(
+        hosts
+            .iter()
+            .map(|h| HostEntry::new(*h, *h, TransportKind::Sim))
+            .collect(),
+        vec![Outlet::new(
+            "ups",
+            "main",
+            hosts.iter().map(|h| HostId::from(*h)),
+        )],
+    )
+}
+
+fn failing(hosts: &[&str]) -> PowerView {
+    let mut v = PowerView::default();
+    v.at_risk = hosts.iter().map(|h| HostId::from(*h)).collect();
+    v.unhealthy = BTreeSet::from(["ups".into()]);
+    v.on_battery = true;
+    v.reason = "test".into();
+    v
+}
+
+fn stable() -> PowerView {
+    let mut v = PowerView::default();
+    v.mains_stable = true;
+    v
+}
+
+fn t(s: u64) -> Instant {
+    Instant::from_millis(s * 1000)
+}
+
+fn ops(cmds: &[upsvisor_core::Issued]) -> Vec<String> {
+    cmds.iter()
+        .map(|i| match &i.cmd {
+            Command::Vm { vm, op, .. } => format!("{op} {vm}"),
+            Command::Host { host, op } => format!("{op} {host}"),
+            Command::Device { device, cmd } => format!("{device} {cmd:?}"),
+            _ => "?".into(),
+        })
+        .collect()
+}
+
+#[test]
+fn guest_shutdown_then_power_off_then_host_then_ups() {
+    let cfg = SequencerConfig::default().force_host_after(None);
+    let mut s = Sequencer::new(cfg, inventory(&["h1"]));
+    let t0 = table(
+        &VmTable::default(),
+        0,
+        &[(
+            "h1",
+            vec![
+                vm("a", ON, TOOLS),
+                vm("b", ON, ToolsState::NotInstalled),
+                vm("c", OFF, TOOLS),
+            ],
+        )],
+    );
+    // The first step opens the episode but waits for a table newer than it.
+    assert!(s.step(t(1), &t0, &failing(&["h1"])).is_empty());
+    assert!(s.take_poll_wanted());
+    let t1 = table(
+        &t0,
+        2,
+        &[(
+            "h1",
+            vec![
+                vm("a", ON, TOOLS),
+                vm("b", ON, ToolsState::NotInstalled),
+                vm("c", OFF, TOOLS),
+            ],
+        )],
+    );
+    let cmds = s.step(t(2), &t1, &failing(&["h1"]));
+    assert_eq!(
+        ops(&cmds),
+        vec!["shutdown_guest a", "power_off b"],
+        "no tools: off at once; c is already off"
+    );
+    for c in &cmds {
+        s.complete(t(2), c.id, Ok(()));
+    }
+    // Stubborn: still on at the 120 s timeout -> power off. The host waits.
+    let t2 = table(
+        &t1,
+        100,
+        &[(
+            "h1",
+            vec![vm("a", ON, TOOLS), vm("b", OFF, TOOLS), vm("c", OFF, TOOLS)],
+        )],
+    );
+    assert!(s.step(t(100), &t2, &failing(&["h1"])).is_empty());
+    assert_eq!(s.next_wakeup(), Some(t(122)));
+    let cmds = s.step(t(122), &t2, &failing(&["h1"]));
+    assert_eq!(ops(&cmds), vec!["power_off a"]);
+    s.complete(t(122), cmds[0].id, Ok(()));
+    let t3 = table(
+        &t2,
+        123,
+        &[(
+            "h1",
+            vec![
+                vm("a", OFF, TOOLS),
+                vm("b", OFF, TOOLS),
+                vm("c", OFF, TOOLS),
+            ],
+        )],
+    );
+    let cmds = s.step(t(123), &t3, &failing(&["h1"]));
+    assert_eq!(ops(&cmds), vec!["shutdown h1"]);
+    s.complete(t(123), cmds[0].id, Ok(()));
+    // The host stops answering: down; then the UPS.
+    let t4 = merge(
+        &t3,
+        [(
+            HostId::from("h1"),
+            HostOutcome::Failed(upsvisor_core::Error::unreachable("h1", "down")),
+        )],
+        t(140),
+    )
+    .0;
+    let cmds = s.step(t(140), &t4, &failing(&["h1"]));
+    assert_eq!(ops(&cmds), vec!["ups ShutdownReturn { delay: 30s }"]);
+    let audit = s.take_audit();
+    assert!(audit.iter().any(|a| matches!(&a.what, Audit::Note { text } if text.contains("did not stop within its timeout"))));
+    assert!(
+        !audit
+            .iter()
+            .any(|a| matches!(a.what, Audit::ForcedHostShutdown { .. }))
+    );
+}
+
+#[test]
+fn host_waits_for_running_vm_until_forced_deadline_and_logs_it() {
+    let cfg = SequencerConfig::default()
+        .force_host_after(Some(Duration::from_secs(300)))
+        .default_action(upsvisor_core::VmAction::LeaveRunning);
+    let mut s = Sequencer::new(cfg, inventory(&["h1"]));
+    let t0 = table(&VmTable::default(), 1, &[("h1", vec![vm("a", ON, TOOLS)])]);
+    s.step(t(0), &VmTable::default(), &failing(&["h1"]));
+    assert!(
+        s.step(t(1), &t0, &failing(&["h1"])).is_empty(),
+        "left running: the host must wait"
+    );
+    assert!(s.step(t(299), &t0, &failing(&["h1"])).is_empty());
+    let cmds = s.step(t(300), &t0, &failing(&["h1"]));
+    assert_eq!(ops(&cmds), vec!["shutdown h1"]);
+    let audit = s.take_audit();
+    let forced: Vec<_> = audit
+        .iter()
+        .filter_map(|a| match &a.what {
+            Audit::ForcedHostShutdown { host, reason } => Some((host.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forced.len(), 1);
+    assert!(forced[0].1.contains("name-a"), "{forced:?}");
+}
+
+#[test]
+fn mains_back_before_commit_aborts_and_restores_only_what_was_stopped() {
+    let mut s = Sequencer::new(SequencerConfig::default(), inventory(&["h1"]));
+    let vms = || vec![vm("a", ON, TOOLS), vm("b", ON, TOOLS), vm("c", OFF, TOOLS)];
+    s.step(t(0), &VmTable::default(), &failing(&["h1"]));
+    let t1 = table(&VmTable::default(), 1, &[("h1", vms())]);
+    let cmds = s.step(t(1), &t1, &failing(&["h1"]));
+    assert_eq!(ops(&cmds), vec!["shutdown_guest a", "shutdown_guest b"]);
+    for c in &cmds {
+        s.complete(t(1), c.id, Ok(()));
+    }
+    // a stopped, b is still shutting down when mains is stable again.
+    let t2 = table(
+        &t1,
+        30,
+        &[(
+            "h1",
+            vec![vm("a", OFF, TOOLS), vm("b", ON, TOOLS), vm("c", OFF, TOOLS)],
+        )],
+    );
+    let cmds = s.step(t(30), &t2, &stable());
+    assert!(
+        s.take_audit()
+            .iter()
+            .any(|a| matches!(&a.what, Audit::Note { text } if text.contains("aborting")))
+    );
+    assert_eq!(
+        ops(&cmds),
+        vec!["power_on a"],
+        "b is mid-shutdown: wait for it; c was off: leave it"
+    );
+    s.complete(t(30), cmds[0].id, Ok(()));
+    let t3 = table(
+        &t2,
+        60,
+        &[(
+            "h1",
+            vec![vm("a", ON, TOOLS), vm("b", OFF, TOOLS), vm("c", OFF, TOOLS)],
+        )],
+    );
+    let cmds = s.step(t(60), &t3, &stable());
+    assert_eq!(ops(&cmds), vec!["power_on b"]);
+    s.complete(t(60), cmds[0].id, Ok(()));
+    let t4 = table(
+        &t3,
+        70,
+        &[(
+            "h1",
+            vec![vm("a", ON, TOOLS), vm("b", ON, TOOLS), vm("c", OFF, TOOLS)],
+        )],
+    );
+    assert!(s.step(t(70), &t4, &stable()).is_empty());
+    assert!(!s.busy(), "episode over");
+}
+
+#[test]
+fn migrated_vm_is_followed_to_its_new_host() {
+    let mut s = Sequencer::new(SequencerConfig::default(), inventory(&["h1", "h2"]));
+    s.step(t(0), &VmTable::default(), &failing(&["h1", "h2"]));
+    let t1 = table(
+        &VmTable::default(),
+        1,
+        &[("h1", vec![vm("a", ON, TOOLS)]), ("h2", vec![])],
+    );
+    let t2 = table(&t1, 2, &[("h1", vec![]), ("h2", vec![vm("a", ON, TOOLS)])]);
+    let cmds = s.step(t(2), &t2, &failing(&["h1", "h2"]));
+    match &cmds[..] {
+        [c] => assert!(
+            matches!(&c.cmd, Command::Vm { host, op: VmOp::ShutdownGuest, .. } if host.as_str() == "h2")
+        ),
+        other => panic!("{other:?}"),
+    }
+    // The VM moved again before the command landed: NotFound asks for a poll and it is retried.
+    s.complete(
+        t(2),
+        cmds[0].id,
+        Err(upsvisor_core::Error::not_found("VM a on h2")),
+    );
+    assert!(s.take_poll_wanted());
+    let t3 = table(&t2, 3, &[("h1", vec![vm("a", ON, TOOLS)]), ("h2", vec![])]);
+    let cmds = s.step(t(3), &t3, &failing(&["h1", "h2"]));
+    assert!(
+        matches!(&cmds[0].cmd, Command::Vm { host, .. } if host.as_str() == "h1"),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn restart_resumes_without_resending() {
+    let mut s = Sequencer::new(SequencerConfig::default(), inventory(&["h1"]));
+    s.step(t(0), &VmTable::default(), &failing(&["h1"]));
+    let t1 = table(&VmTable::default(), 1, &[("h1", vec![vm("a", OFF, TOOLS)])]);
+    let cmds = s.step(t(1), &t1, &failing(&["h1"]));
+    assert_eq!(ops(&cmds), vec!["shutdown h1"], "{:#?}", s.take_audit());
+    // The controller dies with the host shutdown in flight.
+    let saved = serde_json::to_string(&s).unwrap();
+    let mut back: Sequencer = serde_json::from_str(&saved).unwrap();
+    back.resume(t(5));
+    let t2 = table(&t1, 6, &[("h1", vec![vm("a", OFF, TOOLS)])]);
+    let again = back.step(t(6), &t2, &failing(&["h1"]));
+    assert!(
+        !ops(&again).iter().any(|o| o.starts_with("shutdown h1")),
+        "{again:?}"
+    );
+    assert!(
+        back.take_audit()
+            .iter()
+            .any(|a| matches!(&a.what, Audit::Note { text } if text.contains("restarted")))
+    );
+}
+
+#[test]
+fn plan_orders_groups_and_estimates() {
+    use upsvisor_core::{Matcher, VmGroup};
+    let cfg = SequencerConfig::default()
+        .group(
+            VmGroup::new(
+                "mgmt",
+                0,
+                vec![Matcher::Name("name-vc*".into())],
+                Duration::from_secs(300),
+            )
+            .management(true),
+        )
+        .group(VmGroup::new(
+            "web",
+            1,
+            vec![Matcher::Name("name-w*".into())],
+            Duration::from_secs(60),
+        ));
+    let s = Sequencer::new(cfg, inventory(&["h1", "h2"]));
+    let tb = table(
+        &VmTable::default(),
+        1,
+        &[
+            ("h1", vec![vm("vc", ON, TOOLS), vm("w1", ON, TOOLS)]),
+            ("h2", vec![vm("w2", ON, TOOLS), vm("x", OFF, TOOLS)]),
+        ],
+    );
+    let scope: BTreeSet<HostId> = ["h1".into(), "h2".into()].into();
+    let p = s.plan(&tb, &scope);
+    let names: Vec<&str> = p.stages.iter().map(|st| st.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "group web",
+            "hosts",
+            "group mgmt",
+            "management hosts",
+            "power devices"
+        ]
+    );
+    assert_eq!(
+        p.stages[1]
+            .items
+            .iter()
+            .filter_map(|i| i.host.as_ref())
+            .map(|h| h.as_str())
+            .collect::<Vec<_>>(),
+        vec!["h2"]
+    );
+    // web: 60 s + 15 s observe lag + 5 s; hosts: 120 s; mgmt: 300 + 20; hosts 120; UPS 30.
+    assert_eq!(p.estimate, Duration::from_secs(80 + 120 + 320 + 120 + 30));
+    assert!(p.fits(800));
+    assert!(!p.fits(700));
+}
