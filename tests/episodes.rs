@@ -317,22 +317,15 @@ fn episode(seed: u64) -> Result<Stats, String> {
                 }
             }
         }
-        checker
-            .check(&estate, &audit)
-            .map_err(|m| format!("seed {seed}: {m}"))?;
+        if let Err(m) = checker.check(&estate, &audit) {
+            trace(&estate, &audit);
+            return Err(format!("seed {seed}: {m}"));
+        }
     }
     drop(events);
 
+    trace(&estate, &audit);
     if std::env::var_os("UPSVISOR_TRACE").is_some() {
-        for a in &audit {
-            eprintln!("{} ep{} {:?}", a.at, a.episode, a.what);
-        }
-        for c in estate.command_log() {
-            eprintln!(
-                "cmd {} {} {:?} {} -> {}",
-                c.at, c.target, c.vm, c.op, c.outcome
-            );
-        }
         eprintln!(
             "lost={lost} back={back:?} restart={restart_at:?} failing={failing:?} final={final_action:?}"
         );
@@ -410,6 +403,22 @@ fn episode(seed: u64) -> Result<Stats, String> {
         stats.aborted_or_shed_only += episodes.len() as u64;
     }
     Ok(stats)
+}
+
+/// With `UPSVISOR_TRACE` set: the audit and the hosts' command log.
+fn trace(estate: &Estate, audit: &[AuditEntry]) {
+    if std::env::var_os("UPSVISOR_TRACE").is_none() {
+        return;
+    }
+    for a in audit {
+        eprintln!("{} ep{} {:?}", a.at, a.episode, a.what);
+    }
+    for c in estate.command_log() {
+        eprintln!(
+            "cmd {} {} {:?} {} -> {}",
+            c.at, c.target, c.vm, c.op, c.outcome
+        );
+    }
 }
 
 /// Invariants over everything seen so far, checked incrementally.

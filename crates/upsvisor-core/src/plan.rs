@@ -171,7 +171,8 @@ pub enum CommitPoint {
     FirstVmCommand,
     /// The first host shutdown (default): VMs can be restored until then.
     FirstHostShutdown,
-    /// The power-device action.
+    /// The power-device action (or the first host shutdown, which cannot
+    /// be called back, if that comes first).
     FinalAction,
 }
 
@@ -428,12 +429,9 @@ pub fn plan(
         let est = if items.is_empty() {
             Duration::ZERO
         } else {
-            cfg.host_down_wait
-                + if cfg.use_maintenance {
-                    Duration::from_secs(5)
-                } else {
-                    Duration::ZERO
-                }
+            // One table to confirm the host is empty (or to see maintenance
+            // mode take), then the shutdown.
+            cfg.host_down_wait.max(cfg.observe_lag) + cfg.observe_lag
         };
         PlanStage {
             name: name.into(),

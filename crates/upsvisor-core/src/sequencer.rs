@@ -223,6 +223,10 @@ struct HostTrack {
     forced: bool,
     exit_maint_sent: bool,
     lost: bool,
+    /// When the host was first seen with no VM on; its shutdown waits for a
+    /// table taken after that, so a VM that migrated in meanwhile is seen.
+    #[serde(default)]
+    empty_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1017,6 +1021,30 @@ impl Sequencer {
                 })
                 .unwrap_or_else(|| vec![format!("(unknown: {h} has never answered)")]);
             let mut forced = track.forced;
+            if blocking.is_empty() && !forced {
+                // Confirm with a newer table before an irreversible shutdown
+                // (a host in maintenance mode takes no new VMs: no need).
+                if track.st == HostSt::Up && !(self.cfg.use_maintenance && !track.no_maint) {
+                    match track.empty_since {
+                        Some(t0) if table.taken_at > t0 => {}
+                        Some(_) => {
+                            self.poll_wanted = true;
+                            continue;
+                        }
+                        None => {
+                            if let Some(t) = e.hosts.get_mut(&h) {
+                                t.empty_since = Some(table.taken_at);
+                            }
+                            self.poll_wanted = true;
+                            continue;
+                        }
+                    }
+                }
+            } else if !blocking.is_empty() {
+                if let Some(t) = e.hosts.get_mut(&h) {
+                    t.empty_since = None;
+                }
+            }
             if !blocking.is_empty() && !forced {
                 let due = self.cfg.force_host_after.map(|f| e.started + f);
                 if due.is_some_and(|d| now >= d) {
@@ -1049,12 +1077,9 @@ impl Sequencer {
                     }
                     HostOp::EnterMaintenance
                 } else {
-                    if matches!(
-                        self.cfg.commit_point,
-                        CommitPoint::FirstHostShutdown | CommitPoint::FirstVmCommand
-                    ) {
-                        e.committed = true;
-                    }
+                    // A host shutdown cannot be called back: whatever the
+                    // configured commit point, the episode is committed now.
+                    e.committed = true;
                     if let Some(t) = e.hosts.get_mut(&h) {
                         t.st = HostSt::ShutdownSent { at: now };
                     }
@@ -1394,9 +1419,16 @@ impl Sequencer {
                 );
             }
             // A guest still inside its shutdown timeout holds the group.
-            let guest_pending = ids.iter().any(
-                |id| matches!(e.vms.get(id).map(|t| &t.st), Some(VmSt::ShutdownSent { deadline }) if *deadline > now),
-            );
+            // So does a VM with a command in flight or in the middle of a
+            // power cycle.
+            let guest_pending = ids.iter().any(|id| {
+                Self::vm_busy(e, id)
+                    || matches!(
+                        e.vms.get(id).map(|t| &t.st),
+                        Some(VmSt::ShutdownSent { deadline }) if *deadline > now
+                    )
+                    || matches!(e.vms.get(id).map(|t| &t.st), Some(VmSt::PowerOffSent))
+            });
             if !settled && (now < gs + self.cfg.restore_vm_wait || guest_pending) {
                 e.phase = Phase::Restoring {
                     since,
@@ -1611,5 +1643,6 @@ fn new_host() -> HostTrack {
         forced: false,
         exit_maint_sent: false,
         lost: false,
+        empty_since: None,
     }
 }
