@@ -1,0 +1,2 @@
+//! The `upsvisord` binary.
+fn main() {}
