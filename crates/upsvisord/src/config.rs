@@ -446,7 +446,6 @@ fn secret_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret>, 
 
 /// Resolved secrets for one entry.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct Resolved {
     /// User and password (password may be empty).
     pub creds: Credentials,
@@ -464,6 +463,16 @@ impl Vault {
     /// The entry `name`.
     pub fn get(&self, name: &str) -> Option<&Resolved> {
         self.entries.get(name)
+    }
+
+    /// Adds an entry (registration through the API).
+    pub fn insert(&mut self, name: impl Into<String>, r: Resolved) {
+        self.entries.insert(name.into(), r);
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 

@@ -14,5 +14,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod build;
 pub mod config;
+pub mod render;
+pub mod runtime;
