@@ -146,7 +146,11 @@ fn check(cli: &Cli) -> Res {
     ));
     let vault = match cfg.load_vault() {
         Ok(v) => {
-            items.push(("credentials".into(), true, "readable, mode ok".into()));
+            let what = match &cfg.credentials.file {
+                Some(f) => format!("{} readable, mode ok", cfg.resolve(f).display()),
+                None => "no credentials file (none referenced)".into(),
+            };
+            items.push(("credentials".into(), true, what));
             v
         }
         Err(e) => {
