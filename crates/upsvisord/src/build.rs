@@ -114,6 +114,8 @@ pub struct Parts {
     pub estate: Option<Estate>,
     /// Wall-clock poll durations.
     pub poll_times: PollTimes,
+    /// How often power devices are read.
+    pub status_interval: Duration,
 }
 
 impl std::fmt::Debug for Parts {
@@ -136,7 +138,7 @@ impl Parts {
             self.policy.clone(),
             self.sequencer.clone(),
         )?
-        .with_config(EngineConfig::default().status_interval(Duration::from_secs(5)));
+        .with_config(EngineConfig::default().status_interval(self.status_interval));
         if let Some(j) = &self.journal {
             e = e.with_journal(Box::new(upsvisor_core::FileJournal::new(j.clone())))?;
         }
@@ -310,7 +312,12 @@ pub fn from_config(cfg: &Config, vault: &Vault) -> (Parts, Vec<(String, String)>
             let e = Estate::new(clock.arc());
             for (i, h) in sim_hosts.iter().enumerate() {
                 let id = HostId::from(h.id.as_str());
-                e.add_host(id.clone(), SimHostConfig::default());
+                // Quick simulated hosts: a config-mode sim is for trying
+                // the daemon out and for end-to-end tests.
+                let mut hc = SimHostConfig::default();
+                hc.boot_time = Duration::from_secs(3);
+                hc.shutdown_time = Duration::from_secs(2);
+                e.add_host(id.clone(), hc);
                 for n in 0..4 {
                     let mut v = VmInfo::new(
                         format!("sim-{i:02}-{n:02}"),
@@ -319,7 +326,7 @@ pub fn from_config(cfg: &Config, vault: &Vault) -> (Parts, Vec<(String, String)>
                     );
                     v.vcpus = Some(2);
                     v.memory_mib = Some(4096);
-                    e.add_vm(&id, v, Guest::Cooperative(Duration::from_secs(20)));
+                    e.add_vm(&id, v, Guest::Cooperative(Duration::from_secs(2)));
                 }
             }
             e
@@ -354,6 +361,7 @@ pub fn from_config(cfg: &Config, vault: &Vault) -> (Parts, Vec<(String, String)>
         journal: cfg.journal.as_ref().map(|j| cfg.resolve(j)),
         estate,
         poll_times: PollTimes::default(),
+        status_interval: Duration::from_secs(cfg.poller.status_interval_s),
     };
     (parts, errors)
 }
@@ -483,6 +491,7 @@ pub fn demo(spec: DemoSpec) -> (Parts, SimUps) {
         journal: None,
         estate: Some(estate),
         poll_times: PollTimes::default(),
+        status_interval: Duration::from_secs(5),
     };
     (parts, ups)
 }

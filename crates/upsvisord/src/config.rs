@@ -195,7 +195,7 @@ pub struct CredentialsSection {
 
 /// `[poller]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct PollerSection {
     /// Poll period in seconds (the patent's `t`).
@@ -206,6 +206,8 @@ pub struct PollerSection {
     pub host_deadline_s: u64,
     /// Hosts polled at once.
     pub max_concurrency: usize,
+    /// How often power devices are read.
+    pub status_interval_s: u64,
 }
 
 impl Default for PollerSection {
@@ -215,6 +217,7 @@ impl Default for PollerSection {
             on_battery_period_s: 15,
             host_deadline_s: 10,
             max_concurrency: 16,
+            status_interval_s: 5,
         }
     }
 }
@@ -240,6 +243,8 @@ pub struct PolicySection {
     pub restore_min_charge_pct: f32,
     /// A device silent this long counts as lost.
     pub dead_time_s: u64,
+    /// On-battery readings must hold this long to count.
+    pub debounce_s: u64,
 }
 
 impl Default for PolicySection {
@@ -253,6 +258,7 @@ impl Default for PolicySection {
             stable_for_s: 120,
             restore_min_charge_pct: 0.0,
             dead_time_s: 60,
+            debounce_s: 5,
         }
     }
 }
@@ -613,7 +619,10 @@ impl Config {
                 "set either `token` or `token_file`, not both",
             ));
         }
-        if self.poller.period_s == 0 || self.poller.on_battery_period_s == 0 {
+        if self.poller.period_s == 0
+            || self.poller.on_battery_period_s == 0
+            || self.poller.status_interval_s == 0
+        {
             return Err(ConfigError::at(f, "poller", "periods must be at least 1 s"));
         }
         let mut ids = std::collections::BTreeSet::new();
@@ -895,7 +904,8 @@ impl Config {
             .charge_below_pct((p.charge_below_pct > 0.0).then_some(p.charge_below_pct))
             .stable_for(Duration::from_secs(p.stable_for_s))
             .restore_min_charge_pct(p.restore_min_charge_pct)
-            .dead_time(Duration::from_secs(p.dead_time_s.max(1)));
+            .dead_time(Duration::from_secs(p.dead_time_s.max(1)))
+            .debounce(Duration::from_secs(p.debounce_s));
         c.on_low_battery = p.on_low_battery;
         c.on_fsd = p.on_fsd;
         c
