@@ -148,6 +148,12 @@ pub struct Config {
     /// Hypervisor hosts.
     #[serde(default, rename = "host")]
     pub hosts: Vec<HostSection>,
+    /// Optional push of the table and events to a management terminal.
+    #[serde(default)]
+    pub webhook: Option<WebhookSection>,
+    /// Append-only JSON-lines audit log (every command and API write).
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
     /// Where this config came from (set by the loader).
     #[serde(skip)]
     pub source: String,
@@ -181,6 +187,18 @@ impl Default for ApiSection {
             token_file: None,
         }
     }
+}
+
+/// `[webhook]`: POST the VM table and events as JSON.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct WebhookSection {
+    /// `http://host:port/path` (plain HTTP only in this build).
+    pub url: String,
+    /// Credentials entry whose `password` is sent as a bearer token.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// `[credentials]`.
@@ -612,6 +630,15 @@ impl Config {
                 ),
             ));
         }
+        if let Some(w) = &self.webhook {
+            if !w.url.starts_with("http://") {
+                return Err(ConfigError::at(
+                    f,
+                    "webhook.url",
+                    "must start with http:// (this build has no TLS client for webhooks; put a local TLS proxy in front)",
+                ));
+            }
+        }
         if self.api.token.is_some() && self.api.token_file.is_some() {
             return Err(ConfigError::at(
                 f,
@@ -827,6 +854,7 @@ impl Config {
             .filter_map(|h| h.credentials.as_deref())
             .chain(self.devices.iter().filter_map(|d| d.credentials.as_deref()))
             .chain(self.api.token.as_deref())
+            .chain(self.webhook.as_ref().and_then(|w| w.token.as_deref()))
     }
 
     /// The API bearer token, if one is configured.
@@ -1010,6 +1038,17 @@ address = "esx1.lab"
     }
 
     const CREDS: &str = "[nut]\nusername = \"upsmon\"\npassword = \"s3cr3t-nut\"\n[kvm]\nusername = \"root\"\npassword_file = \"kvm.pw\"\n[api]\npassword = \"0123456789abcdef-token\"\n";
+
+    #[test]
+    fn shipped_example_parses() {
+        let text = include_str!("../dist/upsvisord.toml");
+        let cfg = Config::parse_str("dist/upsvisord.toml", text).unwrap();
+        assert_eq!(cfg.hosts.len(), 2);
+        assert_eq!(cfg.groups.len(), 2);
+        let creds = include_str!("../dist/credentials.toml");
+        let v: VaultFile = parse_toml("dist/credentials.toml", creds).unwrap();
+        assert_eq!(v.0.len(), 3);
+    }
 
     #[test]
     fn good_config_parses_and_maps() {

@@ -19,3 +19,4 @@ pub mod build;
 pub mod config;
 pub mod render;
 pub mod runtime;
+pub mod webhook;

@@ -50,9 +50,12 @@ enum Cmd {
         /// Demo: simulated seconds per wall second.
         #[arg(long, default_value_t = 10.0)]
         speed: f64,
-        /// Append-only JSON-lines audit log.
+        /// Append-only JSON-lines audit log (overrides the config).
         #[arg(long)]
         audit_log: Option<PathBuf>,
+        /// POST the table and events here after every poll (plain http://).
+        #[arg(long)]
+        webhook: Option<String>,
     },
     /// The VM table, grouped by feed and host.
     Status,
@@ -83,13 +86,17 @@ fn main() -> ExitCode {
             token_file,
             speed,
             audit_log,
+            webhook,
         } => run(
             &cli,
-            *demo,
-            listen.clone(),
-            token_file.clone(),
-            *speed,
-            audit_log.clone(),
+            RunArgs {
+                demo: *demo,
+                listen: listen.clone(),
+                token_file: token_file.clone(),
+                speed: *speed,
+                audit_log: audit_log.clone(),
+                webhook: webhook.clone(),
+            },
         ),
         Cmd::Status => status(&cli),
         Cmd::Plan => plan(&cli),
@@ -641,15 +648,33 @@ fn emit(cli: &Cli, v: &Value) {
     }
 }
 
-fn run(
-    cli: &Cli,
+struct RunArgs {
     demo: bool,
     listen: Option<String>,
     token_file: Option<PathBuf>,
     speed: f64,
     audit_log: Option<PathBuf>,
-) -> Res {
-    let (parts, token, listen, audit_log) = if demo {
+    webhook: Option<String>,
+}
+
+fn run(cli: &Cli, a: RunArgs) -> Res {
+    let RunArgs {
+        demo,
+        listen,
+        token_file,
+        speed,
+        audit_log,
+        webhook,
+    } = a;
+    if let Some(w) = &webhook {
+        if !w.starts_with("http://") {
+            return Err(
+                "--webhook: must start with http:// (no TLS client for webhooks in this build)"
+                    .into(),
+            );
+        }
+    }
+    let (parts, token, listen, audit_log, hook) = if demo {
         if cli.config.is_some() {
             return Err("--demo runs without --config".into());
         }
@@ -659,6 +684,7 @@ fn run(
             None,
             listen.unwrap_or_else(|| config::DEFAULT_LISTEN.into()),
             audit_log,
+            webhook.map(|u| upsvisord::webhook::Webhook::new(u, None)),
         )
     } else {
         let path = cli
@@ -674,16 +700,24 @@ fn run(
             return Ok(ExitCode::from(2));
         }
         let token = cfg.api_token(&vault).map_err(|e| e.to_string())?;
-        let audit = audit_log.or_else(|| {
-            cfg.journal
-                .as_ref()
-                .map(|j| cfg.resolve(j).with_extension("audit.jsonl"))
-        });
+        let audit = audit_log.or_else(|| cfg.audit_log.as_ref().map(|p| cfg.resolve(p)));
+        let hook = match (webhook, &cfg.webhook) {
+            (Some(u), _) => Some(upsvisord::webhook::Webhook::new(u, None)),
+            (None, Some(w)) => Some(upsvisord::webhook::Webhook::new(
+                w.url.clone(),
+                w.token
+                    .as_deref()
+                    .and_then(|n| vault.get(n))
+                    .map(|r| r.creds.password.clone()),
+            )),
+            (None, None) => None,
+        };
         (
             parts,
             token,
             listen.unwrap_or_else(|| cfg.api.listen.clone()),
             audit,
+            hook,
         )
     };
     let token = match token_file {
@@ -698,6 +732,9 @@ fn run(
             ..RunOptions::default()
         },
     )?;
+    if let Some(h) = hook {
+        upsvisord::webhook::start(shared.clone(), h).map_err(|e| e.to_string())?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

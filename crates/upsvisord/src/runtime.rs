@@ -344,17 +344,21 @@ fn engine_thread(
                 futures::executor::block_on(engine.run_until(end));
             }
         }
+        // Drain first, publish the snapshot, then the events: whoever
+        // reacts to an event reads a snapshot at least as new as it.
+        let mut batch = Vec::new();
         while let Some(ev) = sub.try_next() {
             if matches!(&*ev, EngineEvent::Table(_)) {
                 cycles += 1;
             }
-            for v in event_json(&ev) {
-                shared.record(v);
-            }
+            batch.extend(event_json(&ev));
         }
         let snap = Arc::new(snapshot(&engine, &parts, cycles));
         if let Ok(mut s) = shared.snapshot.lock() {
             *s = snap;
+        }
+        for v in batch {
+            shared.record(v);
         }
         if matches!(clock, EngineClock::Sim(_)) {
             if let Some(rest) = opts.slice.checked_sub(wall.elapsed()) {

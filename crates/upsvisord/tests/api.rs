@@ -29,6 +29,10 @@ fn write_token(dir: &Path) -> std::path::PathBuf {
 }
 
 fn start(speed: &str, with_token: bool) -> Daemon {
+    start_with(speed, with_token, &[])
+}
+
+fn start_with(speed: &str, with_token: bool, extra: &[&str]) -> Daemon {
     let dir = TempDir::new("upsvisord-api");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_upsvisord"));
     cmd.args(["run", "--demo", "--listen", "127.0.0.1:0", "--speed", speed])
@@ -37,6 +41,7 @@ fn start(speed: &str, with_token: bool) -> Daemon {
     if with_token {
         cmd.arg("--token-file").arg(write_token(dir.path()));
     }
+    cmd.args(extra);
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -375,4 +380,52 @@ fn metrics_parse() {
         text.contains("upsvisord_power_on_battery{device=\"ups1\"} 0"),
         "{text}"
     );
+}
+
+#[test]
+fn webhook_receives_table_and_events() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut l = String::new();
+                if r.read_line(&mut l).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                head.push_str(&l);
+                if l == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let mut w = conn;
+            let _ = w.write_all(
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            if tx.send((head, body)).is_err() {
+                return;
+            }
+        }
+    });
+    let _d = start_with("20", true, &["--webhook", &url]);
+    let (head, body) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no webhook POST");
+    assert!(head.starts_with("POST /hook HTTP/1.1"), "{head}");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["cycle"].as_u64().unwrap() >= 1);
+    assert_eq!(v["table"]["hosts"].as_object().unwrap().len(), 10);
+    assert!(v["power"]["ups1"].is_object(), "{v}");
+    assert!(v["events"].is_array());
 }
