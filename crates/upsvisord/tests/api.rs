@@ -144,7 +144,7 @@ fn read_endpoints_and_page() {
         .into_string()
         .unwrap();
     assert!(page.contains("<title>upsvisord</title>"));
-    assert!(page.contains("EventSource(\"/api/events\")"));
+    assert!(page.contains("new EventSource(\"/api/events\")"));
     assert!(
         !page.contains("src=\"http") && !page.contains("href=\"http"),
         "no external CDN"
