@@ -13,6 +13,13 @@
 //! [`MAX_FAILURES`] in [`FAILURE_WINDOW`]). Every write attempt, accepted
 //! or refused, is recorded in the audit log (never with a secret).
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};

@@ -27,6 +27,13 @@
 //! assert_eq!(cfg.hosts.len(), 1);
 //! ```
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -978,8 +985,33 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = Config::parse_str("p.toml", &text);
+            let _ = parse_toml::<VaultFile>("c.toml", &text);
+        }
+
+        #[test]
+        fn mutated_good_config_never_panics(cut in 0usize..2000, insert in "[a-z_=\\[\\]\" 0-9.\n]{0,12}") {
+            let mut text = GOOD.to_string();
+            let at = text.char_indices().map(|(i, _)| i).nth(cut % GOOD.len()).unwrap_or(0);
+            text.insert_str(at, &insert);
+            if let Err(e) = Config::parse_str("p.toml", &text) {
+                assert!(!e.to_string().is_empty());
+            }
+        }
+    }
 
     const GOOD: &str = r#"
 version = 1

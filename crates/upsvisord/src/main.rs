@@ -76,8 +76,29 @@ enum Cmd {
     },
 }
 
+/// Logs go to stderr. Level: `UPSVISORD_LOG` (error, warn, info, debug,
+/// trace); default `info` for `run`, `warn` otherwise. Secrets never reach
+/// a log line: they live in `Secret`, whose Debug and Display are redacted.
+fn init_logging(cmd: &Cmd) {
+    let default = if matches!(cmd, Cmd::Run { .. }) {
+        tracing::Level::INFO
+    } else {
+        tracing::Level::WARN
+    };
+    let level = std::env::var("UPSVISORD_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(default);
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(&cli.cmd);
     let r = match &cli.cmd {
         Cmd::Check => check(&cli),
         Cmd::Run {

@@ -1,5 +1,12 @@
 //! Text output: aligned tables and one-line events.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::fmt::Write;
 
 use serde_json::Value;
@@ -363,6 +370,7 @@ pub fn event_line(v: &Value) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
