@@ -80,6 +80,7 @@ impl Api {
             .route("/api/vms", get(vms))
             .route("/api/hosts", get(hosts).post(register))
             .route("/api/power", get(power))
+            .route("/api/status", get(status))
             .route("/api/plan", get(plan))
             .route("/api/history", get(history))
             .route("/api/events", get(events))
@@ -258,6 +259,11 @@ async fn hosts(State(api): State<Api>) -> Json<Value> {
         })
         .collect();
     Json(json!({"hosts": list}))
+}
+
+async fn status(State(api): State<Api>) -> Json<Value> {
+    let s = api.shared.snapshot();
+    Json(json!({"text": crate::render::status(&s)}))
 }
 
 async fn power(State(api): State<Api>) -> Json<Value> {

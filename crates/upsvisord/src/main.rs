@@ -135,6 +135,22 @@ fn main() -> ExitCode {
 
 type Res = Result<ExitCode, String>;
 
+/// `println!` that does not panic when stdout is closed (`| head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `print!` that does not panic when stdout is closed.
+macro_rules! outn {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
 fn load(path: &Path) -> Result<(Config, config::Vault), String> {
     let cfg = Config::load(path).map_err(|e: ConfigError| e.to_string())?;
     let vault = cfg.load_vault().map_err(|e| e.to_string())?;
@@ -142,7 +158,7 @@ fn load(path: &Path) -> Result<(Config, config::Vault), String> {
 }
 
 fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// Parts, the engine after one turn, and per-item build errors.
@@ -326,7 +342,7 @@ fn report(cli: &Cli, items: &[(String, bool, String)]) -> Res {
                 ]
             })
             .collect();
-        print!("{}", render::table(&["", "item", "detail"], &rows, &[]));
+        outn!("{}", render::table(&["", "item", "detail"], &rows, &[]));
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -356,21 +372,22 @@ fn status(cli: &Cli) -> Res {
         }
         None => {
             let base = cli.url.trim_end_matches('/');
-            let vms = get(&format!("{base}/api/vms"))?;
-            let hosts = get(&format!("{base}/api/hosts"))?;
-            let power = get(&format!("{base}/api/power"))?;
             if cli.json {
+                let vms = get(&format!("{base}/api/vms"))?;
+                let hosts = get(&format!("{base}/api/hosts"))?;
+                let power = get(&format!("{base}/api/power"))?;
                 print_json(&json!({"vms": vms, "hosts": hosts, "power": power}));
                 return Ok(ExitCode::SUCCESS);
             }
-            print!("{}", remote_status(&vms, &hosts, &power));
+            let v = get(&format!("{base}/api/status"))?;
+            outn!("{}", v.get("text").and_then(Value::as_str).unwrap_or(""));
             return Ok(ExitCode::SUCCESS);
         }
     };
     if cli.json {
         print_json(&serde_json::to_value(&snap).unwrap_or(Value::Null));
     } else {
-        print!("{}", render::status(&snap));
+        outn!("{}", render::status(&snap));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -378,102 +395,6 @@ fn status(cli: &Cli) -> Res {
 fn snapshot_from(parts: &Parts, engine: &Engine) -> runtime::Snapshot {
     // Reuse the runtime's snapshot shape without starting its thread.
     runtime::snapshot(engine, parts, engine.table().cycle)
-}
-
-fn remote_status(vms: &Value, hosts: &Value, power: &Value) -> String {
-    let mut o = String::new();
-    if let Some(d) = power.get("devices").and_then(Value::as_object) {
-        for (id, v) in d {
-            let l = v.get("last").cloned().unwrap_or(Value::Null);
-            o.push_str(&format!(
-                "power {id}: {} charge {}% runtime {} s{}\n",
-                l.get("tokens")
-                    .and_then(Value::as_array)
-                    .map(|a| a
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(" "))
-                    .unwrap_or_default(),
-                l.get("charge_pct").unwrap_or(&Value::Null),
-                l.get("runtime_s").unwrap_or(&Value::Null),
-                if v.get("trigger").is_some_and(|t| !t.is_null()) {
-                    " TRIGGER"
-                } else {
-                    ""
-                }
-            ));
-        }
-    }
-    let empty = vec![];
-    let all = vms.get("vms").and_then(Value::as_array).unwrap_or(&empty);
-    for h in hosts
-        .get("hosts")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty)
-    {
-        let id = h.get("id").and_then(Value::as_str).unwrap_or("");
-        o.push_str(&format!(
-            "\n-- host {id} (feeds {}): {}, {} of {} VMs on\n",
-            h.get("feeds").map(|f| f.to_string()).unwrap_or_default(),
-            if h.get("reachable").and_then(Value::as_bool) == Some(true) {
-                "reachable"
-            } else {
-                "UNREACHABLE/stale"
-            },
-            h.get("vms_on").unwrap_or(&Value::Null),
-            h.get("vms").unwrap_or(&Value::Null),
-        ));
-        let s = |v: &Value, k: &str| {
-            v.get(k)
-                .map(|x| {
-                    x.as_str().map_or_else(
-                        || {
-                            if x.is_null() {
-                                String::new()
-                            } else {
-                                x.to_string()
-                            }
-                        },
-                        str::to_string,
-                    )
-                })
-                .unwrap_or_default()
-        };
-        let rows: Vec<Vec<String>> = all
-            .iter()
-            .filter(|v| v.get("host").and_then(Value::as_str) == Some(id))
-            .map(|v| {
-                vec![
-                    s(v, "name"),
-                    s(v, "power"),
-                    v.get("ips")
-                        .and_then(|i| i.get(0))
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .into(),
-                    s(v, "vcpus"),
-                    s(v, "memory_mib"),
-                    s(v, "tools"),
-                    s(v, "guest_os"),
-                ]
-            })
-            .collect();
-        if !rows.is_empty() {
-            for l in render::table(
-                &["name", "power", "ip", "cpu", "MiB", "tools", "guest OS"],
-                &rows,
-                &[3, 4],
-            )
-            .lines()
-            {
-                o.push_str("   ");
-                o.push_str(l);
-                o.push('\n');
-            }
-        }
-    }
-    o
 }
 
 fn plan(cli: &Cli) -> Res {
@@ -493,7 +414,7 @@ fn plan(cli: &Cli) -> Res {
                 print_json(&v);
                 return Ok(ExitCode::SUCCESS);
             }
-            print!("{}", v.get("text").and_then(Value::as_str).unwrap_or(""));
+            outn!("{}", v.get("text").and_then(Value::as_str).unwrap_or(""));
             return Ok(ExitCode::SUCCESS);
         }
     };
@@ -502,7 +423,7 @@ fn plan(cli: &Cli) -> Res {
             &json!({"plan": plan, "runtime_s": runtime, "fits": runtime.map(|r| plan.fits(r))}),
         );
     } else {
-        print!("{}", render::plan(&plan, runtime));
+        outn!("{}", render::plan(&plan, runtime));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -522,11 +443,11 @@ fn drill(cli: &Cli, all: bool) -> Res {
             );
             return Ok(ExitCode::SUCCESS);
         }
-        println!("DRY RUN: nothing is sent to any host or device.\n");
+        out!("DRY RUN: nothing is sent to any host or device.\n");
         let mut at = Duration::ZERO;
         for st in &s.plan.stages {
             at += st.estimate;
-            println!(
+            out!(
                 "by {:>6}  {} ({} items){}",
                 format!("{}s", at.as_secs()),
                 st.name,
@@ -540,7 +461,7 @@ fn drill(cli: &Cli, all: bool) -> Res {
                     .unwrap_or("")
             );
             for it in &st.items {
-                println!(
+                out!(
                     "          would {} {}",
                     it.action,
                     it.vm
@@ -551,7 +472,7 @@ fn drill(cli: &Cli, all: bool) -> Res {
                 );
             }
         }
-        print!("\n{}", render::plan(&s.plan, s.runtime_s));
+        outn!("\n{}", render::plan(&s.plan, s.runtime_s));
         return Ok(ExitCode::SUCCESS);
     }
     let wall = std::time::Instant::now();
@@ -563,7 +484,7 @@ fn drill(cli: &Cli, all: bool) -> Res {
     let mut sub = engine.subscribe(1 << 16);
     let estate = parts.estate.clone().ok_or("demo estate")?;
     if !cli.json {
-        println!(
+        out!(
             "upsvisord drill: {} hosts, {} VMs, UPS ups1, mains lost at T+00:05:00, back at T+00:45:00 (simulated clock)\n",
             parts.hosts.len(),
             estate.truth().len()
@@ -663,9 +584,9 @@ fn events(cli: &Cli, once: bool) -> Res {
 
 fn emit(cli: &Cli, v: &Value) {
     if cli.json {
-        println!("{v}");
+        out!("{v}");
     } else if let Some(l) = render::event_line(v) {
-        println!("{l}");
+        out!("{l}");
     }
 }
 
@@ -768,7 +689,7 @@ fn run(cli: &Cli, a: RunArgs) -> Res {
             .await
             .map_err(|e| format!("api.listen {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        println!(
+        out!(
             "upsvisord listening on http://{addr}/ ({})",
             if read_only {
                 "read-only: no token"

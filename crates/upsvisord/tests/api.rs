@@ -130,6 +130,10 @@ fn read_endpoints_and_page() {
     );
     assert!(plan["text"].as_str().unwrap().contains("total"));
     assert_eq!(plan["runtime_s"], 2400);
+    let status = d.get("/api/status");
+    let status = status["text"].as_str().unwrap();
+    assert!(status.contains("== feed ups1/main"), "{status}");
+    assert!(status.contains("-- host esx10: fresh"), "{status}");
     let hist = d.get("/api/history");
     assert!(
         hist["events"]
