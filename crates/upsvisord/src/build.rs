@@ -1,0 +1,557 @@
+//! From config (or the demo) to transports, devices and an engine.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use upsvisor_core::{
+    Capabilities, Clock, DeviceId, Engine, EngineConfig, HostEntry, HostId, HostInfo,
+    HostInventory, HostOp, HostTransport, Instant, Inventory, Matcher, Outlet, PolicyConfig,
+    PollerConfig, PowerDevice, PowerState, Result, SequencerConfig, SimClock, SystemClock,
+    TransportKind, VmAction, VmGroup, VmId, VmInfo, VmOp,
+};
+use upsvisor_sim::{
+    Estate, EstateSpec, Guest, SimHostConfig, SimUps, UpsConfig, UpsScript, UpsStep,
+};
+
+use crate::config::{Config, DeviceKind, DeviceSection, HostSection, Transport, Vault};
+
+/// The clock the engine runs on.
+#[derive(Debug, Clone)]
+pub enum EngineClock {
+    /// Wall-clock time (a real config).
+    System(SystemClock),
+    /// Simulated time (the demo and drills).
+    Sim(SimClock),
+}
+
+impl EngineClock {
+    /// As a shared trait object.
+    pub fn arc(&self) -> Arc<dyn Clock> {
+        match self {
+            EngineClock::System(c) => Arc::new(c.clone()),
+            EngineClock::Sim(c) => Arc::new(c.clone()),
+        }
+    }
+
+    /// Now.
+    pub fn now(&self) -> Instant {
+        match self {
+            EngineClock::System(c) => c.now(),
+            EngineClock::Sim(c) => c.now(),
+        }
+    }
+
+    /// Runs a future to completion on this clock.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        match self {
+            EngineClock::System(_) => futures::executor::block_on(f),
+            EngineClock::Sim(c) => c.block_on(f),
+        }
+    }
+}
+
+/// Wall-clock duration of each host's last inventory call (for `/metrics`).
+pub type PollTimes = Arc<Mutex<BTreeMap<HostId, f64>>>;
+
+/// A transport wrapper that records how long inventory calls take.
+pub struct Timed {
+    host: HostId,
+    inner: Arc<dyn HostTransport>,
+    times: PollTimes,
+}
+
+#[async_trait]
+impl HostTransport for Timed {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn host_info(&self) -> Result<HostInfo> {
+        self.inner.host_info().await
+    }
+    async fn list_vm_ids(&self) -> Result<Vec<VmId>> {
+        self.inner.list_vm_ids().await
+    }
+    async fn vm_info(&self, vm: &VmId) -> Result<VmInfo> {
+        self.inner.vm_info(vm).await
+    }
+    async fn inventory(&self) -> Result<HostInventory> {
+        let t = std::time::Instant::now();
+        let r = self.inner.inventory().await;
+        if let Ok(mut m) = self.times.lock() {
+            m.insert(self.host.clone(), t.elapsed().as_secs_f64());
+        }
+        r
+    }
+    async fn vm_power(&self, vm: &VmId, op: VmOp) -> Result<()> {
+        self.inner.vm_power(vm, op).await
+    }
+    async fn host_power(&self, op: HostOp) -> Result<()> {
+        self.inner.host_power(op).await
+    }
+}
+
+/// Everything the engine thread needs, built.
+pub struct Parts {
+    /// The clock.
+    pub clock: EngineClock,
+    /// Inventory.
+    pub inventory: Inventory,
+    /// Host transports.
+    pub hosts: BTreeMap<HostId, Arc<dyn HostTransport>>,
+    /// Power devices.
+    pub devices: BTreeMap<DeviceId, Arc<dyn PowerDevice>>,
+    /// Settings.
+    pub poller: PollerConfig,
+    /// Settings.
+    pub policy: PolicyConfig,
+    /// Settings.
+    pub sequencer: SequencerConfig,
+    /// Journal path.
+    pub journal: Option<std::path::PathBuf>,
+    /// The simulated estate, when there is one.
+    pub estate: Option<Estate>,
+    /// Wall-clock poll durations.
+    pub poll_times: PollTimes,
+    /// How often power devices are read.
+    pub status_interval: Duration,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts")
+            .field("hosts", &self.hosts.keys().collect::<Vec<_>>())
+            .field("devices", &self.devices.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Parts {
+    /// Builds an engine from the parts (transports shared, so this can be
+    /// called again after a host registration).
+    pub fn engine(&self) -> Result<Engine> {
+        let mut e = Engine::new(
+            self.clock.arc(),
+            self.inventory.clone(),
+            self.poller.clone(),
+            self.policy.clone(),
+            self.sequencer.clone(),
+        )?
+        .with_config(EngineConfig::default().status_interval(self.status_interval));
+        if let Some(j) = &self.journal {
+            e = e.with_journal(Box::new(upsvisor_core::FileJournal::new(j.clone())))?;
+        }
+        for (id, t) in &self.hosts {
+            e.add_host(id, self.timed(id, t.clone()))?;
+        }
+        for (id, d) in &self.devices {
+            e.add_device(id.clone(), d.clone());
+        }
+        Ok(e)
+    }
+
+    fn timed(&self, id: &HostId, t: Arc<dyn HostTransport>) -> Arc<dyn HostTransport> {
+        Arc::new(Timed {
+            host: id.clone(),
+            inner: t,
+            times: self.poll_times.clone(),
+        })
+    }
+}
+
+fn split_host_port(addr: &str, default_port: u16) -> (String, u16) {
+    if let Some((h, p)) = addr.rsplit_once(':') {
+        if let Ok(p) = p.parse() {
+            if !h.contains(':') || h.starts_with('[') {
+                return (h.trim_matches(['[', ']']).to_string(), p);
+            }
+        }
+    }
+    (addr.to_string(), default_port)
+}
+
+/// Builds one host transport; errors name the config place to fix.
+pub fn host_transport(
+    key: &str,
+    h: &HostSection,
+    vault: &Vault,
+    estate: Option<&Estate>,
+) -> std::result::Result<Arc<dyn HostTransport>, String> {
+    let Some(t) = Transport::parse(&h.transport) else {
+        return Err(format!(
+            "{key}.transport: unknown transport `{}`",
+            h.transport
+        ));
+    };
+    match t {
+        Transport::Soap | Transport::Mob => Err(format!(
+            "{key}.transport: `{}` is not built into this daemon yet (the vSphere adapter is separate); use ssh-esxi for now",
+            h.transport
+        )),
+        Transport::Sim => {
+            let estate = estate.ok_or_else(|| format!("{key}: no simulated estate"))?;
+            let id = HostId::from(h.id.as_str());
+            Ok(Arc::new(estate.transport(&id)))
+        }
+        Transport::Ssh(dialect) => {
+            let name = h.credentials.as_deref().ok_or_else(|| {
+                format!("{key}.credentials: an SSH host needs a credentials entry")
+            })?;
+            let r = vault.get(name).ok_or_else(|| {
+                format!("{key}.credentials: `{name}` is not in the credentials file")
+            })?;
+            let (host, port) = split_host_port(&h.address, 22);
+            let mut c = upsvisor_ssh::SshConfig::new(host, r.creds.username.clone(), dialect)
+                .with_port(port);
+            if !r.creds.password.is_empty() {
+                c = c.with_password(r.creds.password.clone());
+            }
+            if let Some(k) = &r.private_key {
+                c = c.with_private_key(k.clone(), None);
+            }
+            match (&h.host_key, h.dangerous_accept_any_host_key) {
+                (Some(pin), _) => {
+                    c = c
+                        .with_host_key(pin)
+                        .map_err(|e| format!("{key}.host_key: {e}"))?;
+                }
+                (None, true) => c = c.dangerous_accept_any_host_key(true),
+                (None, false) => {
+                    return Err(format!(
+                        "{key}.host_key: pin the SSH host key (`ssh-keyscan {} | ssh-keygen -lf -` gives SHA256:...), or set dangerous_accept_any_host_key = true for a lab",
+                        h.address
+                    ));
+                }
+            }
+            if let Some(u) = &h.libvirt_uri {
+                c = c.with_libvirt_uri(u.clone());
+            }
+            let t = upsvisor_ssh::SshTransport::new(c).map_err(|e| format!("{key}: {e}"))?;
+            Ok(Arc::new(t))
+        }
+    }
+}
+
+/// Builds one power device; errors name the config place to fix.
+pub fn power_device(
+    key: &str,
+    d: &DeviceSection,
+    vault: &Vault,
+    estate: Option<&Estate>,
+) -> std::result::Result<Arc<dyn PowerDevice>, String> {
+    let creds =
+        match d.credentials.as_deref() {
+            Some(n) => Some(vault.get(n).ok_or_else(|| {
+                format!("{key}.credentials: `{n}` is not in the credentials file")
+            })?),
+            None => None,
+        };
+    let addr = d.address.clone().unwrap_or_default();
+    match d.kind {
+        DeviceKind::Nut => {
+            let (host, port) = split_host_port(&addr, upsvisor_nut::DEFAULT_PORT);
+            let mut c = upsvisor_nut::NutConfig::new(d.ups.clone().unwrap_or_default())
+                .host(host)
+                .port(port);
+            if let Some(r) = creds {
+                c = c.credentials(r.creds.clone());
+            }
+            Ok(Arc::new(
+                upsvisor_nut::NutDevice::new(c).map_err(|e| format!("{key}: {e}"))?,
+            ))
+        }
+        DeviceKind::Snmp => {
+            let (host, port) = split_host_port(&addr, 161);
+            let community = creds
+                .map(|r| r.creds.password.clone())
+                .unwrap_or_else(|| "public".into());
+            let sec = if d.snmp_version.as_deref() == Some("1") {
+                upsvisor_snmp::Security::v1(community)
+            } else {
+                upsvisor_snmp::Security::v2c(community)
+            };
+            let c = upsvisor_snmp::SnmpConfig::new(format!("{host}:{port}")).with_security(sec);
+            Ok(Arc::new(
+                upsvisor_snmp::SnmpDevice::new(c).map_err(|e| format!("{key}: {e}"))?,
+            ))
+        }
+        DeviceKind::Serial => {
+            let c = if d.protocol.as_deref() == Some("apc_smart") {
+                upsvisor_serial::SerialConfig::apc_smart(addr)
+            } else {
+                upsvisor_serial::SerialConfig::megatec(addr)
+            };
+            Ok(Arc::new(
+                upsvisor_serial::SerialUps::new(c).map_err(|e| format!("{key}: {e}"))?,
+            ))
+        }
+        DeviceKind::Sim => {
+            let estate = estate.ok_or_else(|| format!("{key}: no simulated estate"))?;
+            let hosts = d
+                .outlets
+                .iter()
+                .flat_map(|o| o.hosts.iter().map(|h| HostId::from(h.as_str())))
+                .collect();
+            Ok(Arc::new(SimUps::install(
+                estate,
+                UpsConfig::feeding(d.id.as_str(), hosts, Duration::from_secs(40 * 60)),
+                UpsScript::new(),
+            )))
+        }
+    }
+}
+
+/// Builds the parts for a real config. Failures are collected per item
+/// (the message names the config key), so `check` can report them all.
+pub fn from_config(cfg: &Config, vault: &Vault) -> (Parts, Vec<(String, String)>) {
+    let clock = EngineClock::System(SystemClock::new());
+    let sim_hosts: Vec<&HostSection> = cfg.hosts.iter().filter(|h| h.transport == "sim").collect();
+    let estate = (!sim_hosts.is_empty() || cfg.devices.iter().any(|d| d.kind == DeviceKind::Sim))
+        .then(|| {
+            let e = Estate::new(clock.arc());
+            for (i, h) in sim_hosts.iter().enumerate() {
+                let id = HostId::from(h.id.as_str());
+                // Quick simulated hosts: a config-mode sim is for trying
+                // the daemon out and for end-to-end tests.
+                let mut hc = SimHostConfig::default();
+                hc.boot_time = Duration::from_secs(3);
+                hc.shutdown_time = Duration::from_secs(2);
+                e.add_host(id.clone(), hc);
+                for n in 0..4 {
+                    let mut v = VmInfo::new(
+                        format!("sim-{i:02}-{n:02}"),
+                        format!("{}-vm{n}", h.id),
+                        PowerState::PoweredOn,
+                    );
+                    v.vcpus = Some(2);
+                    v.memory_mib = Some(4096);
+                    e.add_vm(&id, v, Guest::Cooperative(Duration::from_secs(2)));
+                }
+            }
+            e
+        });
+    let mut errors = Vec::new();
+    let mut hosts = BTreeMap::new();
+    for (i, h) in cfg.hosts.iter().enumerate() {
+        match host_transport(&format!("host[{i}]"), h, vault, estate.as_ref()) {
+            Ok(t) => {
+                hosts.insert(HostId::from(h.id.as_str()), t);
+            }
+            Err(e) => errors.push((format!("host {}", h.id), e)),
+        }
+    }
+    let mut devices = BTreeMap::new();
+    for (i, d) in cfg.devices.iter().enumerate() {
+        match power_device(&format!("device[{i}]"), d, vault, estate.as_ref()) {
+            Ok(t) => {
+                devices.insert(DeviceId::from(d.id.as_str()), t);
+            }
+            Err(e) => errors.push((format!("device {}", d.id), e)),
+        }
+    }
+    let parts = Parts {
+        clock,
+        inventory: cfg.inventory(),
+        hosts,
+        devices,
+        poller: cfg.poller_config(),
+        policy: cfg.policy_config(),
+        sequencer: cfg.sequencer_config(),
+        journal: cfg.journal.as_ref().map(|j| cfg.resolve(j)),
+        estate,
+        poll_times: PollTimes::default(),
+        status_interval: Duration::from_secs(cfg.poller.status_interval_s),
+    };
+    (parts, errors)
+}
+
+/// Demo settings.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct DemoSpec {
+    /// Hosts.
+    pub hosts: usize,
+    /// VMs per host.
+    pub vms_per_host: usize,
+    /// Mains fails this long after start (simulated time).
+    pub mains_lost_after: Duration,
+    /// Mains returns this long after start.
+    pub mains_back_after: Duration,
+}
+
+impl Default for DemoSpec {
+    fn default() -> Self {
+        DemoSpec {
+            hosts: 10,
+            vms_per_host: 20,
+            mains_lost_after: Duration::from_secs(300),
+            mains_back_after: Duration::from_secs(45 * 60),
+        }
+    }
+}
+
+/// The simulated estate of `examples/outage.rs`: hosts with VMs (some
+/// stubborn, some without tools, some off), a vCenter appliance, one UPS
+/// feeding every host, and a scripted outage.
+pub fn demo(spec: DemoSpec) -> (Parts, SimUps) {
+    let sim = SimClock::new();
+    let clock = EngineClock::Sim(sim.clone());
+    let estate = Estate::generate(
+        clock.arc(),
+        &EstateSpec::new(spec.hosts, spec.vms_per_host)
+            .stubborn_every(41)
+            .no_tools_every(23)
+            .off_every(11),
+    );
+    let mut vc = VmInfo::new(
+        "4210ffff-0000-4000-8000-00000000vc01",
+        "vcenter01",
+        PowerState::PoweredOn,
+    );
+    vc.vcpus = Some(4);
+    vc.memory_mib = Some(19456);
+    vc.guest_os = Some("VMware Photon OS (64-bit)".into());
+    let ids = estate.host_ids();
+    if let Some(first) = ids.first() {
+        estate.add_vm(first, vc, Guest::Cooperative(Duration::from_secs(90)));
+    }
+    let ups = SimUps::install(
+        &estate,
+        UpsConfig::feeding("ups1", ids.clone(), Duration::from_secs(40 * 60)),
+        UpsScript::new()
+            .at(spec.mains_lost_after, UpsStep::MainsLost)
+            .at(spec.mains_back_after, UpsStep::MainsBack),
+    );
+    let inventory = Inventory::new(
+        ids.iter()
+            .map(|h| HostEntry::new(h.clone(), format!("{h}.lab"), TransportKind::Sim))
+            .collect(),
+        vec![Outlet::new("ups1", "main", ids.clone())],
+    );
+    let sequencer = SequencerConfig::default()
+        .group(
+            VmGroup::new(
+                "batch",
+                -10,
+                vec![Matcher::Name("vm-000?".into())],
+                Duration::from_secs(60),
+            )
+            .shed_on_battery(true),
+        )
+        .group(VmGroup::new(
+            "databases",
+            10,
+            vec![Matcher::Name("vm-01??".into())],
+            Duration::from_secs(180),
+        ))
+        .group(
+            VmGroup::new(
+                "management",
+                100,
+                vec![Matcher::Name("vcenter*".into())],
+                Duration::from_secs(300),
+            )
+            .management(true),
+        )
+        .default_action(VmAction::Shutdown {
+            timeout: Duration::from_secs(120),
+        })
+        .use_maintenance(true)
+        .final_action(upsvisor_core::FinalAction::ShutdownReturn {
+            delay: Duration::from_secs(60),
+        });
+    let policy = PolicyConfig::default()
+        .on_battery_for(Some(Duration::from_secs(5 * 60)))
+        .runtime_below_s(Some(600))
+        .stable_for(Duration::from_secs(120));
+    let poller = PollerConfig::default()
+        .period(Duration::from_secs(60))
+        .on_battery_period(Duration::from_secs(15))
+        .host_deadline(Duration::from_secs(10));
+    let hosts = ids
+        .iter()
+        .map(|h| {
+            (
+                h.clone(),
+                Arc::new(estate.transport(h)) as Arc<dyn HostTransport>,
+            )
+        })
+        .collect();
+    let mut devices: BTreeMap<DeviceId, Arc<dyn PowerDevice>> = BTreeMap::new();
+    devices.insert(DeviceId::from("ups1"), Arc::new(ups.clone()));
+    let parts = Parts {
+        clock,
+        inventory,
+        hosts,
+        devices,
+        poller,
+        policy,
+        sequencer,
+        journal: None,
+        estate: Some(estate),
+        poll_times: PollTimes::default(),
+        status_interval: Duration::from_secs(5),
+    };
+    (parts, ups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_split() {
+        assert_eq!(
+            split_host_port("10.0.0.1:2222", 22),
+            ("10.0.0.1".into(), 2222)
+        );
+        assert_eq!(split_host_port("esx01", 22), ("esx01".into(), 22));
+        assert_eq!(split_host_port("[::1]:3493", 1), ("::1".into(), 3493));
+        assert_eq!(split_host_port("::1", 7), ("::1".into(), 7));
+    }
+
+    #[test]
+    fn soap_is_a_clear_config_error() {
+        let cfg = Config::parse_str(
+            "t.toml",
+            "version = 1\n[[host]]\nid = \"vc\"\ntransport = \"soap\"\naddress = \"vc.lab\"\n",
+        )
+        .unwrap();
+        let (parts, errors) = from_config(&cfg, &Vault::default());
+        assert!(parts.hosts.is_empty());
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].1.contains("host[0].transport"), "{errors:?}");
+        assert!(
+            errors[0].1.contains("not built into this daemon yet"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn ssh_without_pin_is_refused() {
+        let cfg = Config::parse_str(
+            "t.toml",
+            "version = 1\n[[host]]\nid = \"k\"\ntransport = \"ssh-libvirt\"\naddress = \"127.0.0.1:22\"\n",
+        )
+        .unwrap();
+        let (_, errors) = from_config(&cfg, &Vault::default());
+        assert!(errors[0].1.contains("host[0].credentials"), "{errors:?}");
+    }
+
+    #[test]
+    fn demo_builds_an_engine() {
+        let (parts, _ups) = demo(DemoSpec {
+            hosts: 2,
+            vms_per_host: 3,
+            ..DemoSpec::default()
+        });
+        let mut e = parts.engine().unwrap();
+        let EngineClock::Sim(c) = &parts.clock else {
+            panic!("demo runs on a SimClock")
+        };
+        c.block_on(e.run_until(Instant::from_millis(1000)));
+        assert_eq!(e.table().hosts.len(), 2);
+        assert!(e.table().vm_count() >= 6);
+    }
+}

@@ -1,0 +1,1237 @@
+//! The daemon's configuration file: versioned TOML, parsed strictly.
+//!
+//! Every error names the file, the line and column where the TOML parser
+//! gives one, and the key path (`host[2].transport`), so the message says
+//! where to fix it. Secrets never live in this file: hosts and devices name
+//! an entry of a separate credentials file (or point at `*_file` paths),
+//! and every file holding a secret must not be readable by group or others.
+//!
+//! ```
+//! let cfg = upsvisord::config::Config::parse_str(
+//!     "example.toml",
+//!     r#"
+//! version = 1
+//! [[device]]
+//! id = "ups1"
+//! kind = "sim"
+//! [[device.outlet]]
+//! id = "main"
+//! hosts = ["esx01"]
+//! [[host]]
+//! id = "esx01"
+//! transport = "sim"
+//! address = "esx01.lab"
+//! "#,
+//! )
+//! .unwrap();
+//! assert_eq!(cfg.hosts.len(), 1);
+//! ```
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use upsvisor_core::{
+    Credentials, FinalAction, HostEntry, Inventory, Matcher, Outlet, PolicyConfig, PollerConfig,
+    Secret, SequencerConfig, TransportKind, VmAction, VmGroup,
+};
+
+/// The only config version this daemon reads.
+pub const VERSION: u32 = 1;
+/// The default HTTP listen address (loopback only).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
+
+/// A config error: where, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// 1-based line and column, where known.
+    pub line_col: Option<(usize, usize)>,
+    /// The key path (`host[0].address`), where known.
+    pub key: Option<String>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn at(file: &str, key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_string(),
+            line_col: None,
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some((l, c)) = self.line_col {
+            write!(f, ":{l}:{c}")?;
+        }
+        if let Some(k) = &self.key {
+            write!(f, ": {k}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn de_path(p: &serde_path_to_error::Path) -> Option<String> {
+    let s = p.to_string();
+    (s != ".").then_some(s)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Parses TOML text into `T`, strictly, with file:line:col and key path.
+fn parse_toml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError {
+        file: file.into(),
+        line_col: e.span().map(|s| line_col(text, s.start)),
+        key: None,
+        message: e.message().trim().to_string(),
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = de_path(e.path());
+        let inner = e.into_inner();
+        ConfigError {
+            file: file.into(),
+            line_col: inner.span().map(|s| line_col(text, s.start)),
+            key,
+            message: inner.message().trim().to_string(),
+        }
+    })
+}
+
+/// The whole configuration, as read from the file (before credentials).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// Must be [`VERSION`].
+    pub version: u32,
+    /// HTTP API settings.
+    #[serde(default)]
+    pub api: ApiSection,
+    /// Where the credentials come from.
+    #[serde(default)]
+    pub credentials: CredentialsSection,
+    /// Where the sequencer journal lives (a restarted daemon resumes from it).
+    #[serde(default)]
+    pub journal: Option<PathBuf>,
+    /// Poll timing.
+    #[serde(default)]
+    pub poller: PollerSection,
+    /// Triggers.
+    #[serde(default)]
+    pub policy: PolicySection,
+    /// Shutdown and restore settings.
+    #[serde(default)]
+    pub sequencer: SequencerSection,
+    /// VM groups, in any order (their `order` sorts them).
+    #[serde(default, rename = "group")]
+    pub groups: Vec<GroupSection>,
+    /// Power devices with their outlets.
+    #[serde(default, rename = "device")]
+    pub devices: Vec<DeviceSection>,
+    /// Hypervisor hosts.
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<HostSection>,
+    /// Optional push of the table and events to a management terminal.
+    #[serde(default)]
+    pub webhook: Option<WebhookSection>,
+    /// Append-only JSON-lines audit log (every command and API write).
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+    /// Where this config came from (set by the loader).
+    #[serde(skip)]
+    pub source: String,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ApiSection {
+    /// Listen address; default [`DEFAULT_LISTEN`].
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Name of a credentials entry whose `password` is the bearer token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding the bearer token (mode 0600).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.into()
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            listen: default_listen(),
+            token: None,
+            token_file: None,
+        }
+    }
+}
+
+/// `[webhook]`: POST the VM table and events as JSON.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct WebhookSection {
+    /// `http://host:port/path` (plain HTTP only in this build).
+    pub url: String,
+    /// Credentials entry whose `password` is sent as a bearer token.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// `[credentials]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CredentialsSection {
+    /// The credentials file (mode 0600), relative to the config file.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+/// `[poller]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct PollerSection {
+    /// Poll period in seconds (the patent's `t`).
+    pub period_s: u64,
+    /// Poll period while on battery or during an episode.
+    pub on_battery_period_s: u64,
+    /// Deadline for one host's answer.
+    pub host_deadline_s: u64,
+    /// Hosts polled at once.
+    pub max_concurrency: usize,
+    /// How often power devices are read.
+    pub status_interval_s: u64,
+}
+
+impl Default for PollerSection {
+    fn default() -> Self {
+        PollerSection {
+            period_s: 60,
+            on_battery_period_s: 15,
+            host_deadline_s: 10,
+            max_concurrency: 16,
+            status_interval_s: 5,
+        }
+    }
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct PolicySection {
+    /// Full shutdown after this long on battery (0 = off).
+    pub on_battery_for_s: u64,
+    /// Full shutdown when the runtime falls below this (0 = off).
+    pub runtime_below_s: u32,
+    /// Full shutdown when the charge falls below this (0 = off).
+    pub charge_below_pct: f32,
+    /// Act on low battery.
+    pub on_low_battery: bool,
+    /// Act on forced shutdown from the device.
+    pub on_fsd: bool,
+    /// Mains must be back this long before restore.
+    pub stable_for_s: u64,
+    /// Minimum charge before restore.
+    pub restore_min_charge_pct: f32,
+    /// A device silent this long counts as lost.
+    pub dead_time_s: u64,
+    /// On-battery readings must hold this long to count.
+    pub debounce_s: u64,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        PolicySection {
+            on_battery_for_s: 300,
+            runtime_below_s: 600,
+            charge_below_pct: 0.0,
+            on_low_battery: true,
+            on_fsd: true,
+            stable_for_s: 120,
+            restore_min_charge_pct: 0.0,
+            dead_time_s: 60,
+            debounce_s: 5,
+        }
+    }
+}
+
+/// `[sequencer]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct SequencerSection {
+    /// Guest shutdown timeout for VMs in no group.
+    pub default_timeout_s: u64,
+    /// Put hosts in maintenance mode before shutting them down.
+    pub use_maintenance: bool,
+    /// Shut hosts down once empty.
+    pub shutdown_hosts: bool,
+    /// Force a host down after this long even with VMs on (0 = never).
+    pub force_host_after_s: u64,
+    /// `none`, `shutdown_return`, `shutdown_stay_off`, `outlets_off`.
+    pub final_action: String,
+    /// Delay for the final device action.
+    pub final_delay_s: u64,
+    /// Deadline for one command.
+    pub call_deadline_s: u64,
+    /// Safety margin the plan must leave against the runtime.
+    pub margin_s: u64,
+}
+
+impl Default for SequencerSection {
+    fn default() -> Self {
+        SequencerSection {
+            default_timeout_s: 120,
+            use_maintenance: false,
+            shutdown_hosts: true,
+            force_host_after_s: 0,
+            final_action: "none".into(),
+            final_delay_s: 60,
+            call_deadline_s: 30,
+            margin_s: 120,
+        }
+    }
+}
+
+/// `[[group]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GroupSection {
+    /// Name.
+    pub name: String,
+    /// Lower goes first.
+    #[serde(default)]
+    pub order: i32,
+    /// VM name globs (`*`, `?`).
+    #[serde(rename = "match")]
+    pub matches: Vec<String>,
+    /// Guest shutdown timeout before power-off.
+    #[serde(default = "default_group_timeout")]
+    pub timeout_s: u64,
+    /// Management VMs (vCenter, the controller): last.
+    #[serde(default)]
+    pub management: bool,
+    /// Shut down as soon as mains is lost.
+    #[serde(default)]
+    pub shed_on_battery: bool,
+}
+
+fn default_group_timeout() -> u64 {
+    120
+}
+
+/// Power device kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeviceKind {
+    /// Network UPS Tools (`upsd`).
+    Nut,
+    /// SNMP UPS-MIB / vendor MIBs.
+    Snmp,
+    /// Serial Megatec/Q1 or APC smart.
+    Serial,
+    /// A simulated UPS (for drills).
+    Sim,
+}
+
+/// `[[device]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DeviceSection {
+    /// Id.
+    pub id: String,
+    /// Kind.
+    pub kind: DeviceKind,
+    /// `host[:port]` (nut, snmp) or the serial device path.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// NUT: the UPS name on the server.
+    #[serde(default)]
+    pub ups: Option<String>,
+    /// Serial: `megatec` or `apc_smart`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// SNMP: `1` or `2c` (community from `credentials`).
+    #[serde(default)]
+    pub snmp_version: Option<String>,
+    /// Credentials entry (NUT user; SNMP community as `password`).
+    #[serde(default)]
+    pub credentials: Option<String>,
+    /// Outlets and the hosts they feed.
+    #[serde(default, rename = "outlet")]
+    pub outlets: Vec<OutletSection>,
+}
+
+/// `[[device.outlet]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct OutletSection {
+    /// Id.
+    pub id: String,
+    /// Hosts fed.
+    pub hosts: Vec<String>,
+}
+
+/// `[[host]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HostSection {
+    /// Id.
+    pub id: String,
+    /// `ssh-esxi`, `ssh-libvirt`, `ssh-proxmox`, `ssh-hyperv`, `soap`, `mob`, `sim`.
+    pub transport: String,
+    /// `host[:port]`.
+    pub address: String,
+    /// Credentials entry.
+    #[serde(default)]
+    pub credentials: Option<String>,
+    /// SSH host key pin (`SHA256:...`).
+    #[serde(default)]
+    pub host_key: Option<String>,
+    /// Accept any SSH host key (insecure; for labs only).
+    #[serde(default)]
+    pub dangerous_accept_any_host_key: bool,
+    /// libvirt connection URI for `ssh-libvirt`.
+    #[serde(default)]
+    pub libvirt_uri: Option<String>,
+    /// Feeds that must stay healthy.
+    #[serde(default = "one")]
+    pub min_supplies: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One entry of the credentials file.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CredentialEntry {
+    /// User name.
+    #[serde(default)]
+    pub username: String,
+    /// Password (or SNMP community, or API token).
+    #[serde(default, deserialize_with = "secret_opt")]
+    pub password: Option<Secret>,
+    /// A file holding the password (mode 0600).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// An SSH private key file (mode 0600).
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for CredentialEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialEntry")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .field("private_key_file", &self.private_key_file)
+            .finish()
+    }
+}
+
+fn secret_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(Secret::new))
+}
+
+/// Resolved secrets for one entry.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// User and password (password may be empty).
+    pub creds: Credentials,
+    /// SSH private key PEM, if any.
+    pub private_key: Option<Secret>,
+}
+
+/// The credentials, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Vault {
+    entries: BTreeMap<String, Resolved>,
+}
+
+impl Vault {
+    /// The entry `name`.
+    pub fn get(&self, name: &str) -> Option<&Resolved> {
+        self.entries.get(name)
+    }
+
+    /// Adds an entry (registration through the API).
+    pub fn insert(&mut self, name: impl Into<String>, r: Resolved) {
+        self.entries.insert(name.into(), r);
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Checks that a file holding secrets is not readable by group or others.
+pub fn check_secret_file(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        format!(
+            "cannot read credential file {}: {e} (create it, mode 0600)",
+            path.display()
+        )
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "credential file {} is readable by group or others (mode {mode:03o}); fix: chmod 600 {}",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    Ok(())
+}
+
+/// Reads a secret file after the mode check; trailing newline trimmed.
+pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    check_secret_file(path)?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read credential file {}: {e}", path.display()))?;
+    Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
+}
+
+/// A transport named in the config, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// SSH with a dialect.
+    Ssh(upsvisor_ssh::Dialect),
+    /// vSphere SOAP (not built into this daemon yet).
+    Soap,
+    /// vSphere MOB (not built into this daemon yet).
+    Mob,
+    /// Simulated.
+    Sim,
+}
+
+impl Transport {
+    /// Parses a transport name.
+    pub fn parse(s: &str) -> Option<Transport> {
+        use upsvisor_ssh::Dialect;
+        Some(match s {
+            "ssh-esxi" => Transport::Ssh(Dialect::Esxi),
+            "ssh-libvirt" => Transport::Ssh(Dialect::Libvirt),
+            "ssh-proxmox" => Transport::Ssh(Dialect::Proxmox),
+            "ssh-hyperv" => Transport::Ssh(Dialect::HyperV),
+            "soap" => Transport::Soap,
+            "mob" => Transport::Mob,
+            "sim" => Transport::Sim,
+            _ => return None,
+        })
+    }
+
+    /// The core's transport kind.
+    pub fn kind(self) -> TransportKind {
+        use upsvisor_ssh::Dialect;
+        match self {
+            Transport::Ssh(Dialect::Esxi) => TransportKind::SshEsxi,
+            Transport::Ssh(Dialect::Libvirt) => TransportKind::SshLibvirt,
+            Transport::Ssh(Dialect::Proxmox) => TransportKind::SshProxmox,
+            Transport::Ssh(Dialect::HyperV) => TransportKind::SshHyperv,
+            Transport::Ssh(_) => TransportKind::Other("ssh".into()),
+            Transport::Soap => TransportKind::Soap,
+            Transport::Mob => TransportKind::Mob,
+            Transport::Sim => TransportKind::Sim,
+        }
+    }
+}
+
+/// Names accepted for `host.transport`.
+pub const TRANSPORTS: &str = "ssh-esxi, ssh-libvirt, ssh-proxmox, ssh-hyperv, soap, mob, sim";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VaultFile(BTreeMap<String, CredentialEntry>);
+
+impl Config {
+    /// Reads and validates the file at `path` (credentials are not read yet:
+    /// see [`Config::load_vault`]).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line_col: None,
+            key: None,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Self::parse_str(&file, &text)
+    }
+
+    /// Parses and validates config text; `file` names it in errors.
+    pub fn parse_str(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let mut cfg: Config = parse_toml(file, text)?;
+        cfg.source = file.to_string();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let f = self.source.as_str();
+        if self.version != VERSION {
+            return Err(ConfigError::at(
+                f,
+                "version",
+                format!(
+                    "unsupported config version {} (this daemon reads version {VERSION})",
+                    self.version
+                ),
+            ));
+        }
+        if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::at(
+                f,
+                "api.listen",
+                format!(
+                    "`{}` is not an address:port (example: {DEFAULT_LISTEN})",
+                    self.api.listen
+                ),
+            ));
+        }
+        if let Some(w) = &self.webhook {
+            if !w.url.starts_with("http://") {
+                return Err(ConfigError::at(
+                    f,
+                    "webhook.url",
+                    "must start with http:// (this build has no TLS client for webhooks; put a local TLS proxy in front)",
+                ));
+            }
+        }
+        if self.api.token.is_some() && self.api.token_file.is_some() {
+            return Err(ConfigError::at(
+                f,
+                "api",
+                "set either `token` or `token_file`, not both",
+            ));
+        }
+        if self.poller.period_s == 0
+            || self.poller.on_battery_period_s == 0
+            || self.poller.status_interval_s == 0
+        {
+            return Err(ConfigError::at(f, "poller", "periods must be at least 1 s"));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, h) in self.hosts.iter().enumerate() {
+            let key = format!("host[{i}]");
+            if h.id.is_empty() || !ids.insert(h.id.as_str()) {
+                return Err(ConfigError::at(
+                    f,
+                    format!("{key}.id"),
+                    format!("host id `{}` is empty or used twice", h.id),
+                ));
+            }
+            if Transport::parse(&h.transport).is_none() {
+                return Err(ConfigError::at(
+                    f,
+                    format!("{key}.transport"),
+                    format!("unknown transport `{}` (one of: {TRANSPORTS})", h.transport),
+                ));
+            }
+            if h.address.is_empty() {
+                return Err(ConfigError::at(
+                    f,
+                    format!("{key}.address"),
+                    "must not be empty",
+                ));
+            }
+            if h.min_supplies == 0 {
+                return Err(ConfigError::at(
+                    f,
+                    format!("{key}.min_supplies"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        let mut dev_ids = std::collections::BTreeSet::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            let key = format!("device[{i}]");
+            if d.id.is_empty() || !dev_ids.insert(d.id.as_str()) {
+                return Err(ConfigError::at(
+                    f,
+                    format!("{key}.id"),
+                    format!("device id `{}` is empty or used twice", d.id),
+                ));
+            }
+            match d.kind {
+                DeviceKind::Nut | DeviceKind::Snmp | DeviceKind::Serial if d.address.is_none() => {
+                    return Err(ConfigError::at(
+                        f,
+                        format!("{key}.address"),
+                        "required for this kind (host:port, or the serial device path)",
+                    ));
+                }
+                DeviceKind::Nut if d.ups.is_none() => {
+                    return Err(ConfigError::at(
+                        f,
+                        format!("{key}.ups"),
+                        "required for kind = \"nut\" (the UPS name on the NUT server)",
+                    ));
+                }
+                DeviceKind::Serial
+                    if !matches!(
+                        d.protocol.as_deref(),
+                        None | Some("megatec") | Some("apc_smart")
+                    ) =>
+                {
+                    return Err(ConfigError::at(
+                        f,
+                        format!("{key}.protocol"),
+                        "one of: megatec, apc_smart",
+                    ));
+                }
+                DeviceKind::Snmp
+                    if !matches!(d.snmp_version.as_deref(), None | Some("1") | Some("2c")) =>
+                {
+                    return Err(ConfigError::at(
+                        f,
+                        format!("{key}.snmp_version"),
+                        "one of: \"1\", \"2c\" (SNMPv3 is not wired into the daemon config yet)",
+                    ));
+                }
+                _ => {}
+            }
+            for (j, o) in d.outlets.iter().enumerate() {
+                for (k, h) in o.hosts.iter().enumerate() {
+                    if !ids.contains(h.as_str()) {
+                        return Err(ConfigError::at(
+                            f,
+                            format!("{key}.outlet[{j}].hosts[{k}]"),
+                            format!("no [[host]] with id `{h}`"),
+                        ));
+                    }
+                }
+            }
+        }
+        if !matches!(
+            self.sequencer.final_action.as_str(),
+            "none" | "shutdown_return" | "shutdown_stay_off" | "outlets_off"
+        ) {
+            return Err(ConfigError::at(
+                f,
+                "sequencer.final_action",
+                "one of: none, shutdown_return, shutdown_stay_off, outlets_off",
+            ));
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            if g.matches.is_empty() {
+                return Err(ConfigError::at(
+                    f,
+                    format!("group[{i}].match"),
+                    "give at least one VM name glob",
+                ));
+            }
+        }
+        self.inventory()
+            .validate()
+            .map_err(|e| ConfigError::at(f, "host/device", e.to_string()))?;
+        Ok(())
+    }
+
+    /// A path in the config, relative to the config file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        Path::new(&self.source)
+            .parent()
+            .map_or_else(|| p.to_path_buf(), |d| d.join(p))
+    }
+
+    /// Reads the credentials file and every `*_file`, checking modes.
+    pub fn load_vault(&self) -> Result<Vault, ConfigError> {
+        let mut vault = Vault::default();
+        let Some(rel) = &self.credentials.file else {
+            if let Some(name) = self.referenced_credentials().next() {
+                return Err(ConfigError::at(
+                    &self.source,
+                    "credentials.file",
+                    format!("credentials `{name}` are referenced but no credentials file is set"),
+                ));
+            }
+            return Ok(vault);
+        };
+        let path = self.resolve(rel);
+        let file = path.display().to_string();
+        check_secret_file(&path)
+            .map_err(|m| ConfigError::at(&self.source, "credentials.file", m))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError::at(&file, "", format!("cannot read: {e}")))?;
+        let VaultFile(entries) = parse_toml(&file, &text)?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let abs = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        };
+        for (name, e) in entries {
+            let password = match (&e.password, &e.password_file) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::at(
+                        &file,
+                        name,
+                        "set either `password` or `password_file`, not both",
+                    ));
+                }
+                (Some(p), None) => p.clone(),
+                (None, Some(p)) => read_secret_file(&abs(p))
+                    .map_err(|m| ConfigError::at(&file, format!("{name}.password_file"), m))?,
+                (None, None) => Secret::new(""),
+            };
+            let private_key =
+                match &e.private_key_file {
+                    Some(p) => Some(read_secret_file(&abs(p)).map_err(|m| {
+                        ConfigError::at(&file, format!("{name}.private_key_file"), m)
+                    })?),
+                    None => None,
+                };
+            vault.entries.insert(
+                name,
+                Resolved {
+                    creds: Credentials::new(e.username.clone(), password),
+                    private_key,
+                },
+            );
+        }
+        for name in self.referenced_credentials() {
+            if vault.get(name).is_none() {
+                return Err(ConfigError::at(
+                    &file,
+                    name,
+                    "referenced in the config but missing from the credentials file",
+                ));
+            }
+        }
+        Ok(vault)
+    }
+
+    fn referenced_credentials(&self) -> impl Iterator<Item = &str> {
+        self.hosts
+            .iter()
+            .filter_map(|h| h.credentials.as_deref())
+            .chain(self.devices.iter().filter_map(|d| d.credentials.as_deref()))
+            .chain(self.api.token.as_deref())
+            .chain(self.webhook.as_ref().and_then(|w| w.token.as_deref()))
+    }
+
+    /// The API bearer token, if one is configured.
+    pub fn api_token(&self, vault: &Vault) -> Result<Option<Secret>, ConfigError> {
+        if let Some(p) = &self.api.token_file {
+            let s = read_secret_file(&self.resolve(p))
+                .map_err(|m| ConfigError::at(&self.source, "api.token_file", m))?;
+            if s.expose().len() < 16 {
+                return Err(ConfigError::at(
+                    &self.source,
+                    "api.token_file",
+                    "the token must be at least 16 characters",
+                ));
+            }
+            return Ok(Some(s));
+        }
+        Ok(self
+            .api
+            .token
+            .as_deref()
+            .and_then(|n| vault.get(n))
+            .map(|r| r.creds.password.clone()))
+    }
+
+    /// The inventory the engine gets.
+    pub fn inventory(&self) -> Inventory {
+        let hosts = self
+            .hosts
+            .iter()
+            .map(|h| {
+                let kind = Transport::parse(&h.transport)
+                    .map_or_else(|| TransportKind::Other(h.transport.clone()), |t| t.kind());
+                let mut e = HostEntry::new(h.id.as_str(), h.address.clone(), kind)
+                    .with_min_supplies(h.min_supplies);
+                if let Some(c) = &h.credentials {
+                    e = e.with_credentials(c.clone());
+                }
+                e
+            })
+            .collect();
+        let outlets = self
+            .devices
+            .iter()
+            .flat_map(|d| {
+                d.outlets.iter().map(|o| {
+                    Outlet::new(
+                        d.id.as_str(),
+                        o.id.as_str(),
+                        o.hosts
+                            .iter()
+                            .map(|h| upsvisor_core::HostId::from(h.as_str())),
+                    )
+                })
+            })
+            .collect();
+        Inventory::new(hosts, outlets)
+    }
+
+    /// Poller settings.
+    pub fn poller_config(&self) -> PollerConfig {
+        PollerConfig::default()
+            .period(Duration::from_secs(self.poller.period_s))
+            .on_battery_period(Duration::from_secs(self.poller.on_battery_period_s))
+            .host_deadline(Duration::from_secs(self.poller.host_deadline_s))
+            .max_concurrency(self.poller.max_concurrency.max(1))
+    }
+
+    /// Policy settings.
+    pub fn policy_config(&self) -> PolicyConfig {
+        let p = &self.policy;
+        let nz = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        let mut c = PolicyConfig::default()
+            .on_battery_for(nz(p.on_battery_for_s))
+            .runtime_below_s((p.runtime_below_s > 0).then_some(p.runtime_below_s))
+            .charge_below_pct((p.charge_below_pct > 0.0).then_some(p.charge_below_pct))
+            .stable_for(Duration::from_secs(p.stable_for_s))
+            .restore_min_charge_pct(p.restore_min_charge_pct)
+            .dead_time(Duration::from_secs(p.dead_time_s.max(1)))
+            .debounce(Duration::from_secs(p.debounce_s));
+        c.on_low_battery = p.on_low_battery;
+        c.on_fsd = p.on_fsd;
+        c
+    }
+
+    /// Sequencer settings.
+    pub fn sequencer_config(&self) -> SequencerConfig {
+        let s = &self.sequencer;
+        let delay = Duration::from_secs(s.final_delay_s);
+        let final_action = match s.final_action.as_str() {
+            "shutdown_return" => FinalAction::ShutdownReturn { delay },
+            "shutdown_stay_off" => FinalAction::ShutdownStayOff { delay },
+            "outlets_off" => FinalAction::OutletsOff { delay },
+            _ => FinalAction::None,
+        };
+        let mut c = SequencerConfig::default()
+            .default_action(VmAction::Shutdown {
+                timeout: Duration::from_secs(s.default_timeout_s),
+            })
+            .use_maintenance(s.use_maintenance)
+            .final_action(final_action)
+            .force_host_after(
+                (s.force_host_after_s > 0).then(|| Duration::from_secs(s.force_host_after_s)),
+            )
+            .call_deadline(Duration::from_secs(s.call_deadline_s.max(1)))
+            .margin(Duration::from_secs(s.margin_s));
+        c.shutdown_hosts = s.shutdown_hosts;
+        for g in &self.groups {
+            c = c.group(
+                VmGroup::new(
+                    g.name.clone(),
+                    g.order,
+                    g.matches.iter().map(|m| Matcher::Name(m.clone())).collect(),
+                    Duration::from_secs(g.timeout_s),
+                )
+                .management(g.management)
+                .shed_on_battery(g.shed_on_battery),
+            );
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = Config::parse_str("p.toml", &text);
+            let _ = parse_toml::<VaultFile>("c.toml", &text);
+        }
+
+        #[test]
+        fn mutated_good_config_never_panics(cut in 0usize..2000, insert in "[a-z_=\\[\\]\" 0-9.\n]{0,12}") {
+            let mut text = GOOD.to_string();
+            let at = text.char_indices().map(|(i, _)| i).nth(cut % GOOD.len()).unwrap_or(0);
+            text.insert_str(at, &insert);
+            if let Err(e) = Config::parse_str("p.toml", &text) {
+                assert!(!e.to_string().is_empty());
+            }
+        }
+    }
+
+    const GOOD: &str = r#"
+version = 1
+journal = "journal.json"
+[api]
+listen = "127.0.0.1:9000"
+token = "api"
+[credentials]
+file = "credentials.toml"
+[poller]
+period_s = 30
+on_battery_period_s = 10
+host_deadline_s = 5
+max_concurrency = 4
+[policy]
+on_battery_for_s = 120
+[sequencer]
+final_action = "shutdown_return"
+[[group]]
+name = "batch"
+order = -10
+match = ["batch-*"]
+shed_on_battery = true
+[[device]]
+id = "ups1"
+kind = "nut"
+address = "127.0.0.1:3493"
+ups = "dummy"
+credentials = "nut"
+[[device.outlet]]
+id = "main"
+hosts = ["kvm1", "esx1"]
+[[host]]
+id = "kvm1"
+transport = "ssh-libvirt"
+address = "127.0.0.1:2222"
+credentials = "kvm"
+host_key = "SHA256:AAAA"
+[[host]]
+id = "esx1"
+transport = "sim"
+address = "esx1.lab"
+"#;
+
+    fn dir(tag: &str) -> upsvisor_testkit::TempDir {
+        upsvisor_testkit::TempDir::new(tag)
+    }
+
+    fn write(p: &Path, text: &str, mode: u32) {
+        std::fs::write(p, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+
+    const CREDS: &str = "[nut]\nusername = \"upsmon\"\npassword = \"s3cr3t-nut\"\n[kvm]\nusername = \"root\"\npassword_file = \"kvm.pw\"\n[api]\npassword = \"0123456789abcdef-token\"\n";
+
+    #[test]
+    fn shipped_example_parses() {
+        let text = include_str!("../dist/upsvisord.toml");
+        let cfg = Config::parse_str("dist/upsvisord.toml", text).unwrap();
+        assert_eq!(cfg.hosts.len(), 2);
+        assert_eq!(cfg.groups.len(), 2);
+        let creds = include_str!("../dist/credentials.toml");
+        let v: VaultFile = parse_toml("dist/credentials.toml", creds).unwrap();
+        assert_eq!(v.0.len(), 3);
+    }
+
+    #[test]
+    fn good_config_parses_and_maps() {
+        let cfg = Config::parse_str("t.toml", GOOD).unwrap();
+        assert_eq!(cfg.hosts.len(), 2);
+        assert_eq!(cfg.devices[0].outlets[0].hosts, ["kvm1", "esx1"]);
+        let inv = cfg.inventory();
+        assert_eq!(inv.hosts.len(), 2);
+        assert_eq!(inv.outlets.len(), 1);
+        assert_eq!(cfg.poller_config().period, Duration::from_secs(30));
+        assert_eq!(cfg.sequencer_config().groups.len(), 1);
+        assert_eq!(
+            cfg.policy_config().on_battery_for,
+            Some(Duration::from_secs(120))
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_path() {
+        let text = GOOD.replace("max_concurrency = 4", "max_concurrency = 4\nperiod = 3");
+        let e = Config::parse_str("t.toml", &text).unwrap_err();
+        let line = text.lines().position(|l| l == "period = 3").unwrap() + 1;
+        assert_eq!(e.line_col.map(|l| l.0), Some(line), "{e}");
+        assert!(e.message.contains("unknown field `period`"), "{e}");
+        assert_eq!(e.key.as_deref(), Some("poller.period"), "{e}");
+        let s = e.to_string();
+        assert!(s.starts_with(&format!("t.toml:{line}:")), "{s}");
+    }
+
+    #[test]
+    fn unknown_key_in_array_table() {
+        let text = GOOD.replace(
+            "address = \"esx1.lab\"",
+            "address = \"esx1.lab\"\nadress = \"x\"",
+        );
+        let e = Config::parse_str("t.toml", &text).unwrap_err();
+        assert!(e.message.contains("unknown field `adress`"), "{e}");
+        assert_eq!(e.key.as_deref(), Some("host[1].adress"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        let e = Config::parse_str(
+            "t.toml",
+            &GOOD.replace("period_s = 30", "period_s = \"30\""),
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("poller.period_s"), "{e}");
+        assert!(e.line_col.is_some(), "{e}");
+        let e = Config::parse_str(
+            "t.toml",
+            &GOOD.replace("transport = \"sim\"", "transport = \"telnet\""),
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("host[1].transport"), "{e}");
+        assert!(e.message.contains("ssh-libvirt"), "{e}");
+        let e = Config::parse_str(
+            "t.toml",
+            &GOOD.replace("hosts = [\"kvm1\", \"esx1\"]", "hosts = [\"kvm9\"]"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("device[0].outlet[0].hosts[0]"),
+            "{e}"
+        );
+        let e =
+            Config::parse_str("t.toml", &GOOD.replace("version = 1", "version = 2")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("version"), "{e}");
+        let e = Config::parse_str("t.toml", "version = 1\n[api\n").unwrap_err();
+        assert_eq!(e.line_col.map(|l| l.0), Some(2), "{e}");
+        let e = Config::parse_str("t.toml", &GOOD.replace("kind = \"nut\"", "kind = \"usb\""))
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("device[0].kind"), "{e}");
+    }
+
+    #[test]
+    fn credentials_resolve_and_never_print() {
+        let d = dir("cfg-good");
+        write(&d.path().join("credentials.toml"), CREDS, 0o600);
+        write(&d.path().join("kvm.pw"), "kvm-pass\n", 0o600);
+        let p = d.path().join("upsvisord.toml");
+        write(&p, GOOD, 0o644);
+        let cfg = Config::load(&p).unwrap();
+        let v = cfg.load_vault().unwrap();
+        let kvm = v.get("kvm").unwrap();
+        assert_eq!(kvm.creds.password.expose(), "kvm-pass");
+        let dbg = format!("{v:?} {:?}", cfg.api_token(&v).unwrap());
+        assert!(
+            !dbg.contains("kvm-pass") && !dbg.contains("s3cr3t") && !dbg.contains("0123456789"),
+            "{dbg}"
+        );
+        assert_eq!(
+            cfg.api_token(&v).unwrap().unwrap().expose(),
+            "0123456789abcdef-token"
+        );
+    }
+
+    #[test]
+    fn missing_credential_file_is_named() {
+        let d = dir("cfg-missing");
+        let p = d.path().join("upsvisord.toml");
+        write(&p, GOOD, 0o644);
+        let e = Config::load(&p).unwrap().load_vault().unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("credentials.toml") && s.contains("credentials.file"),
+            "{s}"
+        );
+        // A referenced password_file that is missing.
+        write(&d.path().join("credentials.toml"), CREDS, 0o600);
+        let e = Config::load(&p).unwrap().load_vault().unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("kvm.password_file"), "{e}");
+        assert!(e.message.contains("kvm.pw"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn world_readable_credential_file_is_refused() {
+        let d = dir("cfg-mode");
+        write(&d.path().join("credentials.toml"), CREDS, 0o644);
+        write(&d.path().join("kvm.pw"), "kvm-pass\n", 0o600);
+        let p = d.path().join("upsvisord.toml");
+        write(&p, GOOD, 0o644);
+        let e = Config::load(&p).unwrap().load_vault().unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("chmod 600") && s.contains("credentials.toml") && s.contains("644"),
+            "{s}"
+        );
+        assert!(!s.contains("s3cr3t"), "{s}");
+        // Group-readable password_file too.
+        write(&d.path().join("credentials.toml"), CREDS, 0o600);
+        write(&d.path().join("kvm.pw"), "kvm-pass\n", 0o640);
+        let e = Config::load(&p).unwrap().load_vault().unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_in_credentials_file() {
+        let d = dir("cfg-credkey");
+        write(
+            &d.path().join("credentials.toml"),
+            "[nut]\nuser = \"x\"\n",
+            0o600,
+        );
+        let p = d.path().join("upsvisord.toml");
+        write(&p, GOOD, 0o644);
+        let e = Config::load(&p).unwrap().load_vault().unwrap_err();
+        assert!(e.message.contains("unknown field `user`"), "{e}");
+        assert_eq!(e.key.as_deref(), Some("nut.user"), "{e}");
+        assert_eq!(e.line_col.map(|l| l.0), Some(2), "{e}");
+    }
+}

@@ -1,0 +1,739 @@
+//! The `upsvisord` binary: daemon and CLI.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use upsvisor_core::{Clock, Engine, Instant, PowerState, Secret, with_deadline};
+use upsvisord::build::{self, DemoSpec, EngineClock, Parts};
+use upsvisord::config::{self, Config, ConfigError};
+use upsvisord::render;
+use upsvisord::runtime::{self, RunOptions};
+
+/// upsvisord: make your UPS aware of the VMs on the hosts it feeds.
+#[derive(Parser, Debug)]
+#[command(name = "upsvisord", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// The config file (TOML, `version = 1`).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    /// A running daemon to ask (status, plan, events) when no --config is given.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8470")]
+    url: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Preflight: reach every device and host; does the plan fit the runtime?
+    Check,
+    /// Run the daemon (engine + HTTP API + web page).
+    Run {
+        /// Run on the simulated estate (no config needed).
+        #[arg(long)]
+        demo: bool,
+        /// Listen address (overrides the config; `127.0.0.1:0` picks a port).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Bearer token file for writes (overrides the config; mode 0600).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Demo: simulated seconds per wall second.
+        #[arg(long, default_value_t = 10.0)]
+        speed: f64,
+        /// Append-only JSON-lines audit log (overrides the config).
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
+        /// POST the table and events here after every poll (plain http://).
+        #[arg(long)]
+        webhook: Option<String>,
+    },
+    /// The VM table, grouped by feed and host.
+    Status,
+    /// What an outage right now would do, in order, with estimates.
+    Plan,
+    /// Without --config: a whole outage on the simulated estate. With one:
+    /// walk the plan without acting.
+    Drill {
+        /// Print every VM command (simulated drill).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Follow the event and audit stream of a running daemon.
+    Events {
+        /// Print the history and exit instead of following.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+/// Logs go to stderr. Level: `UPSVISORD_LOG` (error, warn, info, debug,
+/// trace); default `info` for `run`, `warn` otherwise. Secrets never reach
+/// a log line: they live in `Secret`, whose Debug and Display are redacted.
+fn init_logging(cmd: &Cmd) {
+    let default = if matches!(cmd, Cmd::Run { .. }) {
+        tracing::Level::INFO
+    } else {
+        tracing::Level::WARN
+    };
+    let level = std::env::var("UPSVISORD_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(default);
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.cmd);
+    let r = match &cli.cmd {
+        Cmd::Check => check(&cli),
+        Cmd::Run {
+            demo,
+            listen,
+            token_file,
+            speed,
+            audit_log,
+            webhook,
+        } => run(
+            &cli,
+            RunArgs {
+                demo: *demo,
+                listen: listen.clone(),
+                token_file: token_file.clone(),
+                speed: *speed,
+                audit_log: audit_log.clone(),
+                webhook: webhook.clone(),
+            },
+        ),
+        Cmd::Status => status(&cli),
+        Cmd::Plan => plan(&cli),
+        Cmd::Drill { all } => drill(&cli, *all),
+        Cmd::Events { once } => events(&cli, *once),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("upsvisord: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+type Res = Result<ExitCode, String>;
+
+/// `println!` that does not panic when stdout is closed (`| head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `print!` that does not panic when stdout is closed.
+macro_rules! outn {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
+fn load(path: &Path) -> Result<(Config, config::Vault), String> {
+    let cfg = Config::load(path).map_err(|e: ConfigError| e.to_string())?;
+    let vault = cfg.load_vault().map_err(|e| e.to_string())?;
+    Ok((cfg, vault))
+}
+
+fn print_json(v: &Value) {
+    out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Parts, the engine after one turn, and per-item build errors.
+type OneShot = (Parts, Engine, Vec<(String, String)>);
+
+/// Builds from config and runs one power read and one poll.
+fn one_shot(cfg: &Config, vault: &config::Vault) -> Result<OneShot, String> {
+    let (parts, errors) = build::from_config(cfg, vault);
+    let mut engine = parts.engine().map_err(|e| e.to_string())?;
+    let end = parts.clock.now() + Duration::from_millis(1);
+    parts.clock.block_on(engine.run_until(end));
+    Ok((parts, engine, errors))
+}
+
+fn check(cli: &Cli) -> Res {
+    let path = cli.config.as_ref().ok_or("check needs --config PATH")?;
+    let mut items: Vec<(String, bool, String)> = Vec::new();
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            items.push(("config".into(), false, e.to_string()));
+            return report(cli, &items);
+        }
+    };
+    items.push((
+        "config".into(),
+        true,
+        format!("{} parsed (version {})", path.display(), cfg.version),
+    ));
+    let vault = match cfg.load_vault() {
+        Ok(v) => {
+            let what = match &cfg.credentials.file {
+                Some(f) => format!("{} readable, mode ok", cfg.resolve(f).display()),
+                None => "no credentials file (none referenced)".into(),
+            };
+            items.push(("credentials".into(), true, what));
+            v
+        }
+        Err(e) => {
+            items.push(("credentials".into(), false, e.to_string()));
+            return report(cli, &items);
+        }
+    };
+    if let Err(e) = cfg.api_token(&vault) {
+        items.push(("api token".into(), false, e.to_string()));
+    }
+    let (parts, errors) = build::from_config(&cfg, &vault);
+    for (what, e) in errors {
+        items.push((what, false, format!("{}: {e}", cfg.source)));
+    }
+    let clock = parts.clock.arc();
+    for (i, d) in cfg.devices.iter().enumerate() {
+        let Some(dev) = parts
+            .devices
+            .get(&upsvisor_core::DeviceId::from(d.id.as_str()))
+        else {
+            continue;
+        };
+        let dev = dev.clone();
+        let deadline = clock.now() + Duration::from_secs(10);
+        let r = parts
+            .clock
+            .block_on(with_deadline(&*clock, deadline, async move {
+                dev.status().await
+            }));
+        items.push(match r {
+            Ok(Ok(s)) => (
+                format!("device {}", d.id),
+                true,
+                format!(
+                    "{} charge {} runtime {}",
+                    s.tokens
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    s.charge_pct.map_or("?".into(), |c| format!("{c:.0}%")),
+                    s.runtime_s.map_or("?".into(), |r| format!("{r} s"))
+                ),
+            ),
+            Ok(Err(e)) => (
+                format!("device {}", d.id),
+                false,
+                format!("{}: device[{i}]: {e}", cfg.source),
+            ),
+            Err(_) => (
+                format!("device {}", d.id),
+                false,
+                format!(
+                    "{}: device[{i}] ({}): no answer within 10 s",
+                    cfg.source,
+                    d.address.as_deref().unwrap_or("")
+                ),
+            ),
+        });
+    }
+    for (i, h) in cfg.hosts.iter().enumerate() {
+        let Some(t) = parts.hosts.get(&upsvisor_core::HostId::from(h.id.as_str())) else {
+            continue;
+        };
+        let t = t.clone();
+        let deadline = clock.now() + Duration::from_secs(15);
+        let r = parts
+            .clock
+            .block_on(with_deadline(&*clock, deadline, async move {
+                let caps = t.capabilities();
+                t.inventory().await.map(|inv| (inv, caps))
+            }));
+        items.push(match r {
+            Ok(Ok((inv, caps))) => (
+                format!("host {}", h.id),
+                true,
+                format!(
+                    "{} {}: {} VMs ({} on); can: {}",
+                    inv.info.product.as_deref().unwrap_or("?"),
+                    inv.info.version.as_deref().unwrap_or(""),
+                    inv.vms.len(),
+                    inv.vms
+                        .iter()
+                        .filter(|v| v.power == PowerState::PoweredOn)
+                        .count(),
+                    caps.vm_ops
+                        .iter()
+                        .map(|o| o.to_string())
+                        .chain(caps.host_ops.iter().map(|o| format!("host {o}")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Ok(Err(e)) => (
+                format!("host {}", h.id),
+                false,
+                format!(
+                    "{}: host[{i}] ({} via {}): {e}",
+                    cfg.source, h.address, h.transport
+                ),
+            ),
+            Err(_) => (
+                format!("host {}", h.id),
+                false,
+                format!(
+                    "{}: host[{i}] ({}): no answer within 15 s",
+                    cfg.source, h.address
+                ),
+            ),
+        });
+    }
+    // The plan against the runtime, from one real poll.
+    let mut engine = parts.engine().map_err(|e| e.to_string())?;
+    let end = parts.clock.now() + Duration::from_millis(1);
+    parts.clock.block_on(engine.run_until(end));
+    let plan = engine.plan();
+    let runtime = engine
+        .verdicts()
+        .values()
+        .filter_map(|v| v.last.as_ref().and_then(|s| s.runtime_s))
+        .min();
+    items.push(match runtime {
+        Some(r) if plan.fits(r) => ("plan".into(), true, format!("estimate {} s + margin {} s fits runtime {r} s", plan.estimate.as_secs(), plan.margin.as_secs())),
+        Some(r) => ("plan".into(), false, format!("estimate {} s + margin {} s does NOT fit runtime {r} s: shed VMs earlier ([[group]] shed_on_battery), shorten timeouts, or trigger earlier ([policy])", plan.estimate.as_secs(), plan.margin.as_secs())),
+        None => ("plan".into(), false, format!("estimate {} s; no device reported a runtime, so the fit cannot be checked", plan.estimate.as_secs())),
+    });
+    report(cli, &items)
+}
+
+fn report(cli: &Cli, items: &[(String, bool, String)]) -> Res {
+    let ok = items.iter().all(|i| i.1);
+    if cli.json {
+        print_json(&json!({
+            "ok": ok,
+            "items": items.iter().map(|(w, o, m)| json!({"item": w, "ok": o, "message": m})).collect::<Vec<_>>(),
+        }));
+    } else {
+        let rows: Vec<Vec<String>> = items
+            .iter()
+            .map(|(w, o, m)| {
+                vec![
+                    if *o { "OK".into() } else { "FAIL".into() },
+                    w.clone(),
+                    m.clone(),
+                ]
+            })
+            .collect();
+        outn!("{}", render::table(&["", "item", "detail"], &rows, &[]));
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn get(url: &str) -> Result<Value, String> {
+    ureq::get(url)
+        .timeout(Duration::from_secs(10))
+        .call()
+        .map_err(|e| format!("{url}: {e} (is `upsvisord run` up? or pass --config)"))?
+        .into_json()
+        .map_err(|e| format!("{url}: {e}"))
+}
+
+fn status(cli: &Cli) -> Res {
+    let snap = match &cli.config {
+        Some(p) => {
+            let (cfg, vault) = load(p)?;
+            let (parts, engine, errors) = one_shot(&cfg, &vault)?;
+            for (w, e) in &errors {
+                eprintln!("warning: {w}: {e}");
+            }
+            snapshot_from(&parts, &engine)
+        }
+        None => {
+            let base = cli.url.trim_end_matches('/');
+            if cli.json {
+                let vms = get(&format!("{base}/api/vms"))?;
+                let hosts = get(&format!("{base}/api/hosts"))?;
+                let power = get(&format!("{base}/api/power"))?;
+                print_json(&json!({"vms": vms, "hosts": hosts, "power": power}));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let v = get(&format!("{base}/api/status"))?;
+            outn!("{}", v.get("text").and_then(Value::as_str).unwrap_or(""));
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if cli.json {
+        print_json(&serde_json::to_value(&snap).unwrap_or(Value::Null));
+    } else {
+        outn!("{}", render::status(&snap));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn snapshot_from(parts: &Parts, engine: &Engine) -> runtime::Snapshot {
+    // Reuse the runtime's snapshot shape without starting its thread.
+    runtime::snapshot(engine, parts, engine.table().cycle)
+}
+
+fn plan(cli: &Cli) -> Res {
+    let (plan, runtime) = match &cli.config {
+        Some(p) => {
+            let (cfg, vault) = load(p)?;
+            let (parts, engine, errors) = one_shot(&cfg, &vault)?;
+            for (w, e) in &errors {
+                eprintln!("warning: {w}: {e}");
+            }
+            let s = snapshot_from(&parts, &engine);
+            (s.plan, s.runtime_s)
+        }
+        None => {
+            let v = get(&format!("{}/api/plan", cli.url.trim_end_matches('/')))?;
+            if cli.json {
+                print_json(&v);
+                return Ok(ExitCode::SUCCESS);
+            }
+            outn!("{}", v.get("text").and_then(Value::as_str).unwrap_or(""));
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if cli.json {
+        print_json(
+            &json!({"plan": plan, "runtime_s": runtime, "fits": runtime.map(|r| plan.fits(r))}),
+        );
+    } else {
+        outn!("{}", render::plan(&plan, runtime));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn drill(cli: &Cli, all: bool) -> Res {
+    if let Some(p) = &cli.config {
+        // Dry run: one real poll, then the plan walked step by step.
+        let (cfg, vault) = load(p)?;
+        let (parts, engine, errors) = one_shot(&cfg, &vault)?;
+        for (w, e) in &errors {
+            eprintln!("warning: {w}: {e}");
+        }
+        let s = snapshot_from(&parts, &engine);
+        if cli.json {
+            print_json(
+                &json!({"dry_run": true, "plan": s.plan, "runtime_s": s.runtime_s, "fits": s.plan_fits}),
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        out!("DRY RUN: nothing is sent to any host or device.\n");
+        let mut at = Duration::ZERO;
+        for st in &s.plan.stages {
+            at += st.estimate;
+            out!(
+                "by {:>6}  {} ({} items){}",
+                format!("{}s", at.as_secs()),
+                st.name,
+                st.items.len(),
+                s.runtime_s
+                    .map(|r| if at.as_secs() > u64::from(r) {
+                        "  <-- past the current runtime"
+                    } else {
+                        ""
+                    })
+                    .unwrap_or("")
+            );
+            for it in &st.items {
+                out!(
+                    "          would {} {}",
+                    it.action,
+                    it.vm
+                        .as_ref()
+                        .map(|v| v.1.clone())
+                        .or(it.host.as_ref().map(|h| format!("host {h}")))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        outn!("\n{}", render::plan(&s.plan, s.runtime_s));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let wall = std::time::Instant::now();
+    let (parts, _ups) = build::demo(DemoSpec::default());
+    let EngineClock::Sim(clock) = parts.clock.clone() else {
+        return Err("demo has a simulated clock".into());
+    };
+    let mut engine = parts.engine().map_err(|e| e.to_string())?;
+    let mut sub = engine.subscribe(1 << 16);
+    let estate = parts.estate.clone().ok_or("demo estate")?;
+    if !cli.json {
+        out!(
+            "upsvisord drill: {} hosts, {} VMs, UPS ups1, mains lost at T+00:05:00, back at T+00:45:00 (simulated clock)\n",
+            parts.hosts.len(),
+            estate.truth().len()
+        );
+    }
+    let end = Instant::from_millis(75 * 60 * 1000);
+    let mut t = Instant::ZERO;
+    let mut vm_cmds = 0usize;
+    let mut first_table = true;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    while t < end {
+        t = t + Duration::from_secs(5);
+        clock.block_on(engine.run_until(t));
+        while let Some(ev) = sub.try_next() {
+            for v in runtime::event_json(&ev) {
+                let is_vm_cmd = v.pointer("/what/cmd/kind").and_then(Value::as_str) == Some("vm");
+                if is_vm_cmd && v.pointer("/what/audit").and_then(Value::as_str) == Some("issued") {
+                    vm_cmds += 1;
+                }
+                if cli.json {
+                    let _ = writeln!(out, "{v}");
+                    continue;
+                }
+                let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+                let show = match kind {
+                    "table" => std::mem::take(&mut first_table),
+                    "change" => {
+                        v.pointer("/event/event").and_then(Value::as_str)
+                            != Some("vm_power_changed")
+                    }
+                    "audit" => {
+                        !is_vm_cmd || all || v.pointer("/what/error").is_some_and(|e| !e.is_null())
+                    }
+                    _ => true,
+                };
+                if show {
+                    if let Some(l) = render::event_line(&v) {
+                        let _ = writeln!(out, "{l}");
+                    }
+                }
+            }
+        }
+    }
+    let truth = estate.truth();
+    let on = truth
+        .values()
+        .filter(|(_, v)| v.power == PowerState::PoweredOn)
+        .count();
+    let unclean = estate.unclean_power_losses();
+    if cli.json {
+        let _ = writeln!(
+            out,
+            "{}",
+            json!({"type": "summary", "vm_commands": vm_cmds, "vms": truth.len(), "running_after": on, "unclean_power_losses": unclean.len(), "wall_ms": wall.elapsed().as_millis() as u64})
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "\n{vm_cmds} VM commands; after the drill {on} of {} VMs running; VMs that lost power while running: {}; simulated {} in {:?} of wall time",
+            truth.len(),
+            unclean.len(),
+            clock.now(),
+            wall.elapsed()
+        );
+    }
+    Ok(if unclean.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn events(cli: &Cli, once: bool) -> Res {
+    let base = cli.url.trim_end_matches('/');
+    let h = get(&format!("{base}/api/history"))?;
+    let empty = vec![];
+    for v in h.get("events").and_then(Value::as_array).unwrap_or(&empty) {
+        emit(cli, v);
+    }
+    if once {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let url = format!("{base}/api/events");
+    let resp = ureq::get(&url).call().map_err(|e| format!("{url}: {e}"))?;
+    let reader = std::io::BufReader::new(resp.into_reader());
+    for line in reader.lines() {
+        let line = line.map_err(|e| format!("{url}: {e}"))?;
+        if let Some(data) = line.strip_prefix("data: ") {
+            if let Ok(v) = serde_json::from_str::<Value>(data) {
+                emit(cli, &v);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn emit(cli: &Cli, v: &Value) {
+    if cli.json {
+        out!("{v}");
+    } else if let Some(l) = render::event_line(v) {
+        out!("{l}");
+    }
+}
+
+struct RunArgs {
+    demo: bool,
+    listen: Option<String>,
+    token_file: Option<PathBuf>,
+    speed: f64,
+    audit_log: Option<PathBuf>,
+    webhook: Option<String>,
+}
+
+fn run(cli: &Cli, a: RunArgs) -> Res {
+    let RunArgs {
+        demo,
+        listen,
+        token_file,
+        speed,
+        audit_log,
+        webhook,
+    } = a;
+    if let Some(w) = &webhook {
+        if !w.starts_with("http://") {
+            return Err(
+                "--webhook: must start with http:// (no TLS client for webhooks in this build)"
+                    .into(),
+            );
+        }
+    }
+    let (parts, token, listen, audit_log, hook) = if demo {
+        if cli.config.is_some() {
+            return Err("--demo runs without --config".into());
+        }
+        let (parts, _ups) = build::demo(DemoSpec::default());
+        (
+            parts,
+            None,
+            listen.unwrap_or_else(|| config::DEFAULT_LISTEN.into()),
+            audit_log,
+            webhook.map(|u| upsvisord::webhook::Webhook::new(u, None)),
+        )
+    } else {
+        let path = cli
+            .config
+            .as_ref()
+            .ok_or("run needs --config PATH, or --demo")?;
+        let (cfg, vault) = load(path)?;
+        let (parts, errors) = build::from_config(&cfg, &vault);
+        if !errors.is_empty() {
+            for (w, e) in &errors {
+                eprintln!("upsvisord: {w}: {e}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+        let token = cfg.api_token(&vault).map_err(|e| e.to_string())?;
+        let audit = audit_log.or_else(|| cfg.audit_log.as_ref().map(|p| cfg.resolve(p)));
+        let hook = match (webhook, &cfg.webhook) {
+            (Some(u), _) => Some(upsvisord::webhook::Webhook::new(u, None)),
+            (None, Some(w)) => Some(upsvisord::webhook::Webhook::new(
+                w.url.clone(),
+                w.token
+                    .as_deref()
+                    .and_then(|n| vault.get(n))
+                    .map(|r| r.creds.password.clone()),
+            )),
+            (None, None) => None,
+        };
+        (
+            parts,
+            token,
+            listen.unwrap_or_else(|| cfg.api.listen.clone()),
+            audit,
+            hook,
+        )
+    };
+    let token = match token_file {
+        Some(p) => Some(read_token(&p)?),
+        None => token,
+    };
+    let (shared, engine_thread) = runtime::start(
+        parts,
+        RunOptions {
+            speed,
+            audit_log,
+            ..RunOptions::default()
+        },
+    )?;
+    if let Some(h) = hook {
+        upsvisord::webhook::start(shared.clone(), h).map_err(|e| e.to_string())?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let sh = shared.clone();
+    let read_only = token.is_none();
+    let r = rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|e| format!("api.listen {listen}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        out!(
+            "upsvisord listening on http://{addr}/ ({})",
+            if read_only {
+                "read-only: no token"
+            } else {
+                "writes need the bearer token"
+            }
+        );
+        let _ = std::io::stdout().flush();
+        let api = upsvisord::api::Api::new(sh, token);
+        let shutdown = async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => {}
+                            _ = term.recv() => {}
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        api.serve(listener, shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    shared.stop();
+    let _ = engine_thread.join();
+    r.map(|()| ExitCode::SUCCESS)
+}
+
+fn read_token(p: &Path) -> Result<Secret, String> {
+    let s = config::read_secret_file(p)?;
+    if s.expose().len() < 16 {
+        return Err(format!(
+            "{}: the token must be at least 16 characters",
+            p.display()
+        ));
+    }
+    Ok(s)
+}

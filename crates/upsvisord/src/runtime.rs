@@ -1,0 +1,540 @@
+//! The engine on its own thread, and the snapshot everyone else reads.
+//!
+//! The engine is runtime-free, so it runs on a plain thread in slices
+//! (`run_until(now + slice)`); between slices the thread drains the
+//! engine's events into a bounded history and a broadcast channel (the SSE
+//! stream), refreshes the [`Snapshot`], and carries out requests from the
+//! API (VM/host power, host registration) on the engine's own clock.
+//!
+//! In demo mode the clock is a `SimClock` advanced in step with the wall
+//! clock (`speed` simulated seconds per wall second), so the simulated
+//! estate's transports and UPS keep their deterministic timing while the
+//! page shows a live outage.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use upsvisor_core::{
+    Clock, Credentials, DeviceId, Engine, EngineEvent, EpisodeStatus, Event, HostEntry, HostId,
+    HostOp, Inventory, Plan, Verdict, VmId, VmOp, VmTable, with_deadline,
+};
+use upsvisor_sim::{Guest, SimHostConfig};
+
+use crate::build::{EngineClock, Parts};
+use crate::config::{HostSection, Resolved, Vault};
+
+/// How many history entries are kept.
+pub const HISTORY: usize = 500;
+
+/// What the API and CLI read.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// `demo` or `config`.
+    pub mode: &'static str,
+    /// The engine clock, milliseconds.
+    pub now_ms: u64,
+    /// Poll cycles seen.
+    pub cycles: u64,
+    /// The VM table.
+    pub table: Arc<VmTable>,
+    /// Per device verdict (with its last reading).
+    pub verdicts: BTreeMap<DeviceId, Verdict>,
+    /// The dry-run plan if every fed host lost power now.
+    pub plan: Plan,
+    /// The lowest runtime any device reports.
+    pub runtime_s: Option<u32>,
+    /// Whether the plan fits that runtime.
+    pub plan_fits: Option<bool>,
+    /// The running episode, if any.
+    pub episode: Option<EpisodeStatus>,
+    /// Hosts and feeds.
+    pub inventory: Inventory,
+    /// Wall-clock seconds of each host's last inventory call.
+    pub poll_seconds: BTreeMap<HostId, f64>,
+}
+
+/// Why a request failed, for the HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// No such VM or host (404).
+    NotFound,
+    /// Not now (an episode runs) or the id is taken (409).
+    Conflict,
+    /// The host or device refused or did not answer (502).
+    Upstream,
+}
+
+/// The engine thread's answer to a request.
+pub type Reply = Result<String, (Failure, String)>;
+
+/// A request from the API to the engine thread.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Request {
+    /// A VM power command.
+    Vm {
+        /// VM.
+        vm: VmId,
+        /// Operation.
+        op: VmOp,
+        /// Answer.
+        reply: tokio::sync::oneshot::Sender<Reply>,
+    },
+    /// A host power command.
+    Host {
+        /// Host.
+        host: HostId,
+        /// Operation.
+        op: HostOp,
+        /// Answer.
+        reply: tokio::sync::oneshot::Sender<Reply>,
+    },
+    /// Register a host (connection check first).
+    Register {
+        /// The host as a config entry would declare it.
+        host: Box<HostSection>,
+        /// Its credentials.
+        creds: Option<Credentials>,
+        /// Answer.
+        reply: tokio::sync::oneshot::Sender<Reply>,
+    },
+}
+
+/// State shared between the engine thread and the API.
+pub struct Shared {
+    snapshot: Mutex<Arc<Snapshot>>,
+    history: Mutex<VecDeque<Arc<Value>>>,
+    events: tokio::sync::broadcast::Sender<Arc<Value>>,
+    requests: Mutex<std::sync::mpsc::Sender<Request>>,
+    audit_file: Option<Mutex<std::fs::File>>,
+    stop: AtomicBool,
+    /// Failed API authentications (for `/metrics`).
+    pub auth_failures: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Recent events and audit lines, oldest first.
+    pub fn history(&self) -> Vec<Arc<Value>> {
+        self.history
+            .lock()
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Live events (tables, power, audit).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Value>> {
+        self.events.subscribe()
+    }
+
+    /// Sends a request to the engine thread.
+    pub fn request(&self, r: Request) -> Result<(), String> {
+        self.requests
+            .lock()
+            .map_err(|_| "engine thread gone".to_string())?
+            .send(r)
+            .map_err(|_| "engine thread gone".to_string())
+    }
+
+    /// Records an event: history, SSE, and (for audit lines) the audit file.
+    pub fn record(&self, v: Value) {
+        let audit = v.get("type").and_then(Value::as_str) == Some("audit")
+            || v.get("type").and_then(Value::as_str) == Some("api");
+        if audit {
+            if let Some(f) = &self.audit_file {
+                if let Ok(mut f) = f.lock() {
+                    let _ = writeln!(f, "{v}");
+                    let _ = f.flush();
+                }
+            }
+        }
+        let v = Arc::new(v);
+        if let Ok(mut h) = self.history.lock() {
+            if h.len() >= HISTORY {
+                h.pop_front();
+            }
+            h.push_back(v.clone());
+        }
+        let _ = self.events.send(v);
+    }
+
+    /// Asks the engine thread to stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// How the engine thread runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Simulated seconds per wall second (demo only).
+    pub speed: f64,
+    /// Wall time per slice.
+    pub slice: Duration,
+    /// Append-only JSON-lines audit log.
+    pub audit_log: Option<PathBuf>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            speed: 10.0,
+            slice: Duration::from_millis(200),
+            audit_log: None,
+        }
+    }
+}
+
+/// A snapshot of `engine` (used by the thread and by one-shot commands).
+pub fn snapshot(engine: &Engine, parts: &Parts, cycles: u64) -> Snapshot {
+    let plan = engine.plan();
+    let runtime_s = engine
+        .verdicts()
+        .values()
+        .filter_map(|v| v.last.as_ref().and_then(|s| s.runtime_s))
+        .min();
+    Snapshot {
+        mode: if matches!(parts.clock, EngineClock::Sim(_)) {
+            "demo"
+        } else {
+            "config"
+        },
+        now_ms: parts.clock.now().as_millis(),
+        cycles,
+        table: engine.table().clone(),
+        verdicts: engine.verdicts().clone(),
+        plan_fits: runtime_s.map(|r| plan.fits(r)),
+        plan,
+        runtime_s,
+        episode: engine.sequencer().status(),
+        inventory: parts.inventory.clone(),
+        poll_seconds: parts
+            .poll_times
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// Turns an engine event into JSON lines for history/SSE.
+pub fn event_json(ev: &EngineEvent) -> Vec<Value> {
+    match ev {
+        EngineEvent::Table(u) => {
+            let mut out = vec![json!({
+                "type": "table",
+                "at_ms": u.table.taken_at.as_millis(),
+                "cycle": u.table.cycle,
+                "vms": u.table.vm_count(),
+            })];
+            for e in &u.events {
+                if !matches!(e, Event::VmPowerChanged { .. } | Event::VmAppeared { .. })
+                    || u.table.cycle > 1
+                {
+                    out.push(json!({
+                        "type": "change",
+                        "at_ms": u.table.taken_at.as_millis(),
+                        "event": e,
+                    }));
+                }
+            }
+            out
+        }
+        EngineEvent::Power {
+            at,
+            device,
+            verdict,
+        } => vec![json!({
+            "type": "power",
+            "at_ms": at.as_millis(),
+            "device": device,
+            "verdict": verdict,
+        })],
+        EngineEvent::Audit(a) => vec![json!({
+            "type": "audit",
+            "at_ms": a.at.as_millis(),
+            "episode": a.episode,
+            "what": a.what,
+        })],
+        other => vec![json!({"type": "other", "debug": format!("{other:?}")})],
+    }
+}
+
+/// Starts the engine thread. Returns once the engine is built (or failed).
+pub fn start(
+    parts: Parts,
+    opts: RunOptions,
+) -> Result<(Arc<Shared>, std::thread::JoinHandle<()>), String> {
+    let engine = parts.engine().map_err(|e| e.to_string())?;
+    let audit_file = match &opts.audit_log {
+        Some(p) => Some(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| format!("audit log {}: {e}", p.display()))?,
+        )),
+        None => None,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (events, _) = tokio::sync::broadcast::channel(1024);
+    let shared = Arc::new(Shared {
+        snapshot: Mutex::new(Arc::new(snapshot(&engine, &parts, 0))),
+        history: Mutex::new(VecDeque::new()),
+        events,
+        requests: Mutex::new(tx),
+        audit_file,
+        stop: AtomicBool::new(false),
+        auth_failures: AtomicU64::new(0),
+    });
+    let sh = shared.clone();
+    let handle = std::thread::Builder::new()
+        .name("upsvisor-engine".into())
+        .spawn(move || engine_thread(engine, parts, opts, sh, rx))
+        .map_err(|e| e.to_string())?;
+    Ok((shared, handle))
+}
+
+fn engine_thread(
+    mut engine: Engine,
+    mut parts: Parts,
+    opts: RunOptions,
+    shared: Arc<Shared>,
+    rx: std::sync::mpsc::Receiver<Request>,
+) {
+    let mut sub = engine.subscribe(1 << 14);
+    let mut cycles = 0u64;
+    let sim_step = Duration::from_secs_f64(opts.slice.as_secs_f64() * opts.speed.max(0.0));
+    while !shared.stop.load(Ordering::SeqCst) {
+        let wall = std::time::Instant::now();
+        while let Ok(req) = rx.try_recv() {
+            if let Some(new) = handle_request(&mut engine, &mut parts, req) {
+                engine = new;
+                sub = engine.subscribe(1 << 14);
+            }
+        }
+        let clock = parts.clock.clone();
+        match &clock {
+            EngineClock::Sim(c) => {
+                let end = c.now() + sim_step;
+                c.block_on(engine.run_until(end));
+            }
+            EngineClock::System(_) => {
+                let end = clock.now() + opts.slice;
+                futures::executor::block_on(engine.run_until(end));
+            }
+        }
+        // Drain first, publish the snapshot, then the events: whoever
+        // reacts to an event reads a snapshot at least as new as it.
+        let mut batch = Vec::new();
+        while let Some(ev) = sub.try_next() {
+            if matches!(&*ev, EngineEvent::Table(_)) {
+                cycles += 1;
+            }
+            batch.extend(event_json(&ev));
+        }
+        let snap = Arc::new(snapshot(&engine, &parts, cycles));
+        if let Ok(mut s) = shared.snapshot.lock() {
+            *s = snap;
+        }
+        for v in batch {
+            shared.record(v);
+        }
+        if matches!(clock, EngineClock::Sim(_)) {
+            if let Some(rest) = opts.slice.checked_sub(wall.elapsed()) {
+                std::thread::sleep(rest);
+            }
+        }
+    }
+}
+
+const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
+
+fn run_on<F: std::future::Future<Output = upsvisor_core::Result<()>>>(
+    parts: &Parts,
+    what: &str,
+    fut: F,
+) -> Reply {
+    let clock = parts.clock.arc();
+    let deadline = clock.now() + COMMAND_DEADLINE;
+    match parts.clock.block_on(with_deadline(&*clock, deadline, fut)) {
+        Ok(Ok(())) => Ok(format!("{what}: done")),
+        Ok(Err(e)) => Err((Failure::Upstream, format!("{what}: {e}"))),
+        Err(_) => Err((
+            Failure::Upstream,
+            format!("{what}: no answer within {COMMAND_DEADLINE:?}"),
+        )),
+    }
+}
+
+/// Carries out one request; returns a rebuilt engine after a registration.
+fn handle_request(engine: &mut Engine, parts: &mut Parts, req: Request) -> Option<Engine> {
+    match req {
+        Request::Vm { vm, op, reply } => {
+            let located = engine
+                .table()
+                .locate(&vm)
+                .map(|(h, v)| (h.clone(), v.name.clone()));
+            let r = match located {
+                None => Err((Failure::NotFound, format!("VM {vm} is not in the VM table"))),
+                Some((host, name)) => match parts.hosts.get(&host).cloned() {
+                    None => Err((Failure::NotFound, format!("host {host} has no transport"))),
+                    Some(t) => run_on(parts, &format!("{op} {name} on {host}"), async move {
+                        t.vm_power(&vm, op).await
+                    }),
+                },
+            };
+            let _ = reply.send(r);
+            None
+        }
+        Request::Host { host, op, reply } => {
+            let r = match parts.hosts.get(&host).cloned() {
+                None => Err((Failure::NotFound, format!("no host {host}"))),
+                Some(t) => run_on(parts, &format!("{op} host {host}"), async move {
+                    t.host_power(op).await
+                }),
+            };
+            let _ = reply.send(r);
+            None
+        }
+        Request::Register { host, creds, reply } => {
+            let (r, new) = register(engine, parts, &host, creds);
+            let _ = reply.send(r);
+            new
+        }
+    }
+}
+
+fn register(
+    engine: &Engine,
+    parts: &mut Parts,
+    h: &HostSection,
+    creds: Option<Credentials>,
+) -> (Reply, Option<Engine>) {
+    let id = HostId::from(h.id.as_str());
+    if h.id.is_empty() || parts.inventory.host(&id).is_some() {
+        return (
+            Err((
+                Failure::Conflict,
+                format!("host id `{}` is empty or taken", h.id),
+            )),
+            None,
+        );
+    }
+    if engine.sequencer().busy() {
+        return (
+            Err((
+                Failure::Conflict,
+                "an episode is running; register hosts once it has ended".into(),
+            )),
+            None,
+        );
+    }
+    let mut vault = Vault::default();
+    if let Some(c) = creds {
+        vault.insert(
+            "registration",
+            Resolved {
+                creds: c,
+                private_key: None,
+            },
+        );
+    }
+    let mut h = h.clone();
+    if !vault.is_empty() {
+        h.credentials = Some("registration".into());
+    }
+    if h.transport == "sim" {
+        if let Some(e) = &parts.estate {
+            e.add_host(id.clone(), SimHostConfig::default());
+            for n in 0..2 {
+                e.add_vm(
+                    &id,
+                    upsvisor_core::VmInfo::new(
+                        format!("{}-reg-{n}", h.id),
+                        format!("{}-vm{n}", h.id),
+                        upsvisor_core::PowerState::PoweredOn,
+                    ),
+                    Guest::Cooperative(Duration::from_secs(10)),
+                );
+            }
+        }
+    }
+    let t = match crate::build::host_transport("host", &h, &vault, parts.estate.as_ref()) {
+        Ok(t) => t,
+        Err(e) => return (Err((Failure::Upstream, e)), None),
+    };
+    let clock = parts.clock.arc();
+    let deadline = clock.now() + Duration::from_secs(15);
+    let probe = t.clone();
+    let info = match parts
+        .clock
+        .block_on(with_deadline(&*clock, deadline, async move {
+            probe.host_info().await
+        })) {
+        Ok(Ok(i)) => i,
+        Ok(Err(e)) => {
+            return (
+                Err((Failure::Upstream, format!("connection check failed: {e}"))),
+                None,
+            );
+        }
+        Err(_) => {
+            return (
+                Err((
+                    Failure::Upstream,
+                    "connection check: no answer within 15 s".into(),
+                )),
+                None,
+            );
+        }
+    };
+    let kind = crate::config::Transport::parse(&h.transport).map_or_else(
+        || upsvisor_core::TransportKind::Other(h.transport.clone()),
+        |t| t.kind(),
+    );
+    let mut old_inv = parts.inventory.clone();
+    parts
+        .inventory
+        .hosts
+        .push(HostEntry::new(id.clone(), h.address.clone(), kind));
+    parts.hosts.insert(id.clone(), t);
+    match parts.engine() {
+        Ok(e) => (
+            Ok(format!(
+                "registered {id}: {} {} answers; polled from the next cycle (not fed by any outlet, so not in the shutdown plan)",
+                info.product.as_deref().unwrap_or("?"),
+                info.version.as_deref().unwrap_or("")
+            )),
+            Some(e),
+        ),
+        Err(e) => {
+            std::mem::swap(&mut parts.inventory, &mut old_inv);
+            parts.hosts.remove(&id);
+            (
+                Err((Failure::Upstream, format!("engine rebuild failed: {e}"))),
+                None,
+            )
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Shared test helpers.
+#![allow(dead_code)]
+
+pub mod nut;
+pub mod ssh;
