@@ -1,5 +1,5 @@
+//! Fuzzes the MOB page parsers: arbitrary bytes must never panic.
 #![no_main]
-//! MOB page parsers: arbitrary bytes must never panic.
 
 use libfuzzer_sys::fuzz_target;
 

@@ -222,6 +222,26 @@ fn wrong_password_disabled_mob_unknown_vm_and_pacing() {
         t0.elapsed()
     );
     assert!(!t.capabilities().bulk_inventory);
+    // The core poller paces between the per-VM requests itself.
+    let before: serde_json::Value = serde_json::from_str(&sim.ctl("/ctl/mob-stats")).unwrap();
+    let t0 = Instant::now();
+    let polled = block_on(upsvisor_core::poller::poll_host(
+        &upsvisor_core::SystemClock::new(),
+        &t,
+        Duration::from_millis(150),
+    ))
+    .unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(polled.vms, inv.vms);
+    let after: serde_json::Value = serde_json::from_str(&sim.ctl("/ctl/mob-stats")).unwrap();
+    assert_eq!(
+        after["requests"].as_i64().unwrap() - before["requests"].as_i64().unwrap(),
+        5
+    );
 
     sim.ctl("/ctl/mob?enabled=0");
     let err = block_on(t.inventory()).unwrap_err();
