@@ -1,0 +1,176 @@
+//! Configuration of a [`MobTransport`](crate::MobTransport).
+
+use std::time::Duration;
+
+use upsvisor_core::{Credentials, Error};
+
+/// A SHA-256 certificate thumbprint, as ESXi shows it (`AB:CD:...`, 32
+/// bytes; colons optional, case ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Thumbprint(pub [u8; 32]);
+
+impl Thumbprint {
+    /// Parses `AB:CD:..` or `abcd..`.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let hex: String = s
+            .chars()
+            .filter(|c| *c != ':' && !c.is_whitespace())
+            .collect();
+        let bad = || {
+            Error::config(
+                "mob.tls.pinned_thumbprint",
+                format!("{s:?} is not a SHA-256 thumbprint (64 hex digits, colons optional)"),
+            )
+        };
+        if hex.len() != 64 || !hex.is_ascii() {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            let pair = hex.get(2 * i..2 * i + 2).ok_or_else(bad)?;
+            *b = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+        }
+        Ok(Thumbprint(out))
+    }
+}
+
+impl std::fmt::Display for Thumbprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Settings of a [`MobTransport`](crate::MobTransport).
+///
+/// Secure by default, with the same TLS policy as the SOAP adapter: the
+/// certificate is verified against the public web roots; a self-signed ESXi
+/// certificate is accepted only when its SHA-256 thumbprint is pinned
+/// ([`MobConfig::pin_thumbprint`]); plain `http://` and unverified TLS need
+/// options named `dangerous_...`.
+///
+/// ```
+/// use std::time::Duration;
+/// use upsvisor_core::Credentials;
+/// use upsvisor_mob::MobConfig;
+///
+/// let cfg = MobConfig::new("https://esxi-01.example", Credentials::new("root", "secret"))
+///     .pin_thumbprint("AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89")?
+///     .pacing(Duration::from_millis(200));
+/// assert_eq!(cfg.url(), "https://esxi-01.example");
+/// # Ok::<(), upsvisor_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MobConfig {
+    pub(crate) url: String,
+    pub(crate) credentials: Credentials,
+    pub(crate) host: Option<String>,
+    pub(crate) pacing: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) max_page_bytes: usize,
+    pub(crate) pinned: Vec<Thumbprint>,
+    pub(crate) extra_roots: Vec<Vec<u8>>,
+    pub(crate) dangerous_accept_invalid_certs: bool,
+    pub(crate) dangerous_allow_plain_http: bool,
+}
+
+impl Default for MobConfig {
+    fn default() -> Self {
+        MobConfig {
+            url: String::new(),
+            credentials: Credentials::new("", ""),
+            host: None,
+            pacing: Duration::ZERO,
+            timeout: Duration::from_secs(30),
+            max_page_bytes: crate::page::MAX_PAGE_BYTES,
+            pinned: Vec::new(),
+            extra_roots: Vec::new(),
+            dangerous_accept_invalid_certs: false,
+            dangerous_allow_plain_http: false,
+        }
+    }
+}
+
+impl MobConfig {
+    /// A host at `url` (`https://host[:port]`; a trailing `/mob` or `/sdk`
+    /// is ignored) with the account `credentials` (HTTP basic auth).
+    pub fn new(url: impl Into<String>, credentials: Credentials) -> Self {
+        let mut url: String = url.into();
+        for suffix in ["/", "/mob", "/sdk", "/"] {
+            if let Some(s) = url.strip_suffix(suffix) {
+                url = s.to_owned();
+            }
+        }
+        MobConfig {
+            url,
+            credentials,
+            ..MobConfig::default()
+        }
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Which host's VMs to read, by managed-object id (`host-21`). Unset
+    /// (the default): an ESXi host reached directly, whose VMs are the
+    /// children of `ha-folder-vm` and whose version comes from `/mob`. Set:
+    /// a host behind vCenter, whose VMs are its `vm` property.
+    pub fn host(mut self, moid: impl Into<String>) -> Self {
+        self.host = Some(moid.into());
+        self
+    }
+
+    /// The pause between two requests of one [`inventory`] call (0: none).
+    /// The core poller paces on its own between the per-VM calls.
+    ///
+    /// [`inventory`]: upsvisor_core::HostTransport::inventory
+    pub fn pacing(mut self, d: Duration) -> Self {
+        self.pacing = d;
+        self
+    }
+
+    /// Connect and read timeout of each request (default 30 s).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// The largest page accepted (default and ceiling [`crate::page::MAX_PAGE_BYTES`]).
+    pub fn max_page_bytes(mut self, n: usize) -> Self {
+        self.max_page_bytes = n.min(crate::page::MAX_PAGE_BYTES);
+        self
+    }
+
+    /// Accepts a server certificate whose SHA-256 thumbprint is `thumbprint`
+    /// (`AB:CD:...`), such as the self-signed certificate of an ESXi host.
+    pub fn pin_thumbprint(mut self, thumbprint: &str) -> Result<Self, Error> {
+        self.pinned.push(Thumbprint::parse(thumbprint)?);
+        Ok(self)
+    }
+
+    /// Trusts an extra root certificate (DER).
+    pub fn add_root_certificate_der(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.extra_roots.push(der.into());
+        self
+    }
+
+    /// DANGEROUS: accepts any server certificate (no verification at all).
+    pub fn dangerous_accept_invalid_certs(mut self, yes: bool) -> Self {
+        self.dangerous_accept_invalid_certs = yes;
+        self
+    }
+
+    /// DANGEROUS: allows a plain `http://` URL (credentials in clear).
+    pub fn dangerous_allow_plain_http(mut self, yes: bool) -> Self {
+        self.dangerous_allow_plain_http = yes;
+        self
+    }
+}

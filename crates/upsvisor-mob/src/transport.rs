@@ -1,0 +1,354 @@
+//! [`MobTransport`]: the seed's flow over the MOB's pages.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use upsvisor_core::{
+    Capabilities, Error, HostInfo, HostInventory, HostOp, HostTransport, PowerState, Result,
+    ToolsState, VmId, VmInfo, VmOp,
+};
+
+use crate::config::MobConfig;
+use crate::http::{Http, Reply};
+use crate::page::{self, Invocation, Page};
+
+/// What to do when the MOB is switched off.
+pub const ENABLE_HINT: &str = "the Managed Object Browser is disabled (the default since ESXi 6.0): \
+enable it with the advanced setting Config.HostAgent.plugins.solo.enableMob = true \
+(vim-cmd hostsvc/advopt/update Config.HostAgent.plugins.solo.enableMob bool true), \
+or use the SOAP transport (upsvisor-soap) instead";
+
+/// A host read through its Managed Object Browser (`https://<host>/mob`),
+/// the method of the original design: `/mob` for the version and OS, the
+/// VM folder (or the host's `vm` list) for the VM ids, then one
+/// `doPath=summary` page per VM, one after another.
+///
+/// [`HostTransport::capabilities`] reports no bulk inventory, so the core
+/// poller paces between the per-VM requests. Power operations go through
+/// the MOB's method pages, posting back the `vmware-session-nonce` the
+/// form carries.
+///
+/// Blocking I/O (ureq) runs on short-lived threads of the adapter and is
+/// handed back as futures: no async runtime is needed.
+pub struct MobTransport {
+    cfg: MobConfig,
+    http: Arc<Http>,
+    target: String,
+    /// instance UUID -> moid, learnt from summary pages.
+    moids: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for MobTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MobTransport")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl MobTransport {
+    /// A transport for `cfg`. Fails on a bad URL or TLS setting.
+    pub fn new(cfg: MobConfig) -> Result<Self> {
+        let target = cfg
+            .url
+            .split_once("://")
+            .map(|(_, rest)| rest.to_owned())
+            .unwrap_or_else(|| cfg.url.clone());
+        if cfg.url.starts_with("http://") && !cfg.dangerous_allow_plain_http {
+            return Err(Error::config(
+                "mob.url",
+                "plain http:// sends the password in clear; use https:// or set dangerous_allow_plain_http",
+            ));
+        }
+        if !cfg.url.starts_with("https://") && !cfg.url.starts_with("http://") {
+            return Err(Error::config(
+                "mob.url",
+                format!("{:?} is not an https:// URL", cfg.url),
+            ));
+        }
+        let http = Arc::new(Http::new(&cfg, target.clone())?);
+        Ok(MobTransport {
+            cfg,
+            http,
+            target,
+            moids: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn host_moid(&self) -> &str {
+        self.cfg.host.as_deref().unwrap_or("ha-host")
+    }
+
+    /// Maps HTTP status and fault pages to errors; `Ok` for a 200.
+    fn check(&self, what: &str, reply: &Reply) -> Result<()> {
+        match reply.status {
+            200 => Ok(()),
+            401 | 403 => Err(Error::auth(
+                &self.target,
+                format!(
+                    "the MOB refused the login for {what} (HTTP {})",
+                    reply.status
+                ),
+            )),
+            404 | 503 => Err(Error::unsupported(format!(
+                "{} answered HTTP {} for {what}: {ENABLE_HINT}",
+                self.target, reply.status
+            ))),
+            _ => match page::parse_fault(&reply.body) {
+                Some(f) if f.contains("ManagedObjectNotFound") => {
+                    Err(Error::not_found(format!("{what} on {}", self.target)))
+                }
+                Some(f) => Err(Error::protocol(
+                    &self.target,
+                    format!("{what}: fault {f} (HTTP {})", reply.status),
+                )),
+                None => Err(Error::protocol(
+                    &self.target,
+                    format!("{what}: unexpected HTTP {}", reply.status),
+                )),
+            },
+        }
+    }
+
+    async fn page(&self, what: &str, path_query: String) -> Result<Page> {
+        let reply = self.http.request(path_query, None, None).await?;
+        self.check(what, &reply)?;
+        page::parse_page(&reply.body)
+            .map_err(|e| Error::protocol(&self.target, format!("{what}: {e}")))
+    }
+
+    fn moid_for(&self, vm: &VmId) -> String {
+        self.moids
+            .lock()
+            .ok()
+            .and_then(|m| m.get(vm.as_str()).cloned())
+            .unwrap_or_else(|| vm.as_str().to_owned())
+    }
+
+    async fn invoke(&self, moid: &str, method: &str, form_extra: &str) -> Result<Invocation> {
+        let path = format!("/mob/?moid={}&method={method}", query_escape(moid));
+        let what = format!("{method} on {moid}");
+        let form = self.http.request(path.clone(), None, None).await?;
+        self.check(&what, &form)?;
+        let nonce = page::parse_nonce(&form.body)
+            .map_err(|e| Error::protocol(&self.target, format!("{what}: {e}")))?;
+        let body = format!("vmware-session-nonce={}{form_extra}", query_escape(&nonce));
+        let reply = self.http.request(path, Some(body), form.cookie).await?;
+        if reply.status != 200 && reply.status != 500 {
+            self.check(&what, &reply)?;
+        }
+        page::parse_invocation(&reply.body)
+            .map_err(|e| Error::protocol(&self.target, format!("{what}: {e}")))
+    }
+}
+
+/// Turns a summary page into a [`VmInfo`] (`moid` when there is no
+/// instance UUID).
+pub fn vm_from_summary(moid: &str, p: &Page) -> VmInfo {
+    let id = p.text("config.instanceUuid").unwrap_or(moid);
+    let name = p.text("config.name").unwrap_or(moid);
+    let power = match p.text("runtime.powerState") {
+        Some("poweredOn") => PowerState::PoweredOn,
+        Some("poweredOff") => PowerState::PoweredOff,
+        Some("suspended") => PowerState::Suspended,
+        _ => PowerState::Unknown,
+    };
+    let mut vm = VmInfo::new(id, name, power);
+    vm.vcpus = p.text("config.numCpu").and_then(|s| s.parse().ok());
+    vm.memory_mib = p.text("config.memorySizeMB").and_then(|s| s.parse().ok());
+    vm.guest_os = p.text("config.guestFullName").map(str::to_owned);
+    vm.tools = match p.text("guest.toolsRunningStatus") {
+        Some("guestToolsRunning") => ToolsState::Running,
+        Some("guestToolsNotRunning") => ToolsState::NotRunning,
+        Some("guestToolsExecutingScripts") => ToolsState::Running,
+        _ => ToolsState::Unknown,
+    };
+    vm.ips = p
+        .text("guest.ipAddress")
+        .and_then(|s| s.parse::<IpAddr>().ok())
+        .into_iter()
+        .collect();
+    vm
+}
+
+fn vm_method(op: VmOp) -> Option<&'static str> {
+    Some(match op {
+        VmOp::ShutdownGuest => "ShutdownGuest",
+        VmOp::RebootGuest => "RebootGuest",
+        VmOp::PowerOff => "PowerOffVM_Task",
+        VmOp::PowerOn => "PowerOnVM_Task",
+        VmOp::Reset => "ResetVM_Task",
+        _ => return None,
+    })
+}
+
+#[async_trait]
+impl HostTransport for MobTransport {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::read_only(false)
+            .with_vm_ops([
+                VmOp::ShutdownGuest,
+                VmOp::RebootGuest,
+                VmOp::PowerOff,
+                VmOp::PowerOn,
+                VmOp::Reset,
+            ])
+            .with_host_ops([HostOp::Shutdown])
+    }
+
+    async fn host_info(&self) -> Result<HostInfo> {
+        let mut info = HostInfo::default();
+        match &self.cfg.host {
+            None => {
+                let p = self.page("/mob", "/mob".to_owned()).await?;
+                let about = |k: &str| p.text(&format!("content.about.{k}")).map(str::to_owned);
+                info.product = about("name");
+                info.version = about("version");
+                info.build = about("build");
+                info.os = about("osType");
+            }
+            Some(h) => {
+                let p = self
+                    .page(
+                        "the host's summary.config",
+                        format!("/mob/?moid={}&doPath=summary.config", query_escape(h)),
+                    )
+                    .await?;
+                let about = |k: &str| p.text(&format!("product.{k}")).map(str::to_owned);
+                info.product = about("name");
+                info.version = about("version");
+                info.build = about("build");
+                info.os = about("osType");
+                info.hostname = p.text("name").map(str::to_owned);
+            }
+        }
+        if info.product.is_none() && info.version.is_none() {
+            return Err(Error::protocol(
+                &self.target,
+                "the MOB page has no product name or version",
+            ));
+        }
+        Ok(info)
+    }
+
+    async fn list_vm_ids(&self) -> Result<Vec<VmId>> {
+        let (what, path, prop) = match &self.cfg.host {
+            None => (
+                "the VM folder ha-folder-vm",
+                "/mob/?moid=ha-folder-vm".to_owned(),
+                "childEntity",
+            ),
+            Some(h) => (
+                "the host's VM list",
+                format!("/mob/?moid={}", query_escape(h)),
+                "vm",
+            ),
+        };
+        let p = self.page(what, path).await?;
+        if p.get(prop).is_none() {
+            return Err(Error::protocol(
+                &self.target,
+                format!("{what}: no {prop} property on the page"),
+            ));
+        }
+        Ok(p.links(prop)
+            .into_iter()
+            .filter(|m| !m.starts_with("group-") && !m.starts_with("resgroup-"))
+            .map(VmId::from)
+            .collect())
+    }
+
+    async fn vm_info(&self, vm: &VmId) -> Result<VmInfo> {
+        let moid = self.moid_for(vm);
+        let p = self
+            .page(
+                &format!("the summary of {moid}"),
+                format!("/mob/?moid={}&doPath=summary", query_escape(&moid)),
+            )
+            .await?;
+        if p.get("config").is_none() && p.get("runtime").is_none() {
+            return Err(Error::protocol(
+                &self.target,
+                format!("the summary of {moid} has neither config nor runtime"),
+            ));
+        }
+        let info = vm_from_summary(&moid, &p);
+        if info.id.as_str() != moid {
+            if let Ok(mut m) = self.moids.lock() {
+                m.insert(info.id.as_str().to_owned(), moid);
+            }
+        }
+        Ok(info)
+    }
+
+    async fn inventory(&self) -> Result<HostInventory> {
+        let pace = || async {
+            if !self.cfg.pacing.is_zero() {
+                Http::sleep(self.cfg.pacing).await;
+            }
+        };
+        let info = self.host_info().await?;
+        pace().await;
+        let ids = self.list_vm_ids().await?;
+        let mut vms = Vec::with_capacity(ids.len());
+        for id in &ids {
+            pace().await;
+            match self.vm_info(id).await {
+                Ok(v) => vms.push(v),
+                Err(e) if e.kind() == upsvisor_core::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(HostInventory::new(info, vms))
+    }
+
+    async fn vm_power(&self, vm: &VmId, op: VmOp) -> Result<()> {
+        let method =
+            vm_method(op).ok_or_else(|| Error::unsupported(format!("{op} through the MOB")))?;
+        let moid = self.moid_for(vm);
+        match self.invoke(&moid, method, "").await? {
+            Invocation::Done(_) => Ok(()),
+            Invocation::Fault { kind, message } => match kind.as_str() {
+                // Idempotent: already in the wanted state.
+                "InvalidPowerState" if matches!(op, VmOp::PowerOff | VmOp::PowerOn) => Ok(()),
+                "InvalidPowerState" | "InvalidState" => Err(Error::invalid_state(format!(
+                    "{method} on {moid}: {message}"
+                ))),
+                "ToolsUnavailable" => Err(Error::tools_unavailable(moid)),
+                "ManagedObjectNotFound" => Err(Error::not_found(format!("VM {moid}"))),
+                _ => Err(Error::protocol(
+                    &self.target,
+                    format!("{method} on {moid}: fault {kind}: {message}"),
+                )),
+            },
+        }
+    }
+
+    async fn host_power(&self, op: HostOp) -> Result<()> {
+        let method = match op {
+            HostOp::Shutdown => "ShutdownHost_Task",
+            _ => return Err(Error::unsupported(format!("{op} through the MOB"))),
+        };
+        let host = self.host_moid().to_owned();
+        match self.invoke(&host, method, "&force=true").await? {
+            Invocation::Done(_) => Ok(()),
+            Invocation::Fault { kind, message } => Err(Error::invalid_state(format!(
+                "{method} on {host}: fault {kind}: {message}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Garbage, truncated, oversized, slow and hung-up MOB peers: a raw TCP
+//! server on loopback answers the transport's first request.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use futures::executor::block_on;
+use upsvisor_core::{Credentials, Error, ErrorKind, HostTransport};
+use upsvisor_mob::{MobConfig, MobTransport};
+
+/// Reads one HTTP request (headers and a Content-Length body).
+fn read_request(s: &mut TcpStream) {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 4096];
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    while let Ok(n) = s.read(&mut b) {
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&b[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return;
+            }
+        }
+    }
+}
+
+/// Serves `reply` to up to 4 connections (ureq may retry an idempotent
+/// failure once) and returns the transport's error.
+fn error_from(
+    reply: impl Fn(&mut TcpStream) + Send + 'static,
+    tweak: impl FnOnce(MobConfig) -> MobConfig,
+) -> Error {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(4) {
+            let Ok(mut s) = s else { return };
+            read_request(&mut s);
+            reply(&mut s);
+        }
+    });
+    let cfg = MobConfig::new(format!("http://{addr}"), Credentials::new("user", "pass"))
+        .dangerous_allow_plain_http(true)
+        .timeout(Duration::from_secs(5));
+    let t = MobTransport::new(tweak(cfg)).unwrap();
+    let err = block_on(t.inventory()).unwrap_err();
+    eprintln!("{:?}: {err}", err.kind());
+    err
+}
+
+fn http(status: &str, body: &[u8]) -> Vec<u8> {
+    let mut v = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+const PAGE: &str = r#"<html><body><p class="table-title">Properties</p><table><tr><th>NAME</th><th>TYPE</th><th>VALUE</th></tr><tr><td>content</td><td>ServiceContent</td><td>"#;
+
+#[test]
+fn garbage_instead_of_http() {
+    let err = error_from(
+        |s| drop(s.write_all(b"\x00\xffSSH-2.0-OpenSSH\r\n\x13garbage")),
+        |c| c,
+    );
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+}
+
+#[test]
+fn pages_in_an_unexpected_shape() {
+    let err = error_from(
+        |s| drop(s.write_all(&http("200 OK", b"<html><body>It works!</body></html>"))),
+        |c| c,
+    );
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+    assert!(err.to_string().contains("no Properties table"), "{err}");
+    // A properties table without the fields asked for.
+    let err = error_from(
+        |s| {
+            drop(s.write_all(&http(
+                "200 OK",
+                b"<table><tr><th>NAME</th><th>TYPE</th><th>VALUE</th></tr><tr><td>x</td><td>int</td><td>1</td></tr></table>",
+            )))
+        },
+        |c| c,
+    );
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+    assert!(
+        err.to_string().contains("no product name or version"),
+        "{err}"
+    );
+    let err = error_from(
+        |s| drop(s.write_all(&http("500 Internal Server Error", b"boom"))),
+        |c| c,
+    );
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+    assert!(err.to_string().contains("HTTP 500"), "{err}");
+    // Not UTF-8.
+    let err = error_from(
+        |s| drop(s.write_all(&http("200 OK", b"\xff\xfe<table>"))),
+        |c| c,
+    );
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+}
+
+#[test]
+fn mob_disabled_and_login_refused() {
+    for status in ["503 Service Unavailable", "404 Not Found"] {
+        let err = error_from(move |s| drop(s.write_all(&http(status, b"nope"))), |c| c);
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+        assert!(err.to_string().contains("enableMob"), "{err}");
+        assert!(err.to_string().contains("SOAP"), "{err}");
+    }
+    let err = error_from(|s| drop(s.write_all(&http("401 Unauthorized", b""))), |c| c);
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert!(!err.to_string().contains("pass"), "{err}");
+}
+
+#[test]
+fn truncated_body() {
+    let err = error_from(
+        |s| {
+            let _ = s.write_all(
+                format!("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n{PAGE}").as_bytes(),
+            );
+        },
+        |c| c,
+    );
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+    assert!(err.to_string().contains("cut short"), "{err}");
+    // Complete HTTP, page cut in the middle: no version found.
+    let err = error_from(
+        |s| drop(s.write_all(&http("200 OK", PAGE.as_bytes()))),
+        |c| c,
+    );
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+}
+
+#[test]
+fn huge_body() {
+    let err = error_from(
+        |s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 50000000\r\n\r\n");
+            let chunk = vec![b'<'; 64 * 1024];
+            for _ in 0..800 {
+                if s.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        },
+        |c| c.max_page_bytes(1 << 20),
+    );
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+    assert!(err.to_string().contains("larger than"), "{err}");
+}
+
+#[test]
+fn slow_silent_hung_up_and_refused() {
+    let err = error_from(|s| drop(s.shutdown(std::net::Shutdown::Both)), |c| c);
+    assert!(
+        matches!(err.kind(), ErrorKind::Unreachable | ErrorKind::Protocol),
+        "{err}"
+    );
+    // A peer that answers, slowly, byte by byte past the timeout.
+    let t0 = Instant::now();
+    let err = error_from(
+        |s| {
+            let reply = http("200 OK", PAGE.as_bytes());
+            for b in reply {
+                if s.write_all(&[b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        },
+        |c| c.timeout(Duration::from_millis(500)),
+    );
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // Silent.
+    let err = error_from(
+        |_s| std::thread::sleep(Duration::from_secs(3)),
+        |c| c.timeout(Duration::from_millis(300)),
+    );
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    // Nothing listening.
+    let port = upsvisor_testkit::free_port();
+    let cfg = MobConfig::new(
+        format!("http://127.0.0.1:{port}"),
+        Credentials::new("u", "p"),
+    )
+    .dangerous_allow_plain_http(true);
+    let err = block_on(MobTransport::new(cfg).unwrap().inventory()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unreachable, "{err}");
+}
+
+#[test]
+fn plain_http_needs_the_dangerous_option() {
+    let err = MobTransport::new(MobConfig::new(
+        "http://127.0.0.1:1",
+        Credentials::new("u", "p"),
+    ))
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+}

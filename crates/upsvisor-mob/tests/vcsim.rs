@@ -1,0 +1,256 @@
+//! The MOB transport against the vSphere simulator harness (MOB pages in
+//! `harness/vcsim/mob.go`), checked against the SOAP transport and the
+//! harness's ground truth.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::{Sim, Truth};
+use futures::executor::block_on;
+use upsvisor_core::{ErrorKind, HostInventory, HostOp, HostTransport, PowerState, VmId, VmOp};
+use upsvisor_soap::HostSelector;
+
+/// MOB and SOAP agree VM by VM; the MOB's one IP is the guest's primary IP.
+fn assert_agree(mob: &HostInventory, soap: &HostInventory, truth: &Truth, host: &str) {
+    let m: BTreeMap<&str, _> = mob.vms.iter().map(|v| (v.id.as_str(), v)).collect();
+    let s: BTreeMap<&str, _> = soap.vms.iter().map(|v| (v.id.as_str(), v)).collect();
+    assert_eq!(
+        m.keys().collect::<Vec<_>>(),
+        s.keys().collect::<Vec<_>>(),
+        "VM sets of {host}"
+    );
+    assert!(!m.is_empty() || truth.hosts.iter().any(|h| h.vms.is_empty()));
+    for (id, mv) in &m {
+        let sv = s[id];
+        assert_eq!(mv.name, sv.name, "{id}");
+        assert_eq!(mv.power, sv.power, "{id}");
+        assert_eq!(mv.vcpus, sv.vcpus, "{id}");
+        assert_eq!(mv.memory_mib, sv.memory_mib, "{id}");
+        assert_eq!(mv.guest_os, sv.guest_os, "{id}");
+        assert_eq!(mv.tools, sv.tools, "{id}");
+        let (_, tv) = truth.vm(id);
+        let primary: Vec<IpAddr> = tv.ip_address.parse().into_iter().collect();
+        assert_eq!(mv.ips, primary, "{id}");
+        assert!(mv.ips.iter().all(|ip| sv.ips.contains(ip)), "{id}");
+    }
+    assert_eq!(mob.info.product, soap.info.product);
+    assert_eq!(mob.info.version, soap.info.version);
+    assert_eq!(mob.info.build, soap.info.build);
+}
+
+#[test]
+fn esx_mob_agrees_with_soap_and_truth() {
+    let Some(sim) = Sim::start(&["-mode", "esx", "-vms", "5", "-seed", "3"]) else {
+        return;
+    };
+    let mob = block_on(sim.mob(None).inventory()).expect("mob inventory");
+    let soap = block_on(sim.transport(HostSelector::Only).inventory()).expect("soap inventory");
+    let truth = sim.truth();
+    assert_eq!(mob.vms.len(), 5);
+    assert_agree(&mob, &soap, &truth, "ha-host");
+    assert_eq!(mob.info.product.as_deref(), Some("VMware ESXi"));
+    assert_eq!(mob.info.os.as_deref(), Some("vmnix-x86"));
+    // One /mob, one folder, one summary per VM.
+    let stats: serde_json::Value = serde_json::from_str(&sim.ctl("/ctl/mob-stats")).unwrap();
+    assert_eq!(stats["requests"], 7, "{stats}");
+}
+
+#[test]
+fn vpx_mob_agrees_with_soap_after_relocations_and_power_changes() {
+    let Some(sim) = Sim::start(&[
+        "-mode",
+        "vpx",
+        "-clusters",
+        "1",
+        "-cluster-hosts",
+        "3",
+        "-standalone",
+        "1",
+        "-vms",
+        "3",
+        "-seed",
+        "7",
+    ]) else {
+        return;
+    };
+    let check = |sim: &Sim| {
+        let truth = sim.truth();
+        let mut seen = 0;
+        for h in &truth.hosts {
+            let mob = block_on(sim.mob(Some(&h.moref)).inventory()).expect("mob inventory");
+            let soap = block_on(
+                sim.transport(HostSelector::MoRef(h.moref.clone()))
+                    .inventory(),
+            )
+            .expect("soap inventory");
+            assert_eq!(mob.info.hostname.as_deref(), Some(h.name.as_str()));
+            assert_agree(&mob, &soap, &truth, &h.name);
+            seen += mob.vms.len();
+        }
+        let total: usize = truth.hosts.iter().map(|h| h.vms.len()).sum();
+        assert_eq!(seen, total);
+        truth
+    };
+    let truth = check(&sim);
+    for round in 0..3 {
+        sim.ctl("/ctl/shuffle?n=5");
+        // Power changes through the API (SOAP), then compare again.
+        let vm = &truth
+            .hosts
+            .iter()
+            .flat_map(|h| &h.vms)
+            .nth(round)
+            .unwrap()
+            .clone();
+        let now = sim.truth();
+        let host = now.vm(&vm.instance_uuid).0.moref.clone();
+        let soap = sim.transport(HostSelector::MoRef(host));
+        let op = if vm.power_state == "poweredOn" {
+            VmOp::PowerOff
+        } else {
+            VmOp::PowerOn
+        };
+        block_on(soap.inventory()).unwrap();
+        block_on(soap.vm_power(&VmId::from(vm.instance_uuid.clone()), op)).expect("soap power");
+        check(&sim);
+    }
+}
+
+#[test]
+fn power_round_trips_through_method_pages() {
+    let Some(sim) = Sim::start(&["-mode", "esx", "-vms", "3", "-randomize=false"]) else {
+        return;
+    };
+    let t = sim.mob(None);
+    let inv = block_on(t.inventory()).unwrap();
+    let vm = inv.vms[0].clone();
+    let power = |sim: &Sim| sim.truth().vm(vm.id.as_str()).1.power_state.clone();
+    assert_eq!(power(&sim), "poweredOn");
+    block_on(t.vm_power(&vm.id, VmOp::PowerOff)).expect("power off");
+    assert_eq!(power(&sim), "poweredOff");
+    // Idempotent.
+    block_on(t.vm_power(&vm.id, VmOp::PowerOff)).expect("power off again");
+    assert_eq!(
+        block_on(t.vm_info(&vm.id)).unwrap().power,
+        PowerState::PoweredOff
+    );
+    block_on(t.vm_power(&vm.id, VmOp::PowerOn)).expect("power on");
+    assert_eq!(power(&sim), "poweredOn");
+    block_on(t.vm_power(&vm.id, VmOp::Reset)).expect("reset");
+    block_on(t.vm_power(&vm.id, VmOp::RebootGuest)).expect("reboot guest");
+    assert_eq!(power(&sim), "poweredOn");
+    block_on(t.vm_power(&vm.id, VmOp::ShutdownGuest)).expect("shutdown guest");
+    assert_eq!(power(&sim), "poweredOff");
+    // Guest ops need a running guest with tools.
+    let err = block_on(t.vm_power(&vm.id, VmOp::ShutdownGuest)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
+    let other = &inv.vms[1];
+    let moid = sim.truth().vm(other.id.as_str()).1.moref.clone();
+    sim.ctl(&format!("/ctl/vm-mode?vm={moid}&mode=toolless"));
+    let err = block_on(t.vm_power(&other.id, VmOp::ShutdownGuest)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ToolsUnavailable, "{err}");
+    let err = block_on(t.vm_power(&other.id, VmOp::Suspend)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    // The host: its VMs go off, then it stops answering.
+    block_on(t.host_power(HostOp::Shutdown)).expect("host shutdown");
+    let t0 = Instant::now();
+    loop {
+        let truth = sim.truth();
+        if truth.hosts[0].dark {
+            assert!(
+                truth.hosts[0]
+                    .vms
+                    .iter()
+                    .all(|v| v.power_state == "poweredOff")
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "host never went dark"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = block_on(t.host_info()).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Unreachable | ErrorKind::Protocol),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_password_disabled_mob_unknown_vm_and_pacing() {
+    let Some(sim) = Sim::start(&["-mode", "esx", "-vms", "3"]) else {
+        return;
+    };
+    let cfg = upsvisor_mob::MobConfig::new(
+        sim.base(),
+        upsvisor_core::Credentials::new("user", "wrong-password-xyz"),
+    )
+    .pin_thumbprint(&sim.thumbprint)
+    .unwrap();
+    let err = block_on(upsvisor_mob::MobTransport::new(cfg).unwrap().host_info()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert!(!err.to_string().contains("wrong-password-xyz"), "{err}");
+
+    // Wrong pin: refused, saying why.
+    let cfg =
+        upsvisor_mob::MobConfig::new(sim.base(), upsvisor_core::Credentials::new("user", "pass"))
+            .pin_thumbprint(&format!("{}AA", "AA:".repeat(31)))
+            .unwrap();
+    let err = block_on(upsvisor_mob::MobTransport::new(cfg).unwrap().host_info()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert!(err.to_string().contains("thumbprint"), "{err}");
+
+    let t = sim.mob(None);
+    let err = block_on(t.vm_info(&VmId::from("vm-does-not-exist"))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+
+    // Pacing: 3 VMs -> 4 pauses between the 5 requests.
+    let paced =
+        upsvisor_mob::MobTransport::new(sim.mob_config().pacing(Duration::from_millis(150)))
+            .unwrap();
+    let t0 = Instant::now();
+    let inv = block_on(paced.inventory()).unwrap();
+    assert_eq!(inv.vms.len(), 3);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(!t.capabilities().bulk_inventory);
+    // The core poller paces between the per-VM requests itself.
+    let before: serde_json::Value = serde_json::from_str(&sim.ctl("/ctl/mob-stats")).unwrap();
+    let t0 = Instant::now();
+    let polled = block_on(upsvisor_core::poller::poll_host(
+        &upsvisor_core::SystemClock::new(),
+        &t,
+        Duration::from_millis(150),
+    ))
+    .unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(polled.vms, inv.vms);
+    let after: serde_json::Value = serde_json::from_str(&sim.ctl("/ctl/mob-stats")).unwrap();
+    assert_eq!(
+        after["requests"].as_i64().unwrap() - before["requests"].as_i64().unwrap(),
+        5
+    );
+
+    sim.ctl("/ctl/mob?enabled=0");
+    let err = block_on(t.inventory()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(
+        err.to_string()
+            .contains("Config.HostAgent.plugins.solo.enableMob"),
+        "{err}"
+    );
+    sim.ctl("/ctl/mob?enabled=1");
+    assert_eq!(block_on(t.inventory()).unwrap().vms.len(), 3);
+}
