@@ -13,6 +13,7 @@
 //! | `serial` | `upsvisor-serial` | Megatec/Q1 and APC smart serial UPS (power device) |
 //! | `ssh` | `upsvisor-ssh` | ESXi, libvirt, Proxmox, Hyper-V over SSH (host transport) |
 //! | `soap` | `upsvisor-soap` | vSphere Web Services, ESXi or vCenter (host transport) |
+//! | `mob` | `upsvisor-mob` | vSphere Managed Object Browser pages over HTTPS (host transport) |
 //!
 //! No network backend is on by default: embedders pick adapters explicitly.
 #![forbid(unsafe_code)]
@@ -43,6 +44,10 @@ pub use upsvisor_ssh as ssh;
 /// vSphere SOAP host transport (feature `soap`).
 #[cfg(feature = "soap")]
 pub use upsvisor_soap as soap;
+
+/// vSphere MOB host transport (feature `mob`).
+#[cfg(feature = "mob")]
+pub use upsvisor_mob as mob;
 
 /// The README's code, compiled and run as a doctest so that it stays true.
 #[cfg(doctest)]
