@@ -1024,7 +1024,8 @@ impl Sequencer {
             if blocking.is_empty() && !forced {
                 // Confirm with a newer table before an irreversible shutdown
                 // (a host in maintenance mode takes no new VMs: no need).
-                if track.st == HostSt::Up && !(self.cfg.use_maintenance && !track.no_maint) {
+                let via_maintenance = self.cfg.use_maintenance && !track.no_maint;
+                if track.st == HostSt::Up && !via_maintenance {
                     match track.empty_since {
                         Some(t0) if table.taken_at > t0 => {}
                         Some(_) => {
