@@ -118,3 +118,124 @@ tls_thumbprint = "{tp}"
         "{t}"
     );
 }
+
+mod support;
+
+/// The whole story with real peers: upsd + dummy-ups feed an ESXi host on
+/// the vSphere simulator, reached over SOAP. Low battery: every VM is shut
+/// down, then the host; mains back (and the host powered again, as the UPS
+/// return would): the host answers and the VMs are started again.
+#[test]
+fn outage_with_upsd_and_the_vsphere_simulator() {
+    use support::{dev, issued, rewrite, start_daemon, start_upsd, vms_on, wait};
+    let d = TempDir::new("daemon-vsphere-outage");
+    let Some(nut) = start_upsd(d.path()) else {
+        return;
+    };
+    let Some(sim) = common::Sim::start(&["-mode=esx", "-vms=4", "-seed=9"]) else {
+        return;
+    };
+    let host = sim
+        .url
+        .trim_end_matches("/sdk")
+        .trim_start_matches("https://")
+        .to_string();
+    let cfg = format!(
+        r#"
+version = 1
+[credentials]
+file = "credentials.toml"
+[poller]
+period_s = 2
+on_battery_period_s = 1
+host_deadline_s = 10
+status_interval_s = 1
+[policy]
+on_battery_for_s = 0
+runtime_below_s = 0
+on_low_battery = true
+debounce_s = 1
+stable_for_s = 2
+[sequencer]
+default_timeout_s = 20
+shutdown_hosts = true
+final_action = "none"
+margin_s = 10
+[[device]]
+id = "ups1"
+kind = "nut"
+address = "127.0.0.1:{port}"
+ups = "ups1"
+[[device.outlet]]
+id = "main"
+hosts = ["esx1"]
+[[host]]
+id = "esx1"
+transport = "soap"
+address = "{host}"
+credentials = "esx"
+tls_thumbprint = "{tp}"
+"#,
+        port = nut.port,
+        tp = sim.thumbprint
+    );
+    let p = d.path().join("upsvisord.toml");
+    write(&p, &cfg, 0o644);
+    write(
+        &d.path().join("credentials.toml"),
+        "[esx]\nusername = \"user\"\npassword = \"pass\"\n",
+        0o600,
+    );
+    let audit = d.path().join("audit.jsonl");
+    let daemon = start_daemon(&p, &audit);
+    let base = daemon.base.clone();
+    let on_before = sim
+        .truth()
+        .hosts
+        .iter()
+        .flat_map(|h| h.vms.iter())
+        .filter(|v| v.power_state == "poweredOn")
+        .count();
+    assert!(on_before > 0);
+    wait("the table from the simulator", 60, || {
+        vms_on(&base) == on_before
+    });
+
+    support::rewrite(d.path(), &dev("OB DISCHRG LB", 20));
+    wait("every VM off", 90, || vms_on(&base) == 0);
+    wait("host shutdown issued", 90, || {
+        issued(&audit)
+            .iter()
+            .any(|v| v.pointer("/what/cmd/op") == Some(&Value::from("shutdown")))
+    });
+    // Order in the audit log: every VM command before the host's shutdown.
+    let cmds = issued(&audit);
+    let host_at = cmds
+        .iter()
+        .position(|v| v.pointer("/what/cmd/kind") == Some(&Value::from("host")))
+        .unwrap();
+    let vm_cmds: Vec<usize> = cmds
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.pointer("/what/cmd/kind") == Some(&Value::from("vm")))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(vm_cmds.len(), on_before, "{cmds:?}");
+    assert!(vm_cmds.iter().all(|i| *i < host_at), "{cmds:?}");
+    wait("the host goes dark", 60, || {
+        sim.truth()
+            .hosts
+            .iter()
+            .all(|h| h.vms.iter().all(|v| v.power_state != "poweredOn"))
+    });
+
+    rewrite(d.path(), &dev("OL CHRG", 90));
+    // The UPS's return powers the host again.
+    sim.ctl("/ctl/host-power?host=ha-host&on=1");
+    wait("VMs restored", 120, || vms_on(&base) == on_before);
+    let starts = issued(&audit)
+        .iter()
+        .filter(|v| v.pointer("/what/cmd/op") == Some(&Value::from("power_on")))
+        .count();
+    assert_eq!(starts, on_before);
+}
