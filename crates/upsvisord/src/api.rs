@@ -483,6 +483,9 @@ async fn register(
         host_key: r.host_key,
         dangerous_accept_any_host_key: r.dangerous_accept_any_host_key,
         libvirt_uri: r.libvirt_uri,
+        tls_thumbprint: None,
+        dangerous_accept_invalid_certs: false,
+        vsphere_host: None,
         min_supplies: 1,
     };
     api.audit(

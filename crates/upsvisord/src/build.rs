@@ -185,10 +185,7 @@ pub fn host_transport(
         ));
     };
     match t {
-        Transport::Soap | Transport::Mob => Err(format!(
-            "{key}.transport: `{}` is not built into this daemon yet (the vSphere adapter is separate); use ssh-esxi for now",
-            h.transport
-        )),
+        Transport::Soap | Transport::Mob => vsphere_transport(key, h, vault, t == Transport::Soap),
         Transport::Sim => {
             let estate = estate.ok_or_else(|| format!("{key}: no simulated estate"))?;
             let id = HostId::from(h.id.as_str());
@@ -230,6 +227,65 @@ pub fn host_transport(
             let t = upsvisor_ssh::SshTransport::new(c).map_err(|e| format!("{key}: {e}"))?;
             Ok(Arc::new(t))
         }
+    }
+}
+
+/// `https://address/sdk` unless `address` is already a URL.
+fn vsphere_url(address: &str, path: &str) -> String {
+    if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("https://{address}{path}")
+    }
+}
+
+/// A vSphere host over SOAP or the MOB; errors name the config place to fix.
+fn vsphere_transport(
+    key: &str,
+    h: &HostSection,
+    vault: &Vault,
+    soap: bool,
+) -> std::result::Result<Arc<dyn HostTransport>, String> {
+    let name = h
+        .credentials
+        .as_deref()
+        .ok_or_else(|| format!("{key}.credentials: a vSphere host needs a credentials entry"))?;
+    let r = vault
+        .get(name)
+        .ok_or_else(|| format!("{key}.credentials: `{name}` is not in the credentials file"))?;
+    if h.tls_thumbprint.is_none() && !h.dangerous_accept_invalid_certs {
+        // Public CAs still work; say what to do for the usual self-signed case.
+        tracing::info!(host = %h.id, "no tls_thumbprint: the certificate must chain to a public CA");
+    }
+    if soap {
+        let mut c =
+            upsvisor_soap::SoapConfig::new(vsphere_url(&h.address, "/sdk"), r.creds.clone())
+                .dangerous_accept_invalid_certs(h.dangerous_accept_invalid_certs)
+                .dangerous_allow_plain_http(h.address.starts_with("http://"));
+        if let Some(tp) = &h.tls_thumbprint {
+            c = c
+                .pin_thumbprint(tp)
+                .map_err(|e| format!("{key}.tls_thumbprint: {e}"))?;
+        }
+        if let Some(name) = &h.vsphere_host {
+            c = c.host(upsvisor_soap::HostSelector::Name(name.clone()));
+        }
+        let t = upsvisor_soap::SoapTransport::new(c).map_err(|e| format!("{key}: {e}"))?;
+        Ok(Arc::new(t))
+    } else {
+        let mut c = upsvisor_mob::MobConfig::new(vsphere_url(&h.address, ""), r.creds.clone())
+            .dangerous_accept_invalid_certs(h.dangerous_accept_invalid_certs)
+            .dangerous_allow_plain_http(h.address.starts_with("http://"));
+        if let Some(tp) = &h.tls_thumbprint {
+            c = c
+                .pin_thumbprint(tp)
+                .map_err(|e| format!("{key}.tls_thumbprint: {e}"))?;
+        }
+        if let Some(moid) = &h.vsphere_host {
+            c = c.host(moid.clone());
+        }
+        let t = upsvisor_mob::MobTransport::new(c).map_err(|e| format!("{key}: {e}"))?;
+        Ok(Arc::new(t))
     }
 }
 
@@ -521,11 +577,36 @@ mod tests {
         let (parts, errors) = from_config(&cfg, &Vault::default());
         assert!(parts.hosts.is_empty());
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].1.contains("host[0].transport"), "{errors:?}");
+        assert!(errors[0].1.contains("host[0].credentials"), "{errors:?}");
         assert!(
-            errors[0].1.contains("not built into this daemon yet"),
+            errors[0].1.contains("needs a credentials entry"),
             "{errors:?}"
         );
+        // A malformed thumbprint names its key.
+        let mut vault = Vault::default();
+        vault.insert(
+            "vc",
+            crate::config::Resolved {
+                creds: upsvisor_core::Credentials::new("root", "pw"),
+                private_key: None,
+            },
+        );
+        let cfg = Config::parse_str(
+            "t.toml",
+            "version = 1\n[[host]]\nid = \"vc\"\ntransport = \"mob\"\naddress = \"vc.lab\"\ncredentials = \"vc\"\ntls_thumbprint = \"zz\"\n",
+        )
+        .unwrap();
+        let (_, errors) = from_config(&cfg, &vault);
+        assert!(errors[0].1.contains("host[0].tls_thumbprint"), "{errors:?}");
+        // A well-formed SOAP host builds (it connects lazily).
+        let cfg = Config::parse_str(
+            "t.toml",
+            "version = 1\n[[host]]\nid = \"vc\"\ntransport = \"soap\"\naddress = \"vc.lab\"\ncredentials = \"vc\"\ntls_thumbprint = \"AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89\"\nvsphere_host = \"esx01.lab\"\n",
+        )
+        .unwrap();
+        let (parts, errors) = from_config(&cfg, &vault);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(parts.hosts.len(), 1);
     }
 
     #[test]

@@ -432,6 +432,18 @@ pub struct HostSection {
     /// libvirt connection URI for `ssh-libvirt`.
     #[serde(default)]
     pub libvirt_uri: Option<String>,
+    /// `soap`/`mob`: SHA-256 thumbprint of the endpoint's TLS certificate
+    /// (`AB:CD:...`), for self-signed ESXi certificates.
+    #[serde(default)]
+    pub tls_thumbprint: Option<String>,
+    /// `soap`/`mob`: skip TLS verification (insecure; for labs only).
+    #[serde(default)]
+    pub dangerous_accept_invalid_certs: bool,
+    /// `soap`/`mob` through vCenter: which host (`soap`: its name in
+    /// vCenter; `mob`: its managed-object id, e.g. `host-21`). Unset: the
+    /// endpoint is the ESXi host itself.
+    #[serde(default)]
+    pub vsphere_host: Option<String>,
     /// Feeds that must stay healthy.
     #[serde(default = "one")]
     pub min_supplies: u32,

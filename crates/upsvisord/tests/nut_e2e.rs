@@ -8,112 +8,18 @@
 //! shutdown and the power-returns boot are covered by the simulated drill
 //! (`tests/cli.rs`) instead.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
 use serde_json::Value;
-use upsvisor_testkit::{KillOnDrop, TempDir, free_port, require_peer, wait_for_port};
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn nut_cmd(bin: &Path, dir: &Path) -> Command {
-    let mut c = Command::new(bin);
-    c.env("NUT_CONFPATH", dir)
-        .env("NUT_STATEPATH", dir)
-        .env("NUT_ALTPIDPATH", dir)
-        .arg("-F")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if is_root() {
-        c.args(["-u", "root"]);
-    }
-    c
-}
-
-fn dev(status: &str, charge: u32) -> String {
-    format!(
-        "ups.status: {status}\nbattery.charge: {charge}\nbattery.runtime: {}\nups.load: 20\n",
-        charge * 30
-    )
-}
-
-fn rewrite(dir: &Path, contents: &str) {
-    // dummy-ups compares whole-second modification times.
-    std::thread::sleep(Duration::from_millis(1100));
-    std::fs::write(dir.join("ups1.dev"), contents).unwrap();
-}
-
-fn get(url: &str) -> Value {
-    ureq::get(url).call().unwrap().into_json().unwrap()
-}
-
-fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn vms_on(base: &str) -> usize {
-    get(&format!("{base}/api/vms"))["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| v["power"] == "powered_on")
-        .count()
-}
+use support::{dev, get, rewrite, start_daemon, start_upsd, vms_on, wait};
+use upsvisor_testkit::TempDir;
 
 #[test]
 fn outage_on_a_real_upsd() {
-    let Some(upsd) = require_peer(
-        &["/lib/nut/upsd", "/usr/lib/nut/upsd", "/usr/sbin/upsd"],
-        "nut-server",
-    ) else {
-        return;
-    };
-    let Some(driver) = require_peer(
-        &["/lib/nut/dummy-ups", "/usr/lib/nut/dummy-ups"],
-        "nut-server",
-    ) else {
-        return;
-    };
     let dir = TempDir::new("upsvisord-nut");
     let d = dir.path();
-    let port = free_port();
-    std::fs::write(d.join("ups1.dev"), dev("OL", 100)).unwrap();
-    std::fs::write(
-        d.join("ups.conf"),
-        "[ups1]\n  driver = dummy-ups\n  port = ups1.dev\n  desc = \"e2e\"\n",
-    )
-    .unwrap();
-    std::fs::write(d.join("upsd.conf"), format!("LISTEN 127.0.0.1 {port}\n")).unwrap();
-    std::fs::write(
-        d.join("upsd.users"),
-        "[upsmon]\n  password = monpw\n  upsmon secondary\n",
-    )
-    .unwrap();
-    let _driver = KillOnDrop(nut_cmd(&driver, d).args(["-a", "ups1"]).spawn().unwrap());
-    let t0 = Instant::now();
-    while !d.join("dummy-ups-ups1").exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "dummy-ups did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _upsd = KillOnDrop(nut_cmd(&upsd, d).spawn().unwrap());
-    wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10)).unwrap();
+    let Some(nut) = start_upsd(d) else { return };
+    let port = nut.port;
 
     let cfg = format!(
         r#"
@@ -155,25 +61,8 @@ address = "kvm2.lab"
     let cfg_path = d.join("upsvisord.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
     let audit = d.join("audit.jsonl");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_upsvisord"))
-        .args(["run", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg_path)
-        .arg("--audit-log")
-        .arg(&audit)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _daemon = KillOnDrop(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("{line}"))
-        .trim_end_matches('/')
-        .to_string();
+    let daemon = start_daemon(&cfg_path, &audit);
+    let base = daemon.base.clone();
 
     wait("8 VMs on", 20, || vms_on(&base) == 8);
     let power = |k: &str| get(&format!("{base}/api/power"))["devices"]["ups1"][k].clone();
@@ -182,7 +71,7 @@ address = "kvm2.lab"
     });
     assert_eq!(power("on_battery"), false);
     // `check` against the same peers first.
-    let o = Command::new(env!("CARGO_BIN_EXE_upsvisord"))
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_upsvisord"))
         .args(["check", "--config"])
         .arg(&cfg_path)
         .output()

@@ -1,0 +1,241 @@
+//! The daemon against VMware's vSphere simulator (harness/vcsim): a SOAP
+//! host and a MOB host in one config, read by `check` and `status`.
+// The shared helper has a ureq-only fn behind a feature this crate lacks.
+#![allow(unexpected_cfgs)]
+
+#[path = "../../upsvisor-soap/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use upsvisor_testkit::TempDir;
+
+fn bin(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_upsvisord"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn write(p: &Path, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(p, text).unwrap();
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn soap_and_mob_hosts_from_config() {
+    let Some(sim) = common::Sim::start(&["-mode=esx", "-vms=4", "-seed=5"]) else {
+        return;
+    };
+    let d = TempDir::new("daemon-vsphere");
+    let host = sim
+        .url
+        .trim_end_matches("/sdk")
+        .trim_start_matches("https://")
+        .to_string();
+    let cfg = format!(
+        r#"
+version = 1
+[credentials]
+file = "credentials.toml"
+[[device]]
+id = "ups1"
+kind = "sim"
+[[device.outlet]]
+id = "main"
+hosts = ["esx-soap", "esx-mob"]
+[[host]]
+id = "esx-soap"
+transport = "soap"
+address = "{host}"
+credentials = "esx"
+tls_thumbprint = "{tp}"
+[[host]]
+id = "esx-mob"
+transport = "mob"
+address = "{host}"
+credentials = "esx"
+tls_thumbprint = "{tp}"
+"#,
+        tp = sim.thumbprint
+    );
+    let p = d.path().join("upsvisord.toml");
+    write(&p, &cfg, 0o644);
+    write(
+        &d.path().join("credentials.toml"),
+        "[esx]\nusername = \"user\"\npassword = \"pass\"\n",
+        0o600,
+    );
+    let ps = p.to_str().unwrap();
+    let o = bin(&["check", "--config", ps, "--json"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let items = v["items"].as_array().unwrap();
+    for h in ["host esx-soap", "host esx-mob"] {
+        let i = items
+            .iter()
+            .find(|i| i["item"] == h)
+            .unwrap_or_else(|| panic!("{h} missing: {out}"));
+        assert_eq!(i["ok"], true, "{h}: {i}");
+    }
+    assert!(!out.contains("pass\""), "secret echoed: {out}");
+    // Both views list the simulator's VMs (same host, read two ways).
+    let o = bin(&["status", "--config", ps, "--json"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let truth = sim.truth();
+    let names: Vec<String> = truth
+        .hosts
+        .iter()
+        .flat_map(|h| h.vms.iter().map(|v| v.name.clone()))
+        .collect();
+    assert_eq!(names.len(), 4, "{out}");
+    for n in &names {
+        assert_eq!(
+            out.matches(&format!("\"{n}\"")).count(),
+            2,
+            "{n} should appear once per transport: {out}"
+        );
+    }
+    // A wrong thumbprint is refused and named.
+    let bad = cfg.replace(
+        &sim.thumbprint,
+        &"AB:"
+            .repeat(31)
+            .to_string()
+            .chars()
+            .chain("AB".chars())
+            .collect::<String>(),
+    );
+    write(&p, &bad, 0o644);
+    let o = bin(&["check", "--config", ps]);
+    let t = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("esx-soap") && t.to_lowercase().contains("thumbprint"),
+        "{t}"
+    );
+}
+
+mod support;
+
+/// The whole story with real peers: upsd + dummy-ups feed an ESXi host on
+/// the vSphere simulator, reached over SOAP. Low battery: every VM is shut
+/// down, then the host; mains back (and the host powered again, as the UPS
+/// return would): the host answers and the VMs are started again.
+#[test]
+fn outage_with_upsd_and_the_vsphere_simulator() {
+    use support::{dev, issued, rewrite, start_daemon, start_upsd, vms_on, wait};
+    let d = TempDir::new("daemon-vsphere-outage");
+    let Some(nut) = start_upsd(d.path()) else {
+        return;
+    };
+    let Some(sim) = common::Sim::start(&["-mode=esx", "-vms=4", "-seed=9"]) else {
+        return;
+    };
+    let host = sim
+        .url
+        .trim_end_matches("/sdk")
+        .trim_start_matches("https://")
+        .to_string();
+    let cfg = format!(
+        r#"
+version = 1
+[credentials]
+file = "credentials.toml"
+[poller]
+period_s = 2
+on_battery_period_s = 1
+host_deadline_s = 10
+status_interval_s = 1
+[policy]
+on_battery_for_s = 0
+runtime_below_s = 0
+on_low_battery = true
+debounce_s = 1
+stable_for_s = 2
+[sequencer]
+default_timeout_s = 20
+shutdown_hosts = true
+final_action = "none"
+margin_s = 10
+[[device]]
+id = "ups1"
+kind = "nut"
+address = "127.0.0.1:{port}"
+ups = "ups1"
+[[device.outlet]]
+id = "main"
+hosts = ["esx1"]
+[[host]]
+id = "esx1"
+transport = "soap"
+address = "{host}"
+credentials = "esx"
+tls_thumbprint = "{tp}"
+"#,
+        port = nut.port,
+        tp = sim.thumbprint
+    );
+    let p = d.path().join("upsvisord.toml");
+    write(&p, &cfg, 0o644);
+    write(
+        &d.path().join("credentials.toml"),
+        "[esx]\nusername = \"user\"\npassword = \"pass\"\n",
+        0o600,
+    );
+    let audit = d.path().join("audit.jsonl");
+    let daemon = start_daemon(&p, &audit);
+    let base = daemon.base.clone();
+    let on_before = sim
+        .truth()
+        .hosts
+        .iter()
+        .flat_map(|h| h.vms.iter())
+        .filter(|v| v.power_state == "poweredOn")
+        .count();
+    assert!(on_before > 0);
+    wait("the table from the simulator", 60, || {
+        vms_on(&base) == on_before
+    });
+
+    support::rewrite(d.path(), &dev("OB DISCHRG LB", 20));
+    wait("every VM off", 90, || vms_on(&base) == 0);
+    wait("host shutdown issued", 90, || {
+        issued(&audit)
+            .iter()
+            .any(|v| v.pointer("/what/cmd/op") == Some(&Value::from("shutdown")))
+    });
+    // Order in the audit log: every VM command before the host's shutdown.
+    let cmds = issued(&audit);
+    let host_at = cmds
+        .iter()
+        .position(|v| v.pointer("/what/cmd/kind") == Some(&Value::from("host")))
+        .unwrap();
+    let vm_cmds: Vec<usize> = cmds
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.pointer("/what/cmd/kind") == Some(&Value::from("vm")))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(vm_cmds.len(), on_before, "{cmds:?}");
+    assert!(vm_cmds.iter().all(|i| *i < host_at), "{cmds:?}");
+    wait("the host goes dark", 60, || {
+        sim.truth()
+            .hosts
+            .iter()
+            .all(|h| h.vms.iter().all(|v| v.power_state != "poweredOn"))
+    });
+
+    rewrite(d.path(), &dev("OL CHRG", 90));
+    // The UPS's return powers the host again.
+    sim.ctl("/ctl/host-power?host=ha-host&on=1");
+    wait("VMs restored", 120, || vms_on(&base) == on_before);
+    let starts = issued(&audit)
+        .iter()
+        .filter(|v| v.pointer("/what/cmd/op") == Some(&Value::from("power_on")))
+        .count();
+    assert_eq!(starts, on_before);
+}
