@@ -269,6 +269,10 @@ impl State {
                     if v.info.power == PowerState::PoweredOn {
                         v.info.power = PowerState::PoweredOff;
                         v.info.ips.clear();
+                        // The guest is down, and its tools with it.
+                        if v.info.tools == ToolsState::Running {
+                            v.info.tools = ToolsState::NotRunning;
+                        }
                     }
                 }
             }
@@ -302,6 +306,9 @@ impl State {
                 v.info.power = PowerState::PoweredOff;
             }
             v.info.ips.clear();
+            if v.info.tools == ToolsState::Running {
+                v.info.tools = ToolsState::NotRunning;
+            }
         }
         // Pending guest shutdowns on a dark host never complete.
         let on_host: Vec<VmId> = self
