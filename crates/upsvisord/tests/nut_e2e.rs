@@ -8,17 +8,17 @@
 //! shutdown and the power-returns boot are covered by the simulated drill
 //! (`tests/cli.rs`) instead.
 
-mod support;
+mod common;
 
+use common::nut::{dev, get, rewrite, start_daemon, start_nut, vms_on, wait};
 use serde_json::Value;
-use support::{dev, get, rewrite, start_daemon, start_upsd, vms_on, wait};
 use upsvisor_testkit::TempDir;
 
 #[test]
 fn outage_on_a_real_upsd() {
     let dir = TempDir::new("upsvisord-nut");
     let d = dir.path();
-    let Some(nut) = start_upsd(d) else { return };
+    let Some(nut) = start_nut(d) else { return };
     let port = nut.port;
 
     let cfg = format!(
@@ -61,8 +61,7 @@ address = "kvm2.lab"
     let cfg_path = d.join("upsvisord.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
     let audit = d.join("audit.jsonl");
-    let daemon = start_daemon(&cfg_path, &audit);
-    let base = daemon.base.clone();
+    let (_daemon, base) = start_daemon(&cfg_path, &audit);
 
     wait("8 VMs on", 20, || vms_on(&base) == 8);
     let power = |k: &str| get(&format!("{base}/api/power"))["devices"]["ups1"][k].clone();

@@ -4,6 +4,8 @@
 #![allow(unexpected_cfgs)]
 
 #[path = "../../upsvisor-soap/tests/common/mod.rs"]
+mod vcsim;
+
 mod common;
 
 use std::path::Path;
@@ -27,7 +29,7 @@ fn write(p: &Path, text: &str, mode: u32) {
 
 #[test]
 fn soap_and_mob_hosts_from_config() {
-    let Some(sim) = common::Sim::start(&["-mode=esx", "-vms=4", "-seed=5"]) else {
+    let Some(sim) = vcsim::Sim::start(&["-mode=esx", "-vms=4", "-seed=5"]) else {
         return;
     };
     let d = TempDir::new("daemon-vsphere");
@@ -119,20 +121,24 @@ tls_thumbprint = "{tp}"
     );
 }
 
-mod support;
-
 /// The whole story with real peers: upsd + dummy-ups feed an ESXi host on
 /// the vSphere simulator, reached over SOAP. Low battery: every VM is shut
 /// down, then the host; mains back (and the host powered again, as the UPS
 /// return would): the host answers and the VMs are started again.
 #[test]
 fn outage_with_upsd_and_the_vsphere_simulator() {
-    use support::{dev, issued, rewrite, start_daemon, start_upsd, vms_on, wait};
+    use common::nut::{audit_lines, dev, rewrite, start_daemon, start_nut, vms_on, wait};
+    let issued = |audit: &Path| -> Vec<Value> {
+        audit_lines(audit)
+            .into_iter()
+            .filter(|v| v.pointer("/what/audit") == Some(&Value::from("issued")))
+            .collect()
+    };
     let d = TempDir::new("daemon-vsphere-outage");
-    let Some(nut) = start_upsd(d.path()) else {
+    let Some(nut) = start_nut(d.path()) else {
         return;
     };
-    let Some(sim) = common::Sim::start(&["-mode=esx", "-vms=4", "-seed=9"]) else {
+    let Some(sim) = vcsim::Sim::start(&["-mode=esx", "-vms=4", "-seed=9"]) else {
         return;
     };
     let host = sim
@@ -187,8 +193,7 @@ tls_thumbprint = "{tp}"
         0o600,
     );
     let audit = d.path().join("audit.jsonl");
-    let daemon = start_daemon(&p, &audit);
-    let base = daemon.base.clone();
+    let (_daemon, base) = start_daemon(&p, &audit);
     let on_before = sim
         .truth()
         .hosts
@@ -201,7 +206,7 @@ tls_thumbprint = "{tp}"
         vms_on(&base) == on_before
     });
 
-    support::rewrite(d.path(), &dev("OB DISCHRG LB", 20));
+    rewrite(d.path(), &dev("OB DISCHRG LB", 20));
     wait("every VM off", 90, || vms_on(&base) == 0);
     wait("host shutdown issued", 90, || {
         issued(&audit)

@@ -60,7 +60,8 @@ impl Sshd {
         std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).unwrap();
         let shims = d.join("shims");
         std::fs::create_dir_all(&shims).unwrap();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/shims");
+        // Relative to whichever crate includes this file (the daemon does too).
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../upsvisor-ssh/tests/shims");
         for f in std::fs::read_dir(&src).unwrap() {
             let f = f.unwrap();
             std::fs::copy(f.path(), shims.join(f.file_name())).unwrap();

@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod nut;
+#[path = "../../../upsvisor-ssh/tests/harness/mod.rs"]
 pub mod ssh;
