@@ -301,6 +301,9 @@ pub struct SequencerSection {
     pub shutdown_hosts: bool,
     /// Force a host down after this long even with VMs on (0 = never).
     pub force_host_after_s: u64,
+    /// A host counts as down this long after its shutdown was sent, if it
+    /// has not stopped answering before.
+    pub host_down_wait_s: u64,
     /// `none`, `shutdown_return`, `shutdown_stay_off`, `outlets_off`.
     pub final_action: String,
     /// Delay for the final device action.
@@ -318,6 +321,7 @@ impl Default for SequencerSection {
             use_maintenance: false,
             shutdown_hosts: true,
             force_host_after_s: 0,
+            host_down_wait_s: 120,
             final_action: "none".into(),
             final_delay_s: 60,
             call_deadline_s: 30,
@@ -977,6 +981,7 @@ impl Config {
             .force_host_after(
                 (s.force_host_after_s > 0).then(|| Duration::from_secs(s.force_host_after_s)),
             )
+            .host_down_wait(Duration::from_secs(s.host_down_wait_s.max(1)))
             .call_deadline(Duration::from_secs(s.call_deadline_s.max(1)))
             .margin(Duration::from_secs(s.margin_s));
         c.shutdown_hosts = s.shutdown_hosts;

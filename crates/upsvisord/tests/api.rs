@@ -256,12 +256,14 @@ fn writes_need_the_token_and_are_audited() {
         Some(TOKEN),
         r#"{"id":"vc","address":"vc.lab","transport":"soap"}"#,
     );
-    assert_eq!(code, 502);
+    // A vSphere host without credentials is refused, naming what is missing.
+    assert_eq!(code, 502, "{body}");
     assert!(
         body["error"]
             .as_str()
             .unwrap()
-            .contains("not built into this daemon yet")
+            .contains("needs a credentials entry"),
+        "{body}"
     );
     let t0 = Instant::now();
     while !d.get("/api/hosts")["hosts"]

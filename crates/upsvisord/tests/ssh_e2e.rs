@@ -64,6 +64,8 @@ stable_for_s = 2
 [sequencer]
 default_timeout_s = 15
 shutdown_hosts = true
+# The shim's poweroff does not take the host down: count it down soon.
+host_down_wait_s = 5
 final_action = "none"
 margin_s = 10
 [[device]]
