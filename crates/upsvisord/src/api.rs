@@ -333,39 +333,19 @@ async fn vm_power(
     headers: HeaderMap,
     body: Option<Json<PowerBody>>,
 ) -> Response {
-    if let Err(r) = api.authorize(&headers, peer, "vm_power", &id) {
-        return *r;
-    }
-    let Some(Json(body)) = body else {
-        api.audit(
-            peer,
-            "vm_power",
-            &id,
-            "refused: body must be JSON {\"op\": ...}",
-        );
-        return err(
-            StatusCode::BAD_REQUEST,
-            "body must be JSON {\"op\": \"shutdown_guest\"|\"power_off\"|\"power_on\"|\"reboot_guest\"|\"reset\"|\"suspend\"}",
-        );
+    let cmd = PowerCommand {
+        action: "vm_power",
+        kind: "VM",
+        ops: "\"shutdown_guest\"|\"power_off\"|\"power_on\"|\"reboot_guest\"|\"reset\"|\"suspend\"",
     };
-    let Some(op) = parse_op::<VmOp>(&body.op) else {
-        api.audit(peer, "vm_power", &id, "refused: unknown op");
-        return err(
-            StatusCode::BAD_REQUEST,
-            format!("unknown VM op `{}`", body.op),
-        );
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let what = format!("{id} {op}");
-    api.audit(peer, "vm_power", &what, "accepted");
-    if let Err(e) = api.shared.request(Request::Vm {
-        vm: VmId::from(id.as_str()),
-        op,
-        reply: tx,
-    }) {
-        return err(StatusCode::SERVICE_UNAVAILABLE, e);
-    }
-    finish(&api, peer, "vm_power", &what, rx).await
+    cmd.run(api, peer, id, &headers, body, |id, op: VmOp, reply| {
+        Request::Vm {
+            vm: VmId::from(id),
+            op,
+            reply,
+        }
+    })
+    .await
 }
 
 async fn host_power(
@@ -375,39 +355,74 @@ async fn host_power(
     headers: HeaderMap,
     body: Option<Json<PowerBody>>,
 ) -> Response {
-    if let Err(r) = api.authorize(&headers, peer, "host_power", &id) {
-        return *r;
-    }
-    let Some(Json(body)) = body else {
-        api.audit(
-            peer,
-            "host_power",
-            &id,
-            "refused: body must be JSON {\"op\": ...}",
-        );
-        return err(
-            StatusCode::BAD_REQUEST,
-            "body must be JSON {\"op\": \"enter_maintenance\"|\"exit_maintenance\"|\"shutdown\"|\"reboot\"}",
-        );
+    let cmd = PowerCommand {
+        action: "host_power",
+        kind: "host",
+        ops: "\"enter_maintenance\"|\"exit_maintenance\"|\"shutdown\"|\"reboot\"",
     };
-    let Some(op) = parse_op::<HostOp>(&body.op) else {
-        api.audit(peer, "host_power", &id, "refused: unknown op");
-        return err(
-            StatusCode::BAD_REQUEST,
-            format!("unknown host op `{}`", body.op),
-        );
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let what = format!("{id} {op}");
-    api.audit(peer, "host_power", &what, "accepted");
-    if let Err(e) = api.shared.request(Request::Host {
-        host: HostId::from(id.as_str()),
-        op,
-        reply: tx,
-    }) {
-        return err(StatusCode::SERVICE_UNAVAILABLE, e);
+    cmd.run(api, peer, id, &headers, body, |id, op: HostOp, reply| {
+        Request::Host {
+            host: HostId::from(id),
+            op,
+            reply,
+        }
+    })
+    .await
+}
+
+/// What differs between the VM and host power endpoints.
+struct PowerCommand {
+    /// Audit action name.
+    action: &'static str,
+    /// What the id names, for error messages.
+    kind: &'static str,
+    /// The accepted ops, for the error message.
+    ops: &'static str,
+}
+
+impl PowerCommand {
+    /// Authorise, parse `{"op": ...}`, audit, hand the request to the
+    /// engine thread and report its answer.
+    async fn run<Op: serde::de::DeserializeOwned + std::fmt::Display>(
+        &self,
+        api: Api,
+        peer: SocketAddr,
+        id: String,
+        headers: &HeaderMap,
+        body: Option<Json<PowerBody>>,
+        request: impl FnOnce(&str, Op, tokio::sync::oneshot::Sender<crate::runtime::Reply>) -> Request,
+    ) -> Response {
+        let action = self.action;
+        if let Err(r) = api.authorize(headers, peer, action, &id) {
+            return *r;
+        }
+        let Some(Json(body)) = body else {
+            api.audit(
+                peer,
+                action,
+                &id,
+                "refused: body must be JSON {\"op\": ...}",
+            );
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("body must be JSON {{\"op\": {}}}", self.ops),
+            );
+        };
+        let Some(op) = parse_op::<Op>(&body.op) else {
+            api.audit(peer, action, &id, "refused: unknown op");
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("unknown {} op `{}`", self.kind, body.op),
+            );
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let what = format!("{id} {op}");
+        api.audit(peer, action, &what, "accepted");
+        if let Err(e) = api.shared.request(request(&id, op, tx)) {
+            return err(StatusCode::SERVICE_UNAVAILABLE, e);
+        }
+        finish(&api, peer, action, &what, rx).await
     }
-    finish(&api, peer, "host_power", &what, rx).await
 }
 
 async fn finish(
