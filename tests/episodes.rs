@@ -4,14 +4,27 @@
 //! flapping) at a random moment, and a controller restart at a random
 //! moment. Invariants are checked after every 5 s slice and at the end.
 //!
-//! `UPSVISOR_EPISODES=N` sets the count (default 10,000); the ignored
-//! `stress_episodes` runs 100,000. A failing seed prints its scenario;
-//! `UPSVISOR_SEED=S` replays one.
+//! A seed is first drawn into a [`Scenario`]: plain data (topology, guests,
+//! the UPS script, faults, the restart moment, the configuration), which is
+//! then run. A failing seed prints its scenario as JSON and writes it to
+//! `target/tmp/failed-scenarios/`; saved scenarios under `tests/scenarios/`
+//! are replayed by `saved_scenarios`, so a regression outlives any change
+//! to the generator.
+//!
+//! - `UPSVISOR_EPISODES=N` sets the count (default 10,000); the ignored
+//!   `stress_episodes` runs 100,000.
+//! - `UPSVISOR_SEED_BASE=B` starts the window at seed B (default 0);
+//!   `scripts/test` draws a new base every run and prints it.
+//! - `UPSVISOR_SEED=S` replays one seed; `UPSVISOR_TRACE=1` prints its audit
+//!   and command log.
+//! - `UPSVISOR_THREADS=N` sets the worker threads (default: the cores).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use upsvisor::sim::{
     Estate, Guest, HostBehavior, LossCause, SimHostConfig, SimUps, UpsConfig, UpsScript, UpsStep,
 };
@@ -56,6 +69,21 @@ struct Stats {
     migrations: u64,
 }
 
+impl Stats {
+    fn add(&mut self, o: &Stats) {
+        self.episodes += o.episodes;
+        self.full += o.full;
+        self.aborted_or_shed_only += o.aborted_or_shed_only;
+        self.restarts += o.restarts;
+        self.power_returned += o.power_returned;
+        self.restored_vms += o.restored_vms;
+        self.forced_hosts += o.forced_hosts;
+        self.budget_checked += o.budget_checked;
+        self.battery_ran_out += o.battery_ran_out;
+        self.migrations += o.migrations;
+    }
+}
+
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
@@ -64,29 +92,118 @@ fn at(s: u64) -> Instant {
     Instant::from_millis(s * 1000)
 }
 
-fn script_end(back: Option<u64>, lost: u64, runtime: Duration) -> u64 {
-    match back {
-        // A flap may add up to ~1000 s after `back`.
-        Some(b) => b + 1100,
-        None => lost + runtime.as_secs(),
-    }
+/// One scenario as data. Times are seconds from the start of the run.
+/// Fields added later carry `#[serde(default)]`, so saved scenarios keep
+/// replaying.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Scenario {
+    /// The seed it was drawn from (for people; replay uses the data).
+    seed: u64,
+    /// For a saved scenario: the rule it guards and what broke it once.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    guards: String,
+    hosts: Vec<ScHost>,
+    vms: Vec<ScVm>,
+    /// One outlet per host (else one outlet "main" feeds every host).
+    per_host_outlets: bool,
+    runtime_s: u64,
+    /// When mains first fails.
+    lost_s: u64,
+    /// When mains first returns, if it does.
+    back_s: Option<u64>,
+    ups_script: Vec<(u64, ScUpsStep)>,
+    migrations: Vec<ScMigration>,
+    /// A host that fails or hangs for a while.
+    failing: Option<ScFault>,
+    /// When the controller dies and comes back from its journal.
+    restart_s: Option<u64>,
+    final_action: ScFinal,
+    low_timeout_s: u64,
+    low_shed: bool,
+    mgmt_timeout_s: u64,
+    default_timeout_s: u64,
+    use_maintenance: bool,
+    /// 0 first VM command, 1 final action, 2 first host shutdown.
+    commit_point: u8,
+    force_host_after_s: u64,
+    max_in_flight: usize,
+    per_host_in_flight: usize,
+    on_battery_for_s: Option<u64>,
+    runtime_below_s: u32,
+    stable_for_s: u64,
 }
 
-/// Runs one seed; returns stats or a description of the broken invariant.
-fn episode(seed: u64) -> Result<Stats, String> {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ScHost {
+    id: String,
+    latency_ms: u64,
+    bulk: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ScVm {
+    host: String,
+    id: String,
+    name: String,
+    on: bool,
+    guest: ScGuest,
+    tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ScGuest {
+    Cooperative { shutdown_s: u64 },
+    Stubborn,
+    NoTools,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ScUpsStep {
+    MainsLost,
+    MainsBack,
+    LowBattery(bool),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ScMigration {
+    at_s: u64,
+    vm: String,
+    to: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ScFault {
+    host: String,
+    /// "fail" (unreachable) or "hang" (never answers).
+    behavior: String,
+    from_s: u64,
+    for_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ScFinal {
+    None,
+    ShutdownStayOff { delay_s: u64 },
+    ShutdownReturn { delay_s: u64 },
+    OutletsOff { delay_s: u64 },
+}
+
+/// Draws a seed's scenario. The draw order is the generator's contract:
+/// changing it changes what every seed means (saved scenarios don't care).
+fn draw(seed: u64) -> Scenario {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let mut stats = Stats::default();
-    let clock = SimClock::new();
-    let estate = Estate::new(Arc::new(clock.clone()));
     let n_hosts = rng.range(1, 4) as usize;
-    let hosts: Vec<HostId> = (0..n_hosts).map(|i| HostId::new(format!("h{i}"))).collect();
-    for h in &hosts {
-        let cfg = SimHostConfig::default()
-            .latency(Duration::from_millis(rng.range(1, 300)))
-            .bulk_inventory(rng.chance(0.7));
-        estate.add_host(h.clone(), cfg);
-    }
-    let mut vm_ids = Vec::new();
+    let hosts: Vec<ScHost> = (0..n_hosts)
+        .map(|i| ScHost {
+            id: format!("h{i}"),
+            latency_ms: rng.range(1, 300),
+            bulk: rng.chance(0.7),
+        })
+        .collect();
+    let mut vms = Vec::new();
     for (hi, h) in hosts.iter().enumerate() {
         for j in 0..rng.range(0, 5) {
             let mgmt = rng.chance(0.1);
@@ -95,31 +212,192 @@ fn episode(seed: u64) -> Result<Stats, String> {
             } else {
                 format!("vm-{hi}-{j}")
             };
-            let id = VmId::new(format!("{seed}-{hi}-{j}"));
             let on = rng.chance(0.8);
             let guest = match rng.below(10) {
-                0 => Guest::Stubborn,
-                1 => Guest::NoTools,
-                _ => Guest::Cooperative(secs(rng.range(2, 150))),
-            };
-            let mut vm = VmInfo::new(
-                id.clone(),
-                name,
-                if on {
-                    PowerState::PoweredOn
-                } else {
-                    PowerState::PoweredOff
+                0 => ScGuest::Stubborn,
+                1 => ScGuest::NoTools,
+                _ => ScGuest::Cooperative {
+                    shutdown_s: rng.range(2, 150),
                 },
-            );
-            if rng.chance(0.2) {
-                vm.tags.push("low".into());
-            }
-            estate.add_vm(h, vm, guest);
-            vm_ids.push(id);
+            };
+            let tags = if rng.chance(0.2) {
+                vec!["low".to_string()]
+            } else {
+                Vec::new()
+            };
+            vms.push(ScVm {
+                host: h.id.clone(),
+                id: format!("{seed}-{hi}-{j}"),
+                name,
+                on,
+                guest,
+                tags,
+            });
         }
     }
     let per_host_outlets = rng.chance(0.4);
-    let outlets: BTreeMap<OutletId, Vec<HostId>> = if per_host_outlets {
+    let runtime_s = rng.range(300, 5400);
+    let lost = rng.range(30, 600);
+    let mut ups_script = vec![(lost, ScUpsStep::MainsLost)];
+    let back = match rng.below(4) {
+        0 => None,
+        _ => Some(lost + rng.range(3, 3600)),
+    };
+    if let Some(b) = back {
+        ups_script.push((b, ScUpsStep::MainsBack));
+        if rng.chance(0.25) {
+            // Flapping: mains fails again shortly after.
+            let again = b + rng.range(1, 120);
+            ups_script.push((again, ScUpsStep::MainsLost));
+            ups_script.push((again + rng.range(5, 900), ScUpsStep::MainsBack));
+        }
+    }
+    if rng.chance(0.1) {
+        ups_script.push((lost + rng.range(1, 300), ScUpsStep::LowBattery(true)));
+    }
+    let mut migrations = Vec::new();
+    for vm in &vms {
+        if rng.chance(0.15) && n_hosts > 1 {
+            let to = hosts[rng.below(n_hosts as u64) as usize].id.clone();
+            migrations.push(ScMigration {
+                at_s: lost + rng.range(0, 600),
+                vm: vm.id.clone(),
+                to,
+            });
+        }
+    }
+    let failing = if rng.chance(0.1) {
+        let host = hosts[rng.below(n_hosts as u64) as usize].id.clone();
+        let behavior = if rng.chance(0.5) { "fail" } else { "hang" }.to_string();
+        Some(ScFault {
+            host,
+            behavior,
+            from_s: lost + rng.range(0, 300),
+            for_s: rng.range(10, 600),
+        })
+    } else {
+        None
+    };
+    let final_action = match rng.below(4) {
+        0 => ScFinal::ShutdownStayOff {
+            delay_s: rng.range(0, 60),
+        },
+        1 => ScFinal::OutletsOff {
+            delay_s: rng.range(0, 60),
+        },
+        2 => ScFinal::None,
+        _ => ScFinal::ShutdownReturn {
+            delay_s: rng.range(0, 120),
+        },
+    };
+    let low_timeout_s = rng.range(10, 120);
+    let low_shed = rng.chance(0.5);
+    let mgmt_timeout_s = rng.range(30, 300);
+    let default_timeout_s = rng.range(20, 300);
+    let use_maintenance = rng.chance(0.4);
+    let commit_point = match rng.below(3) {
+        0 => 0,
+        1 => 1,
+        _ => 2,
+    };
+    let force_host_after_s = rng.range(600, 2400);
+    let max_in_flight = rng.range(1, 16) as usize;
+    let per_host_in_flight = rng.range(1, 4) as usize;
+    let on_battery_for_s = if rng.chance(0.5) {
+        Some(rng.range(10, 900))
+    } else {
+        None
+    };
+    let runtime_below_s = rng.range(120, 900) as u32;
+    let stable_for_s = rng.range(20, 120);
+    let restart_s = rng.chance(0.3).then(|| lost + rng.range(0, 1800));
+    Scenario {
+        seed,
+        guards: String::new(),
+        hosts,
+        vms,
+        per_host_outlets,
+        runtime_s,
+        lost_s: lost,
+        back_s: back,
+        ups_script,
+        migrations,
+        failing,
+        restart_s,
+        final_action,
+        low_timeout_s,
+        low_shed,
+        mgmt_timeout_s,
+        default_timeout_s,
+        use_maintenance,
+        commit_point,
+        force_host_after_s,
+        max_in_flight,
+        per_host_in_flight,
+        on_battery_for_s,
+        runtime_below_s,
+        stable_for_s,
+    }
+}
+
+/// How long a scenario runs: long enough for the battery to run flat (no
+/// return), or for restore to finish after the last return (stable_for +
+/// boot + restore waits).
+fn scenario_end(sc: &Scenario) -> u64 {
+    let last = match sc.back_s {
+        // A flap may add up to ~1000 s after `back`.
+        Some(b) => b + 1100,
+        None => sc.lost_s + sc.runtime_s,
+    };
+    last + 45 * 60
+}
+
+/// Runs one seed; returns stats or a description of the broken invariant
+/// (with the scenario as JSON).
+fn episode(seed: u64) -> Result<Stats, String> {
+    let sc = draw(seed);
+    run(&sc).map_err(|m| {
+        let json = serde_json::to_string_pretty(&sc).unwrap_or_default();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("failed-scenarios");
+        let _ = std::fs::create_dir_all(&dir);
+        let file = dir.join(format!("seed-{seed}.json"));
+        let _ = std::fs::write(&file, &json);
+        format!("seed {seed}: {m}\n  scenario: {}\n{json}", file.display())
+    })
+}
+
+/// Runs one scenario; returns stats or a description of the broken invariant.
+fn run(sc: &Scenario) -> Result<Stats, String> {
+    let mut stats = Stats::default();
+    let clock = SimClock::new();
+    let estate = Estate::new(Arc::new(clock.clone()));
+    let hosts: Vec<HostId> = sc.hosts.iter().map(|h| HostId::new(h.id.clone())).collect();
+    for h in &sc.hosts {
+        let cfg = SimHostConfig::default()
+            .latency(Duration::from_millis(h.latency_ms))
+            .bulk_inventory(h.bulk);
+        estate.add_host(HostId::new(h.id.clone()), cfg);
+    }
+    for v in &sc.vms {
+        let id = VmId::new(v.id.clone());
+        let guest = match v.guest {
+            ScGuest::Stubborn => Guest::Stubborn,
+            ScGuest::NoTools => Guest::NoTools,
+            ScGuest::Cooperative { shutdown_s } => Guest::Cooperative(secs(shutdown_s)),
+        };
+        let mut vm = VmInfo::new(
+            id.clone(),
+            v.name.clone(),
+            if v.on {
+                PowerState::PoweredOn
+            } else {
+                PowerState::PoweredOff
+            },
+        );
+        vm.tags.extend(v.tags.iter().cloned());
+        estate.add_vm(&HostId::new(v.host.clone()), vm, guest);
+    }
+    let outlets: BTreeMap<OutletId, Vec<HostId>> = if sc.per_host_outlets {
         hosts
             .iter()
             .map(|h| (OutletId::new(format!("o-{h}")), vec![h.clone()]))
@@ -127,49 +405,35 @@ fn episode(seed: u64) -> Result<Stats, String> {
     } else {
         BTreeMap::from([(OutletId::from("main"), hosts.clone())])
     };
-    let runtime = secs(rng.range(300, 5400));
-    let lost = rng.range(30, 600);
-    let mut script = UpsScript::new().at(secs(lost), UpsStep::MainsLost);
-    let back = match rng.below(4) {
-        0 => None,
-        _ => Some(lost + rng.range(3, 3600)),
-    };
-    if let Some(b) = back {
-        script = script.at(secs(b), UpsStep::MainsBack);
-        if rng.chance(0.25) {
-            // Flapping: mains fails again shortly after.
-            let again = b + rng.range(1, 120);
-            script = script
-                .at(secs(again), UpsStep::MainsLost)
-                .at(secs(again + rng.range(5, 900)), UpsStep::MainsBack);
-        }
-    }
-    if rng.chance(0.1) {
-        script = script.at(secs(lost + rng.range(1, 300)), UpsStep::LowBattery(true));
+    let runtime = secs(sc.runtime_s);
+    let mut script = UpsScript::new();
+    for (t, s) in &sc.ups_script {
+        let step = match s {
+            ScUpsStep::MainsLost => UpsStep::MainsLost,
+            ScUpsStep::MainsBack => UpsStep::MainsBack,
+            ScUpsStep::LowBattery(b) => UpsStep::LowBattery(*b),
+        };
+        script = script.at(secs(*t), step);
     }
     let ups_cfg = UpsConfig::feeding("ups", hosts.clone(), runtime).outlets(outlets.clone());
     let ups = SimUps::install(&estate, ups_cfg, script);
-
-    let mut troubled = false;
-    for vm in &vm_ids {
-        if rng.chance(0.15) && n_hosts > 1 {
-            let to = hosts[rng.below(n_hosts as u64) as usize].clone();
-            estate.schedule_migration(at(lost + rng.range(0, 600)), vm, &to);
-            stats.migrations += 1;
-        }
+    for m in &sc.migrations {
+        estate.schedule_migration(
+            at(m.at_s),
+            &VmId::new(m.vm.clone()),
+            &HostId::new(m.to.clone()),
+        );
+        stats.migrations += 1;
     }
-    let failing = if rng.chance(0.1) {
-        let h = hosts[rng.below(n_hosts as u64) as usize].clone();
-        let b = if rng.chance(0.5) {
-            HostBehavior::Fail
-        } else {
+    let troubled = sc.failing.is_some();
+    let failing = sc.failing.as_ref().map(|f| {
+        let b = if f.behavior == "hang" {
             HostBehavior::Hang
+        } else {
+            HostBehavior::Fail
         };
-        troubled = true;
-        Some((h, b, lost + rng.range(0, 300), rng.range(10, 600)))
-    } else {
-        None
-    };
+        (HostId::new(f.host.clone()), b, f.from_s, f.for_s)
+    });
 
     let inventory = Inventory::new(
         hosts
@@ -181,16 +445,16 @@ fn episode(seed: u64) -> Result<Stats, String> {
             .map(|(o, hs)| upsvisor::Outlet::new("ups", o.clone(), hs.clone()))
             .collect(),
     );
-    let final_action = match rng.below(4) {
-        0 => FinalAction::ShutdownStayOff {
-            delay: secs(rng.range(0, 60)),
+    let final_action = match sc.final_action {
+        ScFinal::ShutdownStayOff { delay_s } => FinalAction::ShutdownStayOff {
+            delay: secs(delay_s),
         },
-        1 => FinalAction::OutletsOff {
-            delay: secs(rng.range(0, 60)),
+        ScFinal::OutletsOff { delay_s } => FinalAction::OutletsOff {
+            delay: secs(delay_s),
         },
-        2 => FinalAction::None,
-        _ => FinalAction::ShutdownReturn {
-            delay: secs(rng.range(0, 120)),
+        ScFinal::None => FinalAction::None,
+        ScFinal::ShutdownReturn { delay_s } => FinalAction::ShutdownReturn {
+            delay: secs(delay_s),
         },
     };
     let seq_cfg = SequencerConfig::default()
@@ -199,41 +463,37 @@ fn episode(seed: u64) -> Result<Stats, String> {
                 "low",
                 -5,
                 vec![Matcher::Tag("low".into())],
-                secs(rng.range(10, 120)),
+                secs(sc.low_timeout_s),
             )
-            .shed_on_battery(rng.chance(0.5)),
+            .shed_on_battery(sc.low_shed),
         )
         .group(
             VmGroup::new(
                 "mgmt",
                 50,
                 vec![Matcher::Name("mgmt-*".into())],
-                secs(rng.range(30, 300)),
+                secs(sc.mgmt_timeout_s),
             )
             .management(true),
         )
         .default_action(upsvisor::VmAction::Shutdown {
-            timeout: secs(rng.range(20, 300)),
+            timeout: secs(sc.default_timeout_s),
         })
-        .use_maintenance(rng.chance(0.4))
-        .commit_point(match rng.below(3) {
+        .use_maintenance(sc.use_maintenance)
+        .commit_point(match sc.commit_point {
             0 => CommitPoint::FirstVmCommand,
             1 => CommitPoint::FinalAction,
             _ => CommitPoint::FirstHostShutdown,
         })
-        .force_host_after(Some(secs(rng.range(600, 2400))))
+        .force_host_after(Some(secs(sc.force_host_after_s)))
         .host_down_wait(secs(60))
         .final_action(final_action)
-        .in_flight(rng.range(1, 16) as usize, rng.range(1, 4) as usize)
+        .in_flight(sc.max_in_flight, sc.per_host_in_flight)
         .call_deadline(secs(30));
     let policy = PolicyConfig::default()
-        .on_battery_for(if rng.chance(0.5) {
-            Some(secs(rng.range(10, 900)))
-        } else {
-            None
-        })
-        .runtime_below_s(Some(rng.range(120, 900) as u32))
-        .stable_for(secs(rng.range(20, 120)))
+        .on_battery_for(sc.on_battery_for_s.map(secs))
+        .runtime_below_s(Some(sc.runtime_below_s))
+        .stable_for(secs(sc.stable_for_s))
         .restore_min_charge_pct(0.0);
     let poller = PollerConfig::default()
         .period(secs(60))
@@ -261,11 +521,9 @@ fn episode(seed: u64) -> Result<Stats, String> {
     };
     let mut engine = build(&clock);
     let mut events = engine.subscribe(1 << 20);
-    let restart_at = rng.chance(0.3).then(|| lost + rng.range(0, 1800));
-    // Long enough for the battery to run flat (no return), or for restore
-    // to finish after the last return (stable_for + boot + restore waits).
-    let last_event = script_end(back, lost, runtime);
-    let end = last_event + 45 * 60;
+    let restart_at = sc.restart_s;
+    let back = sc.back_s;
+    let end = scenario_end(sc);
 
     let mut audit: Vec<AuditEntry> = Vec::new();
     // Nothing changes VM power before the first episode: this is the
@@ -278,7 +536,7 @@ fn episode(seed: u64) -> Result<Stats, String> {
     let mut budget_ok: BTreeMap<u64, bool> = BTreeMap::new();
     let mut checker = Checker::default();
     let mut t = 0;
-    let fail = |msg: String| Err(format!("seed {seed}: {msg}"));
+    let fail = |msg: String| Err(msg);
     while t < end {
         t += 5;
         if let Some((h, b, from, dur)) = &failing {
@@ -319,7 +577,7 @@ fn episode(seed: u64) -> Result<Stats, String> {
         }
         if let Err(m) = checker.check(&estate, &audit) {
             trace(&estate, &audit);
-            return Err(format!("seed {seed}: {m}"));
+            return Err(m);
         }
     }
     drop(events);
@@ -327,7 +585,8 @@ fn episode(seed: u64) -> Result<Stats, String> {
     trace(&estate, &audit);
     if std::env::var_os("UPSVISOR_TRACE").is_some() {
         eprintln!(
-            "lost={lost} back={back:?} restart={restart_at:?} failing={failing:?} final={final_action:?}"
+            "lost={} back={back:?} restart={restart_at:?} failing={failing:?} final={final_action:?}",
+            sc.lost_s
         );
     }
     let episodes: BTreeSet<u64> = audit.iter().map(|a| a.episode).collect();
@@ -404,7 +663,6 @@ fn episode(seed: u64) -> Result<Stats, String> {
     }
     Ok(stats)
 }
-
 /// With `UPSVISOR_TRACE` set: the audit and the hosts' command log.
 fn trace(estate: &Estate, audit: &[AuditEntry]) {
     if std::env::var_os("UPSVISOR_TRACE").is_none() {
@@ -502,38 +760,101 @@ impl Checker {
     }
 }
 
-fn run_many(n: u64) {
-    let only: Option<u64> = std::env::var("UPSVISOR_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok());
-    let seeds: Vec<u64> = match only {
-        Some(s) => vec![s],
-        None => (0..n).collect(),
+/// The seed window: `UPSVISOR_SEED` alone, else `n` seeds from
+/// `UPSVISOR_SEED_BASE` (default 0).
+fn seeds(n: u64) -> (Vec<u64>, bool) {
+    let env = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
     };
-    let mut total = Stats::default();
-    let t0 = std::time::Instant::now();
-    let mut failures = Vec::new();
-    for s in seeds.iter().copied() {
-        match episode(s) {
-            Ok(st) => {
-                total.episodes += st.episodes;
-                total.full += st.full;
-                total.aborted_or_shed_only += st.aborted_or_shed_only;
-                total.restarts += st.restarts;
-                total.power_returned += st.power_returned;
-                total.restored_vms += st.restored_vms;
-                total.forced_hosts += st.forced_hosts;
-                total.budget_checked += st.budget_checked;
-                total.battery_ran_out += st.battery_ran_out;
-                total.migrations += st.migrations;
-            }
-            Err(e) => failures.push(e),
+    match env("UPSVISOR_SEED") {
+        Some(s) => (vec![s], true),
+        None => {
+            let base = env("UPSVISOR_SEED_BASE").unwrap_or(0);
+            ((base..base.saturating_add(n)).collect(), false)
         }
     }
-    let summary = format!(
-        "simulated scenarios: {} ({:?} wall); episodes: {}, of which full shutdowns: {}, without a full shutdown: {}; controller restarts: {}; migrations scripted: {}; mains returned for good: {}; VMs checked restored: {}; forced host shutdowns (logged): {}; budget-fits checked: {}; scenarios where the battery ran out: {}; failures: {}",
+}
+
+fn run_many(n: u64) {
+    let (seeds, only) = seeds(n);
+    let threads = std::env::var("UPSVISOR_THREADS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 64);
+    println!(
+        "seed window: {}..={} ({} scenarios, {threads} threads; replay one with UPSVISOR_SEED=S)",
+        seeds.first().copied().unwrap_or(0),
+        seeds.last().copied().unwrap_or(0),
+        seeds.len()
+    );
+    let t0 = std::time::Instant::now();
+    // Seeds are dealt round-robin so every thread gets a similar mix.
+    let results: Vec<(Stats, Vec<(u64, String)>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|k| {
+                let mine: Vec<u64> = seeds.iter().copied().skip(k).step_by(threads).collect();
+                s.spawn(move || {
+                    let mut total = Stats::default();
+                    let mut failures = Vec::new();
+                    for seed in mine {
+                        match episode(seed) {
+                            Ok(st) => total.add(&st),
+                            Err(e) => failures.push((seed, e)),
+                        }
+                    }
+                    (total, failures)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("episode thread panicked"))
+            .collect()
+    });
+    let mut total = Stats::default();
+    let mut failures: Vec<(u64, String)> = Vec::new();
+    for (st, f) in results {
+        total.add(&st);
+        failures.extend(f);
+    }
+    failures.sort_by_key(|(s, _)| *s);
+    let summary = summary(seeds.len(), t0.elapsed(), &total, failures.len());
+    println!("{summary}");
+    if !failures.is_empty() {
+        println!(
+            "failing seeds: {:?}",
+            failures.iter().map(|(s, _)| *s).collect::<Vec<_>>()
+        );
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let _ = std::fs::write(dir.join("episodes-summary.txt"), format!("{summary}\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios broke an invariant; first ones:\n{}",
+        failures.len(),
         seeds.len(),
-        t0.elapsed(),
+        failures
+            .iter()
+            .take(5)
+            .map(|(_, e)| e.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        only || total.full > 0
+            && total.restarts > 0
+            && total.power_returned > 0
+            && total.budget_checked > 0,
+        "the generator lost its variety: {summary}"
+    );
+}
+
+fn summary(n: usize, wall: Duration, total: &Stats, failures: usize) -> String {
+    format!(
+        "simulated scenarios: {n} ({wall:?} wall); episodes: {}, of which full shutdowns: {}, without a full shutdown: {}; controller restarts: {}; migrations scripted: {}; mains returned for good: {}; VMs checked restored: {}; forced host shutdowns (logged): {}; budget-fits checked: {}; scenarios where the battery ran out: {}; failures: {failures}",
         total.episodes,
         total.full,
         total.aborted_or_shed_only,
@@ -544,31 +865,7 @@ fn run_many(n: u64) {
         total.forced_hosts,
         total.budget_checked,
         total.battery_ran_out,
-        failures.len()
-    );
-    println!("{summary}");
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let _ = std::fs::write(dir.join("episodes-summary.txt"), format!("{summary}\n"));
-    assert!(
-        failures.is_empty(),
-        "{} of {} scenarios broke an invariant; first ones:\n{}",
-        failures.len(),
-        seeds.len(),
-        failures
-            .iter()
-            .take(5)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    assert!(
-        only.is_some()
-            || total.full > 0
-                && total.restarts > 0
-                && total.power_returned > 0
-                && total.budget_checked > 0,
-        "the generator lost its variety: {summary}"
-    );
+    )
 }
 
 /// The 10,000-scenario run. It is slow unoptimised, so debug builds skip
@@ -597,4 +894,48 @@ fn sim_episodes_smoke() {
 #[ignore = "stress: 100,000 scenarios"]
 fn stress_episodes() {
     run_many(100_000);
+}
+
+fn saved_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios")
+}
+
+/// Every scenario saved under `tests/scenarios/` (each once broke an
+/// invariant; the file name says which rule it guards) still passes.
+#[test]
+fn saved_scenarios() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(saved_dir())
+        .expect("tests/scenarios exists")
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no saved scenarios");
+    let mut failures = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("readable scenario");
+        let sc: Scenario = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: not a scenario: {e}", f.display()));
+        match run(&sc) {
+            Ok(_) => println!("ok   {}", f.display()),
+            Err(e) => failures.push(format!("{}: {e}", f.display())),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A saved scenario is the data the seed draws: replaying the file and the
+/// seed gives the same scenario while the generator is unchanged. When the
+/// generator changes, the files keep their meaning and this test names the
+/// drift instead of failing silently elsewhere.
+#[test]
+fn scenario_round_trips_as_json() {
+    let sc = draw(43213);
+    let json = serde_json::to_string(&sc).expect("serialises");
+    let back: Scenario = serde_json::from_str(&json).expect("parses");
+    assert_eq!(
+        serde_json::to_string(&back).expect("serialises"),
+        json,
+        "a scenario survives JSON unchanged"
+    );
 }

@@ -317,6 +317,13 @@ impl Engine {
             on_battery: self.verdicts.values().any(|v| v.on_battery),
             mains_stable: !self.verdicts.is_empty()
                 && self.verdicts.values().all(|v| v.mains_stable),
+            runtime_s: self
+                .verdicts
+                .values()
+                .filter_map(|v| v.last.as_ref())
+                .filter(|s| s.on_battery())
+                .filter_map(|s| s.runtime_s)
+                .min(),
             reason: if reason.is_empty() {
                 self.verdicts
                     .iter()

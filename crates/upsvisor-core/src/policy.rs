@@ -302,7 +302,9 @@ impl Policy {
                 .ol_since
                 .is_some_and(|t| now - t >= self.config.stable_for)
             && charge_ok
-            && !self.last.as_ref().is_some_and(|s| s.fsd);
+            // LB may stay set for a while after mains returns (a drained
+            // battery): not enough to carry another shutdown.
+            && !self.last.as_ref().is_some_and(|s| s.fsd || s.low_battery);
         // A trigger latches until mains is stable again: a flapping supply
         // does not cancel a shutdown decision on its first on-line reading.
         if fired.is_some() && self.trigger.is_none() {
@@ -439,6 +441,29 @@ mod tests {
             Case {
                 name: "stable mains releases the latch",
                 script: vec![(0, ob(900)), (6, oblb()), (7, ol()), (68, ol())],
+                expect: (false, false, true),
+            },
+            Case {
+                // A drained battery may keep LB for a while after mains
+                // returns: not enough to carry another shutdown, so restore
+                // (which waits for mains_stable) waits too.
+                name: "LB on line is not stable mains",
+                script: vec![
+                    (0, ob(900)),
+                    (6, oblb()),
+                    (7, Some(st("OL LB CHRG", Some(50.0), Some(300)))),
+                    (100, Some(st("OL LB CHRG", Some(50.0), Some(300)))),
+                ],
+                expect: (false, true, false),
+            },
+            Case {
+                name: "stable once LB clears",
+                script: vec![
+                    (0, ob(900)),
+                    (6, oblb()),
+                    (7, Some(st("OL LB CHRG", Some(50.0), Some(300)))),
+                    (100, Some(st("OL CHRG", Some(50.0), Some(600)))),
+                ],
                 expect: (false, false, true),
             },
             Case {

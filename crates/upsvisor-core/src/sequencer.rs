@@ -49,8 +49,17 @@ pub struct PowerView {
     pub unhealthy: BTreeSet<DeviceId>,
     /// Some device feeding the estate is on battery (debounced).
     pub on_battery: bool,
-    /// Every device is on stable mains with enough charge.
+    /// Every device is on stable mains with enough charge and no `LB`.
+    /// Restore issues nothing, and its waits do not run, while this is
+    /// false: power that is failing again (even before the on-battery
+    /// debounce) must not have VMs started on it.
     pub mains_stable: bool,
+    /// The least remaining runtime, in seconds, reported by a device that
+    /// is on battery now; `None` when none is, or none reports a runtime.
+    /// Guest shutdown timeouts and the forced host deadline are cut short
+    /// when it no longer covers them.
+    #[serde(default)]
+    pub runtime_s: Option<u32>,
     /// A description of the trigger, for the audit log.
     pub reason: String,
 }
@@ -199,6 +208,21 @@ struct VmTrack {
     stopped_by_us: bool,
     sent_at: Option<Instant>,
     off_at: Option<Instant>,
+    /// In no host's list while some host in scope is silent: it may be
+    /// on that host. Silence never deletes, so it is not left alone; it is
+    /// looked at again as soon as a list shows it.
+    #[serde(default)]
+    unseen: bool,
+    /// When its commands last failed for good (`Failed`).
+    #[serde(default)]
+    failed_at: Option<Instant>,
+    /// How often a failed VM was taken up again because its host answered
+    /// with it still on (bounded by [`MAX_REVIVALS`]).
+    #[serde(default)]
+    revivals: u32,
+    /// A guest shutdown request was delivered (it is not sent twice).
+    #[serde(default)]
+    asked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +261,22 @@ struct FinalCmd {
     done: bool,
     attempts: u32,
     retry_at: Option<Instant>,
+    /// When it was sent (a delayed cut happens at `sent_at + delay`).
+    #[serde(default)]
+    sent_at: Option<Instant>,
+}
+
+impl FinalCmd {
+    /// When this command cuts power, if it does.
+    fn cut_at(&self) -> Option<Instant> {
+        let delay = match &self.cmd {
+            DeviceCommand::ShutdownReturn { delay }
+            | DeviceCommand::ShutdownStayOff { delay }
+            | DeviceCommand::OutletOff { delay, .. } => *delay,
+            _ => return None,
+        };
+        Some(self.sent_at? + delay)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +299,10 @@ enum Phase {
         outlets_on: bool,
         group: usize,
         group_since: Option<Instant>,
+        /// Where the restore waits count from: the last moment power was
+        /// not good (mains unstable, or a delayed cut still pending).
+        #[serde(default)]
+        wait_from: Option<Instant>,
     },
 }
 
@@ -430,15 +474,41 @@ impl Sequencer {
             t.push(e.started + f);
         }
         if let Phase::Restoring {
-            since, group_since, ..
+            since,
+            group_since,
+            wait_from,
+            ..
         } = &e.phase
         {
-            t.push(*since + self.cfg.restore_host_wait);
+            t.push(wait_from.unwrap_or(*since) + self.cfg.restore_host_wait);
+            t.extend(
+                e.finals
+                    .iter()
+                    .filter_map(FinalCmd::cut_at)
+                    .filter(|c| *c > *since),
+            );
             if let Some(g) = group_since {
                 t.push(*g + self.cfg.restore_vm_wait);
             }
         }
         t.into_iter().min()
+    }
+
+    /// The runtime left, when it no longer covers a guest shutdown plus
+    /// the host's own (`host_down_wait`) with a margin: guests still
+    /// shutting down are powered off.
+    fn guest_budget_gone(&self, view: &PowerView) -> Option<u32> {
+        let rt = view.runtime_s?;
+        (Duration::from_secs(u64::from(rt)) <= self.cfg.host_down_wait + BUDGET_MARGIN)
+            .then_some(rt)
+    }
+
+    /// The runtime left, when it only covers the hosts' own shutdown:
+    /// waiting any longer for VMs means the battery, not the host, stops
+    /// them. A host shut down for this reason is logged as forced.
+    fn host_budget_gone(&self, view: &PowerView) -> Option<u32> {
+        let rt = view.runtime_s?;
+        (Duration::from_secs(u64::from(rt)) <= self.cfg.host_down_wait).then_some(rt)
     }
 
     fn stages(&self) -> Vec<Stage> {
@@ -497,7 +567,52 @@ impl Sequencer {
         let Some(mut e) = self.episode.take() else {
             return out;
         };
-        if self.track_new_vms(&mut e, table) {
+        let reappeared = {
+            let index = table.index();
+            let mut any = false;
+            let mut revived = Vec::new();
+            for (id, t) in e.vms.iter_mut() {
+                if t.unseen && index.contains_key(id) {
+                    t.unseen = false;
+                    any = true;
+                }
+                // Commands that failed (the host unreachable, say) are not
+                // the end of a VM that its host, answering again, still
+                // shows on: it is taken up again, a bounded number of times.
+                if let (VmSt::Failed { .. }, Some(failed_at)) = (&t.st, t.failed_at) {
+                    let on_again = locate(table, &index, id).is_some_and(|(h, v)| {
+                        v.power.is_on()
+                            && table.host(&h).is_some_and(|r| {
+                                r.is_fresh() && r.last_seen.is_some_and(|s| s > failed_at)
+                            })
+                    });
+                    if on_again && t.revivals < MAX_REVIVALS {
+                        t.revivals += 1;
+                        t.st = VmSt::Pending;
+                        t.attempts = 0;
+                        t.retry_at = None;
+                        // A guest that got its request has had its chance:
+                        // power off. One that never got it gets a graceful
+                        // attempt with a fresh timeout.
+                        t.force_off = t.asked;
+                        if !t.asked {
+                            t.sent_at = None;
+                        }
+                        revived.push(t.name.clone());
+                        any = true;
+                    }
+                }
+            }
+            for name in revived {
+                self.note(
+                    now,
+                    e.id,
+                    format!("{name}: its host answers again and it is still on: trying again"),
+                );
+            }
+            any
+        };
+        if self.track_new_vms(&mut e, table) || reappeared {
             if let Phase::Stopping { stage } = &mut e.phase {
                 // A VM arrived (first answer, migration into scope) after its
                 // group's stage: walk the stages again; finished ones finish
@@ -529,6 +644,7 @@ impl Sequencer {
                             outlets_on: true,
                             group: 0,
                             group_since: None,
+                            wait_from: None,
                         };
                         continue;
                     }
@@ -542,10 +658,10 @@ impl Sequencer {
                     }
                     let done = match st {
                         Stage::Group { index } => {
-                            self.step_group(now, &mut e, table, index, &mut out)
+                            self.step_group(now, &mut e, table, view, index, &mut out)
                         }
                         Stage::Hosts { management } => {
-                            self.step_hosts(now, &mut e, table, management, &mut out)
+                            self.step_hosts(now, &mut e, table, view, management, &mut out)
                         }
                         Stage::Final => self.step_final(now, &mut e, view, &mut out),
                     };
@@ -562,6 +678,7 @@ impl Sequencer {
                             outlets_on: false,
                             group: 0,
                             group_since: None,
+                            wait_from: None,
                         };
                         continue;
                     }
@@ -610,7 +727,7 @@ impl Sequencer {
                         }
                         return self.step(now, table, view).into_iter().chain(out).collect();
                     }
-                    if self.step_restore(now, &mut e, table, &mut out) {
+                    if self.step_restore(now, &mut e, table, view, &mut out) {
                         let stopped = e.vms.values().filter(|v| v.stopped_by_us).count();
                         let started = e.vms.values().filter(|v| v.st == VmSt::Started).count();
                         let failed = e
@@ -749,6 +866,10 @@ impl Sequencer {
                     stopped_by_us: false,
                     sent_at: None,
                     off_at: None,
+                    unseen: false,
+                    failed_at: None,
+                    revivals: 0,
+                    asked: false,
                 },
             );
         }
@@ -791,6 +912,7 @@ impl Sequencer {
         now: Instant,
         e: &mut Episode,
         table: &VmTable,
+        view: &PowerView,
         gi: usize,
         out: &mut Vec<Issued>,
     ) -> bool {
@@ -812,17 +934,36 @@ impl Sequencer {
                 continue;
             };
             let Some((host, info)) = loc else {
-                if matches!(
+                if !matches!(
                     t.st,
                     VmSt::Pending | VmSt::ShutdownSent { .. } | VmSt::PowerOffSent
                 ) {
-                    self.set_vm(e, &id, |t| t.st = VmSt::Left);
-                    self.note(
-                        now,
-                        e.id,
-                        format!("{} is in no host's list any more; left alone", t.name),
-                    );
+                    continue;
                 }
+                // Silence never deletes: while a host in scope is silent the
+                // VM may be there. It holds nothing (nothing can be sent to
+                // it), and it is walked again when a list shows it; the
+                // silent host itself is never shut down on silence.
+                if e.scope.iter().any(|h| !knows_vms_now(table, h)) {
+                    if !t.unseen {
+                        self.set_vm(e, &id, |t| t.unseen = true);
+                        self.note(
+                            now,
+                            e.id,
+                            format!(
+                                "{} is in no answering host's list; a host in scope is silent, so it is kept until one shows it",
+                                t.name
+                            ),
+                        );
+                    }
+                    continue;
+                }
+                self.set_vm(e, &id, |t| t.st = VmSt::Left);
+                self.note(
+                    now,
+                    e.id,
+                    format!("{} is in no host's list any more; left alone", t.name),
+                );
                 continue;
             };
             let fresh_off = !info.power.is_on();
@@ -832,6 +973,7 @@ impl Sequencer {
                     // (e.g. the command was lost in a restart) goes again.
                     if t.st == VmSt::Off
                         && info.power == PowerState::PoweredOn
+                        && knows_vms_now(table, &host)
                         && t.off_at.is_some_and(|o| o < table.taken_at)
                     {
                         self.set_vm(e, &id, |t| {
@@ -903,6 +1045,18 @@ impl Sequencer {
                     });
                     VmOp::ShutdownGuest
                 }
+                (VmSt::ShutdownSent { .. }, _) if self.guest_budget_gone(view).is_some() => {
+                    let rt = self.guest_budget_gone(view).unwrap_or(0);
+                    self.note(
+                        now,
+                        e.id,
+                        format!(
+                            "{}: the battery's {rt} s left no longer cover its guest shutdown and the host's: powering off",
+                            t.name
+                        ),
+                    );
+                    VmOp::PowerOff
+                }
                 (VmSt::ShutdownSent { deadline }, _) if now >= *deadline => {
                     self.note(
                         now,
@@ -952,14 +1106,18 @@ impl Sequencer {
         now: Instant,
         e: &mut Episode,
         table: &VmTable,
+        view: &PowerView,
         management: bool,
         out: &mut Vec<Issued>,
     ) -> bool {
+        // A host whose VMs are unknown now may hold management VMs: it
+        // goes with the management hosts.
         let mgmt_on = |h: &HostId| {
-            table.host(h).is_some_and(|r| {
-                r.vms_on()
-                    .any(|v| self.cfg.group_props(self.cfg.group_of(v)).2)
-            })
+            !knows_vms_now(table, h)
+                || table.host(h).is_some_and(|r| {
+                    r.vms_on()
+                        .any(|v| self.cfg.group_props(self.cfg.group_of(v)).2)
+                })
         };
         let hosts: Vec<HostId> = e
             .scope
@@ -1003,11 +1161,12 @@ impl Sequencer {
             {
                 continue;
             }
-            // A host that never answered has VMs nobody knows: it waits like
-            // a host with VMs on.
+            // A host that did not answer the latest poll has VMs nobody
+            // knows now (one may have started or migrated in): it waits like
+            // a host with VMs on. Only a fresh list is evidence of "none".
             let blocking: Vec<String> = table
                 .host(&h)
-                .filter(|r| r.freshness != Freshness::Unknown)
+                .filter(|r| r.is_fresh())
                 .map(|r| {
                     r.vms_on()
                         .filter(|v| {
@@ -1019,7 +1178,7 @@ impl Sequencer {
                         .map(|v| v.name.clone())
                         .collect()
                 })
-                .unwrap_or_else(|| vec![format!("(unknown: {h} has never answered)")]);
+                .unwrap_or_else(|| vec![format!("(unknown: {h} is not answering)")]);
             let mut forced = track.forced;
             if blocking.is_empty() && !forced {
                 // Confirm with a newer table before an irreversible shutdown
@@ -1048,10 +1207,17 @@ impl Sequencer {
             }
             if !blocking.is_empty() && !forced {
                 let due = self.cfg.force_host_after.map(|f| e.started + f);
-                if due.is_some_and(|d| now >= d) {
+                let battery = self.host_budget_gone(view);
+                if due.is_some_and(|d| now >= d) || battery.is_some() {
                     forced = true;
+                    let why = match battery {
+                        Some(rt) => {
+                            format!("the battery's {rt} s left only cover the host's own shutdown")
+                        }
+                        None => "forced deadline reached".into(),
+                    };
                     let reason = format!(
-                        "forced deadline reached with {} VM(s) still on: {}",
+                        "{why} with {} VM(s) still on: {}",
                         blocking.len(),
                         blocking.join(", ")
                     );
@@ -1170,6 +1336,7 @@ impl Sequencer {
                     done: false,
                     attempts: 0,
                     retry_at: None,
+                    sent_at: None,
                 }));
             }
             if e.finals.is_empty() {
@@ -1190,6 +1357,7 @@ impl Sequencer {
             }
             if let Some(f) = e.finals.get_mut(i) {
                 f.sent = true;
+                f.sent_at = Some(now);
             }
             self.issue(
                 now,
@@ -1210,6 +1378,7 @@ impl Sequencer {
         now: Instant,
         e: &mut Episode,
         table: &VmTable,
+        view: &PowerView,
         out: &mut Vec<Issued>,
     ) -> bool {
         let index = table.index();
@@ -1218,10 +1387,37 @@ impl Sequencer {
             outlets_on,
             group,
             group_since,
+            wait_from,
         } = e.phase.clone()
         else {
             return true;
         };
+        // A delayed cut this episode ordered (shutdown-with-return, outlets
+        // off) happens whatever mains does meanwhile: nothing is started
+        // before it, and hosts count as answering only after it.
+        let cut = e
+            .finals
+            .iter()
+            .filter(|f| f.sent || f.done)
+            .filter_map(FinalCmd::cut_at)
+            .max();
+        // Power must be good now: mains that fails again (even before the
+        // on-battery debounce), LB, or a pending cut pause the restore,
+        // and its waits start again once power is good.
+        if !view.mains_stable || cut.is_some_and(|c| c >= now) {
+            if wait_from.is_none_or(|w| w < now) {
+                e.phase = Phase::Restoring {
+                    since,
+                    outlets_on,
+                    group,
+                    group_since: None,
+                    wait_from: Some(now),
+                };
+            }
+            return false;
+        }
+        let wait_from = wait_from.unwrap_or(since).max(since);
+        let answer_after = cut.map_or(since, |c| c.max(since));
         // Let stop commands still running finish first.
         if e.in_flight
             .values()
@@ -1262,6 +1458,7 @@ impl Sequencer {
                 outlets_on: true,
                 group,
                 group_since,
+                wait_from: Some(wait_from),
             };
         }
         // Hosts: wait for them to answer; exit maintenance.
@@ -1274,12 +1471,13 @@ impl Sequencer {
             if t.lost {
                 continue;
             }
-            let was_down = matches!(t.st, HostSt::Down | HostSt::ShutdownSent { .. });
+            let was_down =
+                cut.is_some() || matches!(t.st, HostSt::Down | HostSt::ShutdownSent { .. });
             let answering = table.host(&h).is_some_and(|r| {
-                r.is_fresh() && (!was_down || r.last_seen.is_some_and(|s| s > since))
+                r.is_fresh() && (!was_down || r.last_seen.is_some_and(|s| s > answer_after))
             });
             if !answering {
-                if now >= since + self.cfg.restore_host_wait {
+                if now >= wait_from + self.cfg.restore_host_wait {
                     if let Some(t) = e.hosts.get_mut(&h) {
                         t.lost = true;
                     }
@@ -1358,7 +1556,16 @@ impl Sequencer {
                     });
                     continue;
                 }
-                if info.power == PowerState::PoweredOn && t.st == VmSt::StartSent {
+                // Found running (our start landed, or HA, autostart or a
+                // person started it) in a table newer than our last stop:
+                // restored. A guest caught mid-shutdown by an abort, or one
+                // being power-cycled, is still going down: handled below.
+                let seen_on_since = match t.st {
+                    VmSt::StartSent | VmSt::StartPending => true,
+                    VmSt::Off => t.off_at.is_some_and(|o| o < table.taken_at),
+                    _ => false,
+                };
+                if info.power == PowerState::PoweredOn && seen_on_since && !Self::vm_busy(e, id) {
                     self.set_vm(e, id, |t| t.st = VmSt::Started);
                     continue;
                 }
@@ -1436,6 +1643,7 @@ impl Sequencer {
                     outlets_on: true,
                     group: gpos,
                     group_since: Some(gs),
+                    wait_from: Some(wait_from),
                 };
                 return false;
             }
@@ -1456,6 +1664,7 @@ impl Sequencer {
             outlets_on: true,
             group: gpos,
             group_since: None,
+            wait_from: Some(wait_from),
         };
         // Wait for outstanding starts to report.
         e.in_flight.is_empty()
@@ -1488,7 +1697,7 @@ impl Sequencer {
                     return;
                 };
                 match (op, r) {
-                    (VmOp::ShutdownGuest, Ok(())) => {}
+                    (VmOp::ShutdownGuest, Ok(())) => t.asked = true,
                     (VmOp::PowerOff, Ok(())) => {
                         t.st = VmSt::Off;
                         t.stopped_by_us = true;
@@ -1497,7 +1706,16 @@ impl Sequencer {
                     (VmOp::PowerOn, Ok(())) => t.st = VmSt::Started,
                     (VmOp::PowerOn, Err(err)) => {
                         t.attempts += 1;
-                        if err.is_transient() && t.attempts <= retries {
+                        let moved =
+                            matches!(err.kind(), ErrorKind::NotFound | ErrorKind::InvalidState);
+                        if moved && t.attempts <= retries + 2 {
+                            // Moved since the table was taken (DRS, HA), or
+                            // already starting: look again, as on the way
+                            // down. A VM found running counts as restored.
+                            t.st = VmSt::StartPending;
+                            t.retry_at = Some(now + backoff);
+                            self.poll_wanted = true;
+                        } else if err.is_transient() && t.attempts <= retries {
                             t.st = VmSt::StartPending;
                             t.retry_at = Some(now + backoff);
                         } else {
@@ -1547,6 +1765,9 @@ impl Sequencer {
                         }
                     },
                     (_, Ok(())) => {}
+                }
+                if matches!(t.st, VmSt::Failed { .. }) {
+                    t.failed_at = Some(now);
                 }
             }
             (Command::Host { host, op }, r) => {
@@ -1617,6 +1838,20 @@ impl Sequencer {
         }
         self.episode = Some(e);
     }
+}
+
+/// How often a VM whose commands failed is taken up again when its host
+/// answers with it still on.
+const MAX_REVIVALS: u32 = 3;
+
+/// Time for a power-off to land before the host shutdown that follows it.
+const BUDGET_MARGIN: Duration = Duration::from_secs(30);
+
+/// Whether the table's list for `host` is evidence now: the host answered
+/// the latest poll. A stale row keeps the VMs last seen (silence never
+/// deletes), but says nothing about VMs that started or arrived since.
+fn knows_vms_now(table: &VmTable, host: &HostId) -> bool {
+    table.host(host).is_some_and(|r| r.is_fresh())
 }
 
 /// A VM's host and info through a prebuilt index.

@@ -383,3 +383,142 @@ fn plan_orders_groups_and_estimates() {
     assert!(p.fits(760));
     assert!(!p.fits(759));
 }
+
+fn failing_with_runtime(hosts: &[&str], runtime_s: u32) -> PowerView {
+    let mut v = failing(hosts);
+    v.runtime_s = Some(runtime_s);
+    v
+}
+
+/// Rule: guest shutdown deadlines are bounded by the remaining runtime. A
+/// guest still shutting down when the battery only covers the host's own
+/// shutdown (plus a margin) is powered off, with the reason in the audit,
+/// instead of waiting out a timeout the battery cannot carry (seed 47397
+/// of the 100,000-scenario run lost power this way).
+#[test]
+fn guest_timeout_is_cut_short_when_runtime_no_longer_covers_it() {
+    let cfg = SequencerConfig::default()
+        .force_host_after(None)
+        .host_down_wait(Duration::from_secs(60))
+        .default_action(upsvisor_core::VmAction::Shutdown {
+            timeout: Duration::from_secs(600),
+        });
+    let mut s = Sequencer::new(cfg, inventory(&["h1"]));
+    let t0 = table(&VmTable::default(), 1, &[("h1", vec![vm("a", ON, TOOLS)])]);
+    s.step(
+        t(0),
+        &VmTable::default(),
+        &failing_with_runtime(&["h1"], 900),
+    );
+    let cmds = s.step(t(1), &t0, &failing_with_runtime(&["h1"], 900));
+    assert_eq!(ops(&cmds), vec!["shutdown_guest a"]);
+    s.complete(t(1), cmds[0].id, Ok(()));
+    // Plenty of runtime: the guest keeps its timeout.
+    assert!(
+        s.step(t(30), &t0, &failing_with_runtime(&["h1"], 300))
+            .is_empty()
+    );
+    // 90 s left = host_down_wait (60 s) + margin (30 s): power off now.
+    let cmds = s.step(t(40), &t0, &failing_with_runtime(&["h1"], 90));
+    assert_eq!(ops(&cmds), vec!["power_off a"]);
+    assert!(s.take_audit().iter().any(|a| matches!(&a.what,
+        Audit::Note { text } if text.contains("90 s left no longer cover"))));
+}
+
+/// Rule: when the battery only covers the host's own shutdown, a host still
+/// blocked by a VM is shut down as a logged forced decision (the battery,
+/// not the host, would otherwise stop the VM).
+#[test]
+fn host_is_forced_and_logged_when_runtime_only_covers_its_own_shutdown() {
+    let cfg = SequencerConfig::default()
+        .force_host_after(None)
+        .host_down_wait(Duration::from_secs(60))
+        .default_action(upsvisor_core::VmAction::LeaveRunning);
+    let mut s = Sequencer::new(cfg, inventory(&["h1"]));
+    let t0 = table(&VmTable::default(), 1, &[("h1", vec![vm("a", ON, TOOLS)])]);
+    s.step(
+        t(0),
+        &VmTable::default(),
+        &failing_with_runtime(&["h1"], 600),
+    );
+    assert!(
+        s.step(t(1), &t0, &failing_with_runtime(&["h1"], 600))
+            .is_empty(),
+        "a VM left running holds its host while the battery lasts"
+    );
+    let cmds = s.step(t(2), &t0, &failing_with_runtime(&["h1"], 60));
+    assert_eq!(ops(&cmds), vec!["shutdown h1"]);
+    assert!(s.take_audit().iter().any(|a| matches!(&a.what,
+        Audit::ForcedHostShutdown { reason, .. } if reason.contains("60 s left"))));
+}
+
+/// Rule: only a list the host gave in the latest poll is evidence that it
+/// runs no VM. A host that is silent (here it never answered the restarted
+/// controller) is not shut down on silence, and a tracked VM that is in no
+/// list is kept, not dropped (seed 43213 shut a host down under a running
+/// management VM this way).
+#[test]
+fn silent_host_is_not_shut_down_and_its_vms_are_not_dropped() {
+    let cfg = SequencerConfig::default().force_host_after(None);
+    let mut s = Sequencer::new(cfg, inventory(&["h1", "h2"]));
+    let t0 = table(
+        &VmTable::default(),
+        1,
+        &[
+            ("h1", vec![vm("a", OFF, TOOLS)]),
+            ("h2", vec![vm("b", ON, TOOLS)]),
+        ],
+    );
+    s.step(t(0), &VmTable::default(), &failing(&["h1", "h2"]));
+    let cmds = s.step(t(1), &t0, &failing(&["h1", "h2"]));
+    assert_eq!(ops(&cmds), vec!["shutdown_guest b"]);
+    s.complete(t(1), cmds[0].id, Ok(()));
+    // The controller restarts: a new process's table, in which h2 has
+    // never answered (its row is stale with no VMs and no last_seen).
+    s.resume(t(5));
+    let poll = |prev: &VmTable, at: u64| {
+        merge(
+            prev,
+            [
+                (
+                    HostId::from("h1"),
+                    HostOutcome::Answered(HostInventory::new(
+                        HostInfo::new("t", "1"),
+                        vec![vm("a", OFF, TOOLS)],
+                    )),
+                ),
+                (
+                    HostId::from("h2"),
+                    HostOutcome::Failed(upsvisor_core::Error::unreachable("h2", "down")),
+                ),
+            ],
+            t(at),
+        )
+        .0
+    };
+    let mut tab = VmTable::default();
+    let mut sent = Vec::new();
+    for at in [10, 20, 30, 400, 800, 810, 820, 3000] {
+        tab = poll(&tab, at);
+        for c in s.step(t(at), &tab, &failing(&["h1", "h2"])) {
+            sent.extend(ops(std::slice::from_ref(&c)));
+            s.complete(t(at), c.id, Ok(()));
+        }
+    }
+    let audit = s.take_audit();
+    assert!(sent.contains(&"shutdown h1".to_string()), "{sent:?}");
+    assert!(
+        !sent.contains(&"shutdown h2".to_string()),
+        "a silent host is never shut down on silence: {sent:?}"
+    );
+    assert!(
+        !audit.iter().any(|a| matches!(&a.what,
+            Audit::Note { text } if text.contains("left alone"))),
+        "a VM on a silent host is not dropped"
+    );
+    assert!(
+        audit.iter().any(|a| matches!(&a.what,
+            Audit::Note { text } if text.contains("is kept until one shows it"))),
+        "the audit says why the VM is kept"
+    );
+}
