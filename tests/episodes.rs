@@ -67,6 +67,18 @@ struct Stats {
     budget_checked: u64,
     battery_ran_out: u64,
     migrations: u64,
+    /// How often each platform behaviour was drawn, and what it led to.
+    slow_hosts: u64,
+    maintenance_hosts: u64,
+    refusals_remedied: u64,
+    acpi_guests: u64,
+    acpi_graceful: u64,
+    no_charge: u64,
+    no_runtime: u64,
+    lb_linger: u64,
+    flicker: u64,
+    forced_cuts: u64,
+    host_cuts_by_battery: u64,
 }
 
 impl Stats {
@@ -81,6 +93,17 @@ impl Stats {
         self.budget_checked += o.budget_checked;
         self.battery_ran_out += o.battery_ran_out;
         self.migrations += o.migrations;
+        self.slow_hosts += o.slow_hosts;
+        self.maintenance_hosts += o.maintenance_hosts;
+        self.refusals_remedied += o.refusals_remedied;
+        self.acpi_guests += o.acpi_guests;
+        self.acpi_graceful += o.acpi_graceful;
+        self.no_charge += o.no_charge;
+        self.no_runtime += o.no_runtime;
+        self.lb_linger += o.lb_linger;
+        self.flicker += o.flicker;
+        self.forced_cuts += o.forced_cuts;
+        self.host_cuts_by_battery += o.host_cuts_by_battery;
     }
 }
 
@@ -131,6 +154,31 @@ struct Scenario {
     on_battery_for_s: Option<u64>,
     runtime_below_s: u32,
     stable_for_s: u64,
+    /// Platform and UPS behaviours (issue 12); absent in older files.
+    #[serde(default)]
+    platform: ScPlatform,
+}
+
+/// Behaviours of real platforms, each from a documented rule (see the
+/// simulator's docs for the source of each).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct ScPlatform {
+    /// Hosts that take this long to halt (s), by host id.
+    slow_shutdown_s: BTreeMap<String, u64>,
+    /// Hosts that refuse a shutdown outside maintenance mode (ESXi).
+    needs_maintenance: BTreeSet<String>,
+    /// VMs with no agent that obey ACPI (tools state Unknown): id -> s.
+    acpi_guests: BTreeMap<String, u64>,
+    /// The UPS reports no charge / no runtime.
+    no_charge: bool,
+    no_runtime: bool,
+    /// `LB` stays set this long after mains returns (s).
+    lb_linger_s: u64,
+    /// Restore passes the charge gate without a charge reading.
+    restore_without_charge: bool,
+    /// Short returns of mains (at, length s) that never become stable.
+    flicker: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -311,6 +359,42 @@ fn draw(seed: u64) -> Scenario {
     let runtime_below_s = rng.range(120, 900) as u32;
     let stable_for_s = rng.range(20, 120);
     let restart_s = rng.chance(0.3).then(|| lost + rng.range(0, 1800));
+    // Platform behaviours: drawn last, so the draws above keep their order.
+    let mut platform = ScPlatform::default();
+    for h in &hosts {
+        if rng.chance(0.15) {
+            platform
+                .slow_shutdown_s
+                .insert(h.id.clone(), rng.range(150, 900));
+        }
+        if rng.chance(0.2) {
+            platform.needs_maintenance.insert(h.id.clone());
+        }
+    }
+    for v in &vms {
+        if rng.chance(0.1) {
+            platform.acpi_guests.insert(v.id.clone(), rng.range(2, 120));
+        }
+    }
+    platform.no_charge = rng.chance(0.1);
+    platform.no_runtime = rng.chance(0.1);
+    platform.restore_without_charge = platform.no_charge && rng.chance(0.5);
+    if rng.chance(0.2) {
+        platform.lb_linger_s = rng.range(10, 600);
+    }
+    if rng.chance(0.15) {
+        // Mains flickers: short returns, each shorter than stable_for.
+        let mut t = lost + rng.range(5, 60);
+        let end = back.unwrap_or(lost + runtime_s).min(lost + 2400);
+        loop {
+            let len = rng.range(1, stable_for_s.saturating_sub(1).max(1));
+            if t + len + 5 >= end {
+                break;
+            }
+            platform.flicker.push((t, len));
+            t += len + rng.range(5, 300);
+        }
+    }
     Scenario {
         seed,
         guards: String::new(),
@@ -337,6 +421,7 @@ fn draw(seed: u64) -> Scenario {
         on_battery_for_s,
         runtime_below_s,
         stable_for_s,
+        platform,
     }
 }
 
@@ -372,18 +457,24 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
     let clock = SimClock::new();
     let estate = Estate::new(Arc::new(clock.clone()));
     let hosts: Vec<HostId> = sc.hosts.iter().map(|h| HostId::new(h.id.clone())).collect();
+    let pf = &sc.platform;
     for h in &sc.hosts {
-        let cfg = SimHostConfig::default()
+        let mut cfg = SimHostConfig::default()
             .latency(Duration::from_millis(h.latency_ms))
-            .bulk_inventory(h.bulk);
+            .bulk_inventory(h.bulk)
+            .shutdown_needs_maintenance(pf.needs_maintenance.contains(&h.id));
+        if let Some(s) = pf.slow_shutdown_s.get(&h.id) {
+            cfg = cfg.shutdown_time(secs(*s));
+        }
         estate.add_host(HostId::new(h.id.clone()), cfg);
     }
     for v in &sc.vms {
         let id = VmId::new(v.id.clone());
-        let guest = match v.guest {
-            ScGuest::Stubborn => Guest::Stubborn,
-            ScGuest::NoTools => Guest::NoTools,
-            ScGuest::Cooperative { shutdown_s } => Guest::Cooperative(secs(shutdown_s)),
+        let guest = match (v.guest, pf.acpi_guests.get(&v.id)) {
+            (_, Some(s)) => Guest::Acpi(secs(*s)),
+            (ScGuest::Stubborn, _) => Guest::Stubborn,
+            (ScGuest::NoTools, _) => Guest::NoTools,
+            (ScGuest::Cooperative { shutdown_s }, _) => Guest::Cooperative(secs(shutdown_s)),
         };
         let mut vm = VmInfo::new(
             id.clone(),
@@ -415,7 +506,15 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
         };
         script = script.at(secs(*t), step);
     }
-    let ups_cfg = UpsConfig::feeding("ups", hosts.clone(), runtime).outlets(outlets.clone());
+    for (t, len) in &pf.flicker {
+        script = script
+            .at(secs(*t), UpsStep::MainsBack)
+            .at(secs(t + len), UpsStep::MainsLost);
+    }
+    let ups_cfg = UpsConfig::feeding("ups", hosts.clone(), runtime)
+        .outlets(outlets.clone())
+        .reports(!pf.no_charge, !pf.no_runtime)
+        .lb_linger(secs(pf.lb_linger_s));
     let ups = SimUps::install(&estate, ups_cfg, script);
     for m in &sc.migrations {
         estate.schedule_migration(
@@ -494,7 +593,8 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
         .on_battery_for(sc.on_battery_for_s.map(secs))
         .runtime_below_s(Some(sc.runtime_below_s))
         .stable_for(secs(sc.stable_for_s))
-        .restore_min_charge_pct(0.0);
+        .restore_min_charge_pct(0.0)
+        .restore_without_charge(pf.restore_without_charge);
     let poller = PollerConfig::default()
         .period(secs(60))
         .on_battery_period(secs(15))
@@ -535,6 +635,7 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
         .collect();
     let mut budget_ok: BTreeMap<u64, bool> = BTreeMap::new();
     let mut checker = Checker::default();
+    checker.troubled.extend(failing.iter().map(|f| f.0.clone()));
     let mut t = 0;
     let fail = |msg: String| Err(msg);
     while t < end {
@@ -594,6 +695,39 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
     stats.forced_hosts += audit
         .iter()
         .filter(|a| matches!(a.what, Audit::ForcedHostShutdown { .. }))
+        .count() as u64;
+    stats.forced_cuts += audit
+        .iter()
+        .filter(|a| matches!(a.what, Audit::ForcedPowerCut { .. }))
+        .count() as u64;
+    stats.refusals_remedied += audit
+        .iter()
+        .filter(
+            |a| matches!(&a.what, Audit::Note { text } if text.contains("refused the shutdown")),
+        )
+        .count() as u64;
+    stats.slow_hosts += pf.slow_shutdown_s.len() as u64;
+    stats.maintenance_hosts += pf.needs_maintenance.len() as u64;
+    stats.acpi_guests += pf.acpi_guests.len() as u64;
+    stats.acpi_graceful += estate
+        .command_log()
+        .iter()
+        .filter(|c| {
+            c.op == "shutdown_guest"
+                && c.outcome == "ok"
+                && c.vm
+                    .as_ref()
+                    .is_some_and(|v| pf.acpi_guests.contains_key(v.as_str()))
+        })
+        .count() as u64;
+    stats.no_charge += u64::from(pf.no_charge);
+    stats.no_runtime += u64::from(pf.no_runtime);
+    stats.lb_linger += u64::from(pf.lb_linger_s > 0);
+    stats.flicker += u64::from(!pf.flicker.is_empty());
+    stats.host_cuts_by_battery += estate
+        .host_power_cuts()
+        .iter()
+        .filter(|c| c.battery_empty)
         .count() as u64;
     let unclean = estate.unclean_power_losses();
     let power_lost_vms: BTreeSet<VmId> = unclean.iter().map(|u| u.vm.clone()).collect();
@@ -684,7 +818,12 @@ fn trace(estate: &Estate, audit: &[AuditEntry]) {
 struct Checker {
     audit_seen: usize,
     losses_seen: usize,
+    cuts_seen: usize,
     forced: BTreeSet<HostId>,
+    forced_cut: BTreeSet<HostId>,
+    /// Hosts that fail or hang at some point (they don't answer, so a cut
+    /// under them is not a cut under an answering host).
+    troubled: BTreeSet<HostId>,
     starts: BTreeSet<(u64, VmId)>,
     once: BTreeSet<(u64, String)>,
 }
@@ -697,6 +836,9 @@ impl Checker {
             match &a.what {
                 Audit::ForcedHostShutdown { host, .. } => {
                     self.forced.insert(host.clone());
+                }
+                Audit::ForcedPowerCut { host, .. } => {
+                    self.forced_cut.insert(host.clone());
                 }
                 Audit::Issued {
                     cmd: upsvisor::Command::Vm { vm, op, .. },
@@ -756,6 +898,22 @@ impl Checker {
             }
         }
         self.losses_seen = losses.len();
+        // Power is never cut under a host that still answers, unless a
+        // forced decision naming it was logged first. (A flat battery is
+        // the budget invariant's business.)
+        let cuts = estate.host_power_cuts();
+        for c in cuts.get(self.cuts_seen..).unwrap_or_default() {
+            if !c.battery_empty
+                && !self.troubled.contains(&c.host)
+                && !self.forced_cut.contains(&c.host)
+            {
+                return Err(format!(
+                    "power cut under {} at {} while it still answered, no forced decision logged",
+                    c.host, c.at
+                ));
+            }
+        }
+        self.cuts_seen = cuts.len();
         Ok(())
     }
 }
@@ -865,6 +1023,19 @@ fn summary(n: usize, wall: Duration, total: &Stats, failures: usize) -> String {
         total.forced_hosts,
         total.budget_checked,
         total.battery_ran_out,
+    ) + &format!(
+        "\nplatform behaviours: slow-halting hosts {}, hosts refusing shutdown outside maintenance {} (refusals remedied {}), ACPI-only guests {} (graceful shutdowns sent {}), UPS without charge {}, without runtime {}, LB lingering after return {}, flickering mains {}; power cuts logged as forced {}; hosts cut by a flat battery {}",
+        total.slow_hosts,
+        total.maintenance_hosts,
+        total.refusals_remedied,
+        total.acpi_guests,
+        total.acpi_graceful,
+        total.no_charge,
+        total.no_runtime,
+        total.lb_linger,
+        total.flicker,
+        total.forced_cuts,
+        total.host_cuts_by_battery,
     )
 }
 

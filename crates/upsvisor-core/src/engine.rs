@@ -155,14 +155,22 @@ impl Engine {
     }
 
     /// Attaches a journal. If it holds a sequencer state (the controller
-    /// restarted), that state is resumed: in-flight commands are taken as
-    /// delivered and are not sent again.
+    /// restarted), that state is resumed under this engine's configuration
+    /// and inventory (see [`Sequencer::resume_with`]): in-flight commands
+    /// are taken as delivered and are not sent again.
     pub fn with_journal(mut self, mut journal: Box<dyn Journal>) -> Result<Self> {
         if let Some(doc) = journal.load()? {
             let mut seq: Sequencer = serde_json::from_str(&doc).map_err(|e| {
                 Error::config("journal", format!("unreadable sequencer state: {e}"))
             })?;
-            seq.resume(self.clock.now());
+            // The journal holds episode state; the configuration in force is
+            // this engine's (an edit made while the controller was down
+            // applies now).
+            seq.resume_with(
+                self.seq.config().clone(),
+                self.inventory.clone(),
+                self.clock.now(),
+            );
             self.seq = seq;
             self.next_poll = self.clock.now();
         }
@@ -450,6 +458,9 @@ impl Engine {
             match &a.what {
                 crate::sequencer::Audit::ForcedHostShutdown { host, reason } => {
                     tracing::warn!(episode = a.episode, %host, %reason, "forced host shutdown")
+                }
+                crate::sequencer::Audit::ForcedPowerCut { host, reason } => {
+                    tracing::warn!(episode = a.episode, %host, %reason, "power cut under a host that still answers")
                 }
                 crate::sequencer::Audit::Completed {
                     error: Some(e),

@@ -188,10 +188,19 @@ pub struct SequencerConfig {
     pub use_maintenance: bool,
     /// Shut hosts down at all.
     pub shutdown_hosts: bool,
-    /// After a host shutdown is sent, it counts as down when it stops
-    /// answering or after this long.
+    /// How long a host takes to halt after its shutdown is sent: after this
+    /// long the next stage may begin (estimates and battery budgets use it
+    /// too). Power is still cut only once the host is *seen* down, see
+    /// [`SequencerConfig::host_down_deadline`].
     #[serde(with = "secs")]
     pub host_down_wait: Duration,
+    /// How long the power-device action waits, after a host's shutdown was
+    /// sent, for the host to stop answering. Past it (or once the battery's
+    /// runtime only covers the device's own delay) power is cut anyway,
+    /// logged as [`crate::Audit::ForcedPowerCut`] naming the host. Hosts
+    /// may take many minutes to halt (ESXi waits for its VMs' autostop).
+    #[serde(with = "secs", default = "default_host_down_deadline")]
+    pub host_down_deadline: Duration,
     /// Shut a host down even with VMs on, this long after the episode began
     /// (logged with the reason). `None`: never.
     #[serde(with = "opt_secs")]
@@ -227,6 +236,10 @@ pub struct SequencerConfig {
     pub observe_lag: Duration,
 }
 
+fn default_host_down_deadline() -> Duration {
+    Duration::from_secs(900)
+}
+
 impl Default for SequencerConfig {
     fn default() -> Self {
         SequencerConfig {
@@ -237,6 +250,7 @@ impl Default for SequencerConfig {
             use_maintenance: false,
             shutdown_hosts: true,
             host_down_wait: Duration::from_secs(120),
+            host_down_deadline: default_host_down_deadline(),
             force_host_after: Some(Duration::from_secs(900)),
             final_action: FinalAction::ShutdownReturn {
                 delay: Duration::from_secs(30),
@@ -290,6 +304,20 @@ impl SequencerConfig {
     pub fn host_down_wait(mut self, d: Duration) -> Self {
         self.host_down_wait = d;
         self
+    }
+    /// Sets how long power waits for a host to be seen down.
+    pub fn host_down_deadline(mut self, d: Duration) -> Self {
+        self.host_down_deadline = d;
+        self
+    }
+    /// The final action's own delay before it cuts power.
+    pub(crate) fn final_delay(&self) -> Duration {
+        match self.final_action {
+            FinalAction::None => Duration::ZERO,
+            FinalAction::ShutdownReturn { delay }
+            | FinalAction::ShutdownStayOff { delay }
+            | FinalAction::OutletsOff { delay } => delay,
+        }
     }
     /// Sets the concurrency limits.
     pub fn in_flight(mut self, overall: usize, per_host: usize) -> Self {

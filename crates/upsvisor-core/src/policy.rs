@@ -31,7 +31,10 @@ pub enum LostContactOnBattery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PolicyConfig {
-    /// On battery (debounced) for this long.
+    /// The outage has lasted this long and the device is on battery now.
+    /// The outage counts from the first on-battery reading since mains was
+    /// last *stable* (`stable_for`), so mains that flickers (short returns
+    /// that never become stable) does not restart it.
     pub on_battery_for: Option<Duration>,
     /// Runtime below this many seconds while on battery.
     pub runtime_below_s: Option<u32>,
@@ -45,8 +48,13 @@ pub struct PolicyConfig {
     pub debounce: Duration,
     /// Mains must be back this long before the policy calls it stable.
     pub stable_for: Duration,
-    /// ... and the charge at least this high (when the device reports it).
+    /// ... and the charge at least this high.
     pub restore_min_charge_pct: f32,
+    /// Whether a device that reports no charge at all (Q1 serial UPSes,
+    /// most PDUs) passes the charge gate. Off by default: unknown is not
+    /// enough to carry another shutdown.
+    #[serde(default)]
+    pub restore_without_charge: bool,
     /// A device not heard from for this long has lost contact.
     pub dead_time: Duration,
     /// What lost contact means when the device was last seen on battery.
@@ -64,6 +72,7 @@ impl Default for PolicyConfig {
             debounce: Duration::from_secs(5),
             stable_for: Duration::from_secs(60),
             restore_min_charge_pct: 30.0,
+            restore_without_charge: false,
             dead_time: Duration::from_secs(30),
             lost_contact_on_battery: LostContactOnBattery::Critical,
         }
@@ -99,6 +108,11 @@ impl PolicyConfig {
     /// Sets the charge needed to restore.
     pub fn restore_min_charge_pct(mut self, p: f32) -> Self {
         self.restore_min_charge_pct = p;
+        self
+    }
+    /// Sets whether a device without a charge reading passes the gate.
+    pub fn restore_without_charge(mut self, yes: bool) -> Self {
+        self.restore_without_charge = yes;
         self
     }
     /// Sets the dead time.
@@ -191,6 +205,9 @@ pub struct Policy {
     ob_since: Option<Instant>,
     /// First on-line reading of the current run of them.
     ol_since: Option<Instant>,
+    /// First on-battery reading since mains was last stable: the outage.
+    #[serde(default)]
+    outage_since: Option<Instant>,
     trigger: Option<Trigger>,
     created: Instant,
 }
@@ -204,6 +221,7 @@ impl Policy {
             last: None,
             ob_since: None,
             ol_since: None,
+            outage_since: None,
             trigger: None,
             created: now,
         }
@@ -225,6 +243,7 @@ impl Policy {
                 match s.source {
                     PowerSource::OnBattery => {
                         self.ob_since.get_or_insert(now);
+                        self.outage_since.get_or_insert(now);
                         self.ol_since = None;
                     }
                     PowerSource::OnLine | PowerSource::Bypass => {
@@ -252,7 +271,6 @@ impl Policy {
             if c.on_fsd && s.fsd {
                 fired = Some(Trigger::Fsd);
             } else if on_battery {
-                let ob_for = self.ob_since.map(|t| now - t).unwrap_or_default();
                 if c.on_low_battery && s.low_battery {
                     fired = Some(Trigger::LowBattery);
                 } else if let (Some(lim), Some(rt)) = (c.runtime_below_s, s.runtime_s) {
@@ -267,13 +285,16 @@ impl Policy {
                         }
                     }
                 }
-                if fired.is_none() {
-                    if let Some(lim) = c.on_battery_for {
-                        if ob_for >= lim {
-                            fired = Some(Trigger::OnBatteryFor {
-                                secs: ob_for.as_secs(),
-                            });
-                        }
+            }
+            // The outage's length, not this run's: flicker does not
+            // restart it. It fires only while on battery now.
+            if fired.is_none() && s.on_battery() {
+                if let (Some(lim), Some(t0)) = (c.on_battery_for, self.outage_since) {
+                    let out_for = now - t0;
+                    if out_for >= lim && out_for >= c.debounce {
+                        fired = Some(Trigger::OnBatteryFor {
+                            secs: out_for.as_secs(),
+                        });
                     }
                 }
             }
@@ -292,11 +313,10 @@ impl Policy {
             }
         }
 
-        let charge_ok = self
-            .last
-            .as_ref()
-            .and_then(|s| s.charge_pct)
-            .is_none_or(|c| c >= self.config.restore_min_charge_pct);
+        let charge_ok = match self.last.as_ref().and_then(|s| s.charge_pct) {
+            Some(c) => c >= self.config.restore_min_charge_pct,
+            None => self.config.restore_without_charge,
+        };
         let mains_stable = !lost
             && self
                 .ol_since
@@ -311,6 +331,15 @@ impl Policy {
             self.trigger = fired;
         } else if mains_stable {
             self.trigger = None;
+        }
+        // Mains on line for `stable_for` ends the outage, whatever the
+        // charge (the charge gates restore, not the outage's length).
+        if !lost
+            && self
+                .ol_since
+                .is_some_and(|t| now - t >= self.config.stable_for)
+        {
+            self.outage_since = None;
         }
         Verdict {
             on_battery,
@@ -467,6 +496,32 @@ mod tests {
                 expect: (false, false, true),
             },
             Case {
+                // Mains that flickers (returns shorter than stable_for, each
+                // on-battery run shorter than the 120 s limit) still
+                // triggers at 120 s of outage.
+                name: "flicker does not restart the outage",
+                script: vec![
+                    (0, ob(900)),
+                    (50, ol()),
+                    (60, ob(900)),
+                    (110, ol()),
+                    (115, ob(900)),
+                    (121, ob(900)),
+                ],
+                expect: (true, true, false),
+            },
+            Case {
+                name: "stable mains ends the outage",
+                script: vec![
+                    (0, ob(900)),
+                    (50, ol()),
+                    (111, ol()),
+                    (112, ob(900)),
+                    (130, ob(900)),
+                ],
+                expect: (true, false, false),
+            },
+            Case {
                 name: "lost contact on line: alert only",
                 script: vec![(0, ol()), (31, None)],
                 expect: (false, false, false),
@@ -516,6 +571,24 @@ mod tests {
         let last = v.last().unwrap();
         assert!(last.trigger.is_none());
         assert_eq!(last.alerts, vec![Alert::LostContact { silent_s: 34 }]);
+    }
+
+    #[test]
+    fn unknown_charge_holds_restore_unless_configured() {
+        let ol = st("OL CHRG", None, None);
+        let v = run(
+            PolicyConfig::default(),
+            &[(0, Some(ol.clone())), (100, Some(ol.clone()))],
+        );
+        assert!(
+            !v[1].mains_stable,
+            "no charge reading: not enough to restore"
+        );
+        let v = run(
+            PolicyConfig::default().restore_without_charge(true),
+            &[(0, Some(ol.clone())), (100, Some(ol))],
+        );
+        assert!(v[1].mains_stable, "configured to pass without a charge");
     }
 
     #[test]

@@ -174,6 +174,15 @@ pub enum Audit {
         /// Why.
         reason: String,
     },
+    /// Power is cut (final device action) while a host in scope still
+    /// answers: its shutdown failed, was refused, or it did not go down
+    /// within its deadline. Logged before the device command is sent.
+    ForcedPowerCut {
+        /// Host.
+        host: HostId,
+        /// Why.
+        reason: String,
+    },
     /// The episode ended.
     EpisodeEnded {
         /// How.
@@ -251,6 +260,11 @@ struct HostTrack {
     /// table taken after that, so a VM that migrated in meanwhile is seen.
     #[serde(default)]
     empty_since: Option<Instant>,
+    /// The host refused a shutdown outside maintenance mode (the rule for
+    /// ESXi's `esxcli system shutdown poweroff`): it enters maintenance
+    /// mode first, then the shutdown is sent again.
+    #[serde(default)]
+    needs_maint: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -343,7 +357,11 @@ pub struct EpisodeStatus {
 /// The sequencer. See the module docs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sequencer {
+    /// Configuration is the caller's, never the journal's: after a restart
+    /// [`Sequencer::resume_with`] puts the current one in force.
+    #[serde(skip)]
     cfg: SequencerConfig,
+    #[serde(skip)]
     inventory: Inventory,
     episode: Option<Episode>,
     next_id: u64,
@@ -357,6 +375,10 @@ pub struct Sequencer {
     /// Changed since the last [`Sequencer::take_dirty`].
     #[serde(skip)]
     dirty: bool,
+    /// Groups may have changed since the journal was written: VMs are
+    /// assigned again from the table at the next step.
+    #[serde(skip)]
+    regroup: bool,
 }
 
 impl Sequencer {
@@ -372,7 +394,43 @@ impl Sequencer {
             audit: Vec::new(),
             poll_wanted: false,
             dirty: false,
+            regroup: false,
         }
+    }
+
+    /// After loading a journaled state: puts `cfg` and `inventory` (the
+    /// caller's current ones) in force, then resumes as [`Sequencer::resume`]
+    /// does. The journal holds episode state only, so an edited group,
+    /// outlet or final action applies after a restart. What conflicts is
+    /// said in the audit: a host no longer in the inventory is dropped from
+    /// the episode (it is no longer ours to command), and VMs are assigned
+    /// to the current groups at the next step.
+    pub fn resume_with(&mut self, cfg: SequencerConfig, inventory: Inventory, now: Instant) {
+        self.regroup =
+            self.cfg.groups != cfg.groups || self.cfg.default_action != cfg.default_action;
+        self.cfg = cfg;
+        self.inventory = inventory;
+        let mut removed = Vec::new();
+        if let Some(e) = self.episode.as_mut() {
+            let known: BTreeSet<HostId> =
+                self.inventory.hosts.iter().map(|h| h.id.clone()).collect();
+            removed = e.scope.difference(&known).cloned().collect::<Vec<_>>();
+            for h in &removed {
+                e.scope.remove(h);
+                e.hosts.remove(h);
+            }
+            self.regroup = true;
+        }
+        if let Some(id) = self.episode.as_ref().map(|e| e.id) {
+            for h in removed {
+                self.note(
+                    now,
+                    id,
+                    format!("{h} is no longer in the configuration: dropped from this episode"),
+                );
+            }
+        }
+        self.resume(now);
     }
 
     /// The configuration.
@@ -432,7 +490,7 @@ impl Sequencer {
     /// when the controller stopped is taken as delivered, so none is sent
     /// twice. (Its effect is checked against the next table: a VM still on
     /// after a power off is powered off again, which is idempotent.)
-    pub fn resume(&mut self, now: Instant) {
+    fn resume(&mut self, now: Instant) {
         let ids: Vec<u64> = self
             .episode
             .as_ref()
@@ -467,6 +525,7 @@ impl Sequencer {
             t.extend(h.retry_at);
             if let HostSt::ShutdownSent { at } = h.st {
                 t.push(at + self.cfg.host_down_wait);
+                t.push(at + self.cfg.host_down_deadline);
             }
         }
         t.extend(e.finals.iter().filter_map(|f| f.retry_at));
@@ -570,6 +629,14 @@ impl Sequencer {
         let reappeared = {
             let index = table.index();
             let mut any = false;
+            if std::mem::take(&mut self.regroup) {
+                for (id, t) in e.vms.iter_mut() {
+                    if let Some((_, v)) = locate(table, &index, id) {
+                        t.group = self.cfg.group_of(&v);
+                    }
+                }
+                any = true;
+            }
             let mut revived = Vec::new();
             for (id, t) in e.vms.iter_mut() {
                 if t.unseen && index.contains_key(id) {
@@ -663,7 +730,7 @@ impl Sequencer {
                         Stage::Hosts { management } => {
                             self.step_hosts(now, &mut e, table, view, management, &mut out)
                         }
-                        Stage::Final => self.step_final(now, &mut e, view, &mut out),
+                        Stage::Final => self.step_final(now, &mut e, table, view, &mut out),
                     };
                     if done {
                         e.phase = Phase::Stopping { stage: stage + 1 };
@@ -1022,8 +1089,17 @@ impl Sequencer {
                     continue;
                 }
                 (VmSt::Pending, VmAction::PowerOff) => VmOp::PowerOff,
+                // Tools known absent: power off at once. Unknown tools state
+                // (libvirt, Proxmox, Hyper-V without integration services
+                // data) gets a graceful attempt: ACPI or the platform's soft
+                // shutdown may work without an agent, and a refusal
+                // (ToolsUnavailable, Unsupported) falls back to power off.
                 (VmSt::Pending, VmAction::Shutdown { .. })
-                    if t.force_off || info.tools != ToolsState::Running =>
+                    if t.force_off
+                        || matches!(
+                            info.tools,
+                            ToolsState::NotInstalled | ToolsState::NotRunning
+                        ) =>
                 {
                     if !t.force_off {
                         self.note(
@@ -1139,14 +1215,18 @@ impl Sequencer {
             match track.st {
                 HostSt::Down | HostSt::Failed { .. } | HostSt::Skipped => continue,
                 HostSt::ShutdownSent { at } => {
-                    let dark = matches!(table.host(&h).map(|r| &r.freshness), Some(Freshness::Stale { since, .. }) if *since >= at);
-                    if dark || now >= at + self.cfg.host_down_wait {
+                    if seen_down(table, &h, at) {
                         if let Some(t) = e.hosts.get_mut(&h) {
                             t.st = HostSt::Down;
                         }
                         continue;
                     }
-                    settled = false;
+                    // Halting: the next stage may begin after the expected
+                    // halt time, but power waits until it is seen down
+                    // (see `step_final`).
+                    if now < at + self.cfg.host_down_wait {
+                        settled = false;
+                    }
                     continue;
                 }
                 HostSt::MaintSent => {
@@ -1236,22 +1316,24 @@ impl Sequencer {
                     continue;
                 }
             }
-            let op =
-                if self.cfg.use_maintenance && track.st == HostSt::Up && !track.no_maint && !forced
-                {
-                    if let Some(t) = e.hosts.get_mut(&h) {
-                        t.st = HostSt::MaintSent;
-                    }
-                    HostOp::EnterMaintenance
-                } else {
-                    // A host shutdown cannot be called back: whatever the
-                    // configured commit point, the episode is committed now.
-                    e.committed = true;
-                    if let Some(t) = e.hosts.get_mut(&h) {
-                        t.st = HostSt::ShutdownSent { at: now };
-                    }
-                    HostOp::Shutdown
-                };
+            let op = if (self.cfg.use_maintenance || track.needs_maint)
+                && track.st == HostSt::Up
+                && !track.no_maint
+                && !forced
+            {
+                if let Some(t) = e.hosts.get_mut(&h) {
+                    t.st = HostSt::MaintSent;
+                }
+                HostOp::EnterMaintenance
+            } else {
+                // A host shutdown cannot be called back: whatever the
+                // configured commit point, the episode is committed now.
+                e.committed = true;
+                if let Some(t) = e.hosts.get_mut(&h) {
+                    t.st = HostSt::ShutdownSent { at: now };
+                }
+                HostOp::Shutdown
+            };
             self.issue(
                 now,
                 e,
@@ -1269,11 +1351,59 @@ impl Sequencer {
         &mut self,
         now: Instant,
         e: &mut Episode,
+        table: &VmTable,
         view: &PowerView,
         out: &mut Vec<Issued>,
     ) -> bool {
         if e.finals.is_empty() && !e.in_flight.is_empty() {
             return false;
+        }
+        if e.finals.is_empty() && self.cfg.final_action != FinalAction::None {
+            // Power is cut only under hosts seen down. A host still
+            // answering is waited for, up to its deadline or until the
+            // battery only covers the device's own delay; then the cut is a
+            // logged, forced decision that names the host and why.
+            let last_call = view.runtime_s.is_some_and(|rt| {
+                Duration::from_secs(u64::from(rt)) <= self.cfg.final_delay() + BUDGET_MARGIN
+            });
+            let mut answering: Vec<(HostId, String)> = Vec::new();
+            let mut wait = false;
+            for (h, t) in &e.hosts {
+                if !e.scope.contains(h) || !knows_vms_now(table, h) {
+                    continue; // silent: not seen answering
+                }
+                let why = match &t.st {
+                    HostSt::Down => continue,
+                    HostSt::ShutdownSent { at } => {
+                        if seen_down(table, h, *at) {
+                            continue;
+                        }
+                        if now < *at + self.cfg.host_down_deadline && !last_call {
+                            wait = true;
+                            continue;
+                        }
+                        format!(
+                            "still answering {} s after its shutdown was sent",
+                            (now - *at).as_secs()
+                        )
+                    }
+                    HostSt::Failed { error } => format!("its shutdown failed: {error}"),
+                    HostSt::Skipped => "host shutdown is off in the configuration".into(),
+                    _ => "it was not shut down".into(),
+                };
+                answering.push((h.clone(), why));
+            }
+            if wait {
+                return false;
+            }
+            for (host, why) in answering {
+                let reason = if last_call {
+                    format!("{why}; the battery only covers the device's own delay")
+                } else {
+                    why
+                };
+                self.push(now, e.id, Audit::ForcedPowerCut { host, reason });
+            }
         }
         if e.finals.is_empty() {
             e.committed = true;
@@ -1690,6 +1820,7 @@ impl Sequencer {
         );
         let retries = self.cfg.retries;
         let backoff = self.cfg.retry_backoff;
+        let mut notes: Vec<String> = Vec::new();
         match (&cmd, result) {
             (Command::Vm { vm, op, .. }, r) => {
                 let Some(t) = e.vms.get_mut(vm) else {
@@ -1788,6 +1919,22 @@ impl Sequencer {
                             }
                         }
                         (HostOp::Shutdown, Ok(())) => {}
+                        (HostOp::Shutdown, Err(err))
+                            if err.kind() == ErrorKind::InvalidState
+                                && !t.maint
+                                && !t.needs_maint
+                                && !t.no_maint =>
+                        {
+                            // Refused outside maintenance mode (ESXi's rule
+                            // for `esxcli system shutdown poweroff`): the
+                            // remedy is to enter it, then shut down again.
+                            t.needs_maint = true;
+                            t.st = HostSt::Up;
+                            t.empty_since = None;
+                            notes.push(format!(
+                                "{host} refused the shutdown ({err}): entering maintenance mode, then shutting down again"
+                            ));
+                        }
                         (HostOp::Shutdown, Err(err)) => {
                             t.attempts += 1;
                             if err.is_transient() && t.attempts <= retries {
@@ -1836,6 +1983,9 @@ impl Sequencer {
                 }
             }
         }
+        for text in notes {
+            self.note(now, e.id, text);
+        }
         self.episode = Some(e);
     }
 }
@@ -1846,6 +1996,12 @@ const MAX_REVIVALS: u32 = 3;
 
 /// Time for a power-off to land before the host shutdown that follows it.
 const BUDGET_MARGIN: Duration = Duration::from_secs(30);
+
+/// Whether `host` has been seen down since `since`: it stopped answering
+/// (its row went stale) at or after that moment.
+fn seen_down(table: &VmTable, host: &HostId, since: Instant) -> bool {
+    matches!(table.host(host).map(|r| &r.freshness), Some(Freshness::Stale { since: s, .. }) if *s >= since)
+}
 
 /// Whether the table's list for `host` is evidence now: the host answered
 /// the latest poll. A stale row keeps the VMs last seen (silence never
@@ -1880,5 +2036,6 @@ fn new_host() -> HostTrack {
         exit_maint_sent: false,
         lost: false,
         empty_since: None,
+        needs_maint: false,
     }
 }

@@ -313,7 +313,7 @@ fn restart_resumes_without_resending() {
     // The controller dies with the host shutdown in flight.
     let saved = serde_json::to_string(&s).unwrap();
     let mut back: Sequencer = serde_json::from_str(&saved).unwrap();
-    back.resume(t(5));
+    back.resume_with(SequencerConfig::default(), inventory(&["h1"]), t(5));
     let t2 = table(&t1, 6, &[("h1", vec![vm("a", OFF, TOOLS)])]);
     let again = back.step(t(6), &t2, &failing(&["h1"]));
     assert!(
@@ -475,7 +475,11 @@ fn silent_host_is_not_shut_down_and_its_vms_are_not_dropped() {
     s.complete(t(1), cmds[0].id, Ok(()));
     // The controller restarts: a new process's table, in which h2 has
     // never answered (its row is stale with no VMs and no last_seen).
-    s.resume(t(5));
+    s.resume_with(
+        SequencerConfig::default().force_host_after(None),
+        inventory(&["h1", "h2"]),
+        t(5),
+    );
     let poll = |prev: &VmTable, at: u64| {
         merge(
             prev,
@@ -521,4 +525,59 @@ fn silent_host_is_not_shut_down_and_its_vms_are_not_dropped() {
             Audit::Note { text } if text.contains("is kept until one shows it"))),
         "the audit says why the VM is kept"
     );
+}
+
+/// Rule: the journal holds episode state, never configuration. A restart
+/// puts the caller's current configuration in force (an edited final
+/// action applies), and a host removed from the inventory is dropped from
+/// the episode with a note.
+#[test]
+fn resume_uses_the_current_config_not_the_journaled_one() {
+    use upsvisor_core::FinalAction;
+    let old = SequencerConfig::default().final_action(FinalAction::ShutdownStayOff {
+        delay: Duration::from_secs(5),
+    });
+    let mut s = Sequencer::new(old, inventory(&["h1", "h2"]));
+    s.step(t(0), &VmTable::default(), &failing(&["h1", "h2"]));
+    let saved = serde_json::to_string(&s).unwrap();
+    assert!(
+        !saved.contains("ShutdownStayOff") && !saved.contains("shutdown_stay_off"),
+        "configuration is not journaled: {saved}"
+    );
+    let mut back: Sequencer = serde_json::from_str(&saved).unwrap();
+    let new = SequencerConfig::default().final_action(FinalAction::OutletsOff {
+        delay: Duration::from_secs(0),
+    });
+    back.resume_with(new.clone(), inventory(&["h1"]), t(5));
+    assert_eq!(back.config(), &new);
+    assert!(back.take_audit().iter().any(|a| matches!(&a.what,
+        Audit::Note { text } if text.contains("h2 is no longer in the configuration"))));
+    // h1 empty: host shutdown, then the current final action.
+    let mut tab = VmTable::default();
+    let mut sent = Vec::new();
+    for at in [6, 7, 8] {
+        tab = table(&tab, at, &[("h1", vec![])]);
+        for c in back.step(t(at), &tab, &failing(&["h1"])) {
+            sent.extend(ops(std::slice::from_ref(&c)));
+            back.complete(t(at), c.id, Ok(()));
+        }
+    }
+    let dark = merge(
+        &tab,
+        [(
+            HostId::from("h1"),
+            HostOutcome::Failed(upsvisor_core::Error::unreachable("h1", "down")),
+        )],
+        t(20),
+    )
+    .0;
+    for c in back.step(t(20), &dark, &failing(&["h1"])) {
+        sent.extend(ops(std::slice::from_ref(&c)));
+    }
+    assert!(sent.contains(&"shutdown h1".to_string()), "{sent:?}");
+    assert!(
+        sent.iter().any(|o| o.contains("OutletOff")),
+        "the edited final action is the one in force: {sent:?}"
+    );
+    assert!(!sent.iter().any(|o| o.contains("StayOff")), "{sent:?}");
 }

@@ -23,6 +23,13 @@ pub enum Guest {
     Stubborn,
     /// Has no guest tools: guest operations fail with `ToolsUnavailable`.
     NoTools,
+    /// No agent, but the guest OS obeys the ACPI power button, taking this
+    /// long: the platform reports its tools state as `Unknown`, and a guest
+    /// shutdown works. This is libvirt's shape: `virsh shutdown` sends an
+    /// ACPI event by default and needs no guest agent (virsh(1), "shutdown":
+    /// "the guest OS must respond to the ACPI event"), while `virsh dominfo`
+    /// says nothing about an agent.
+    Acpi(Duration),
 }
 
 /// How a host answers requests.
@@ -48,6 +55,11 @@ pub struct SimHostConfig {
     pub boot_time: Duration,
     /// Time from a shutdown request to power off.
     pub shutdown_time: Duration,
+    /// Refuses a shutdown (`InvalidState`) unless in maintenance mode. This
+    /// is the ESXi rule for `esxcli system shutdown poweroff`, which "can be
+    /// used only when the host is in maintenance mode" (VMware, esxcli
+    /// command reference, `system shutdown poweroff`).
+    pub shutdown_needs_maintenance: bool,
     /// Product, version.
     pub info: HostInfo,
 }
@@ -59,6 +71,7 @@ impl Default for SimHostConfig {
             bulk_inventory: true,
             boot_time: Duration::from_secs(90),
             shutdown_time: Duration::from_secs(20),
+            shutdown_needs_maintenance: false,
             info: HostInfo::new("Simulated ESXi", "8.0.2"),
         }
     }
@@ -73,6 +86,17 @@ impl SimHostConfig {
     /// Sets whether inventory is one request.
     pub fn bulk_inventory(mut self, yes: bool) -> Self {
         self.bulk_inventory = yes;
+        self
+    }
+    /// Sets the time from a shutdown request to power off (real hosts may
+    /// take many minutes: ESXi first stops its VMs per its autostop order).
+    pub fn shutdown_time(mut self, d: Duration) -> Self {
+        self.shutdown_time = d;
+        self
+    }
+    /// Sets whether a shutdown is refused outside maintenance mode (ESXi).
+    pub fn shutdown_needs_maintenance(mut self, yes: bool) -> Self {
+        self.shutdown_needs_maintenance = yes;
         self
     }
 }
@@ -154,6 +178,18 @@ pub struct UncleanLoss {
     pub cause: LossCause,
 }
 
+/// Input power cut under a host whose OS was still running (answering):
+/// what the sequencer must never do without a logged, forced decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostCut {
+    /// When.
+    pub at: Instant,
+    /// Which host.
+    pub host: HostId,
+    /// The battery ran flat (no command cut it).
+    pub battery_empty: bool,
+}
+
 /// One command a simulated host or UPS received, and what it answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommandRecord {
@@ -189,10 +225,24 @@ pub(crate) struct VmState {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Action {
-    Migrate { vm: VmId, to: HostId },
-    GuestOff { vm: VmId },
-    HostBoot { host: HostId },
-    HostHalt { host: HostId },
+    Migrate {
+        vm: VmId,
+        to: HostId,
+    },
+    /// The switchover of a live migration begun earlier.
+    Switchover {
+        vm: VmId,
+        to: HostId,
+    },
+    GuestOff {
+        vm: VmId,
+    },
+    HostBoot {
+        host: HostId,
+    },
+    HostHalt {
+        host: HostId,
+    },
     Ups(crate::ups::UpsAction),
 }
 
@@ -206,6 +256,8 @@ pub(crate) struct State {
     pub(crate) log: Vec<CommandRecord>,
     /// VMs that lost power while running (the thing upsvisor prevents).
     pub(crate) unclean: Vec<UncleanLoss>,
+    /// Power cut under running hosts.
+    pub(crate) cuts: Vec<HostCut>,
     pub(crate) ups: Option<UpsState>,
 }
 
@@ -249,21 +301,21 @@ impl State {
         let now = self.now;
         match a {
             Action::Migrate { vm, to } => {
-                // A host that is shutting down or in maintenance takes no VMs.
-                let halting = self
-                    .actions
-                    .values()
-                    .any(|a| matches!(a, Action::HostHalt { host } if *host == to));
-                let to_up = !halting && self.hosts.get(&to).is_some_and(|h| h.up && !h.maintenance);
-                if let Some(v) = self.vms.get_mut(&vm) {
-                    let from_up = self.hosts.get(&v.host).is_some_and(|h| h.up);
-                    // A live migration needs both ends up; a powered-off VM can
-                    // be re-registered only if the target is up.
-                    if to_up && (from_up || !v.info.power.is_on()) {
-                        v.host = to;
+                // A live migration (vMotion, virsh migrate --live) copies
+                // memory while the VM keeps running on the source, and
+                // switches over at the end (VMware, "vMotion migration":
+                // the VM runs on the source host until switchover). A
+                // powered-off VM is only re-registered, at once.
+                let live = self.vms.get(&vm).is_some_and(|v| v.info.power.is_on());
+                if live {
+                    if self.can_take(&to) {
+                        self.schedule(now + LIVE_MIGRATION, Action::Switchover { vm, to });
                     }
+                } else {
+                    self.switch_over(&vm, to);
                 }
             }
+            Action::Switchover { vm, to } => self.switch_over(&vm, to),
             Action::GuestOff { vm } => {
                 if let Some(v) = self.vms.get_mut(&vm) {
                     if v.info.power == PowerState::PoweredOn {
@@ -285,6 +337,28 @@ impl State {
             }
             Action::HostHalt { host } => self.host_goes_dark(&host, now, LossCause::HostShutdown),
             Action::Ups(u) => self.apply_ups(u),
+        }
+    }
+
+    /// Whether `host` takes a VM now: up, not in maintenance mode, and not
+    /// shutting down (a migration into a halting host fails).
+    fn can_take(&self, host: &HostId) -> bool {
+        let halting = self
+            .actions
+            .values()
+            .any(|a| matches!(a, Action::HostHalt { host: h } if h == host));
+        !halting && self.hosts.get(host).is_some_and(|h| h.up && !h.maintenance)
+    }
+
+    fn switch_over(&mut self, vm: &VmId, to: HostId) {
+        let to_ok = self.can_take(&to);
+        if let Some(v) = self.vms.get_mut(vm) {
+            let from_up = self.hosts.get(&v.host).is_some_and(|h| h.up);
+            // A live migration needs both ends up at switchover; a
+            // powered-off VM can be re-registered only if the target is up.
+            if to_ok && (from_up || !v.info.power.is_on()) {
+                v.host = to;
+            }
         }
     }
 
@@ -333,6 +407,14 @@ impl State {
             return;
         }
         h.powered = on;
+        if !on && h.up {
+            let battery_empty = self.ups.as_ref().is_some_and(|u| u.battery_flat());
+            self.cuts.push(HostCut {
+                at: now,
+                host: host.clone(),
+                battery_empty,
+            });
+        }
         if on {
             let boot = h.cfg.boot_time;
             self.schedule(now + boot, Action::HostBoot { host: host.clone() });
@@ -369,6 +451,9 @@ impl State {
         });
     }
 }
+
+/// How long a live migration runs before its switchover.
+const LIVE_MIGRATION: Duration = Duration::from_secs(10);
 
 pub(crate) fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -470,6 +555,7 @@ impl Estate {
     pub fn add_vm(&self, host: &HostId, mut info: VmInfo, guest: Guest) {
         info.tools = match (guest, info.power) {
             (Guest::NoTools, _) => ToolsState::NotInstalled,
+            (Guest::Acpi(_), _) => ToolsState::Unknown,
             (_, PowerState::PoweredOn) => ToolsState::Running,
             _ => ToolsState::NotRunning,
         };
@@ -531,8 +617,10 @@ impl Estate {
     pub fn set_guest(&self, vm: &VmId, g: Guest) {
         if let Some(v) = lock(&self.state).vms.get_mut(vm) {
             v.guest = g;
-            if g == Guest::NoTools {
-                v.info.tools = ToolsState::NotInstalled;
+            match g {
+                Guest::NoTools => v.info.tools = ToolsState::NotInstalled,
+                Guest::Acpi(_) => v.info.tools = ToolsState::Unknown,
+                _ => {}
             }
         }
     }
@@ -575,6 +663,14 @@ impl Estate {
         let mut st = lock(&self.state);
         st.catch_up(now);
         st.unclean.clone()
+    }
+
+    /// Power cuts under hosts whose OS was still running.
+    pub fn host_power_cuts(&self) -> Vec<HostCut> {
+        let now = self.clock.now();
+        let mut st = lock(&self.state);
+        st.catch_up(now);
+        st.cuts.clone()
     }
 
     /// Cuts or restores a host's input power directly (as a PDU outlet would).
@@ -740,6 +836,17 @@ impl HostTransport for SimHost {
                 set_maint(&mut st, &self.host, false);
                 Ok(())
             }
+            HostOp::Shutdown | HostOp::Reboot
+                if st
+                    .hosts
+                    .get(&self.host)
+                    .is_some_and(|h| h.cfg.shutdown_needs_maintenance && !h.maintenance) =>
+            {
+                Err(Error::invalid_state(format!(
+                    "{}: the host is not in maintenance mode",
+                    self.host
+                )))
+            }
             HostOp::Shutdown | HostOp::Reboot => {
                 let d = st
                     .hosts
@@ -805,7 +912,7 @@ fn vm_op(st: &mut State, host: &HostId, vm: &VmId, op: VmOp) -> Result<()> {
             match v.guest {
                 Guest::NoTools => Err(Error::tools_unavailable(v.info.name.clone())),
                 Guest::Stubborn => Ok(()),
-                Guest::Cooperative(d) => {
+                Guest::Cooperative(d) | Guest::Acpi(d) => {
                     if op == VmOp::ShutdownGuest {
                         let id = vm.clone();
                         st.schedule(now + d, Action::GuestOff { vm: id });
@@ -826,18 +933,36 @@ fn vm_op(st: &mut State, host: &HostId, vm: &VmId, op: VmOp) -> Result<()> {
             Ok(())
         }
         VmOp::PowerOn => {
+            // vSphere's InvalidPowerState fault; virsh's "Domain is already
+            // active"; qm's "VM ... already running".
+            if on {
+                return Err(Error::invalid_state(format!(
+                    "{} is already powered on",
+                    v.info.name
+                )));
+            }
             if st.hosts.get(host).is_some_and(|h| h.maintenance) {
                 return Err(Error::invalid_state(format!(
                     "{host} is in maintenance mode"
                 )));
             }
+            // A host that has been told to shut down starts nothing new.
+            if st
+                .actions
+                .values()
+                .any(|a| matches!(a, Action::HostHalt { host: h } if h == host))
+            {
+                return Err(Error::invalid_state(format!("{host} is shutting down")));
+            }
             let Some(v) = st.vms.get_mut(vm) else {
                 return Err(Error::not_found(format!("VM {vm}")));
             };
             v.info.power = PowerState::PoweredOn;
-            if v.guest != Guest::NoTools {
-                v.info.tools = ToolsState::Running;
-            }
+            v.info.tools = match v.guest {
+                Guest::NoTools => ToolsState::NotInstalled,
+                Guest::Acpi(_) => ToolsState::Unknown,
+                _ => ToolsState::Running,
+            };
             Ok(())
         }
         VmOp::Reset => {

@@ -30,6 +30,16 @@ pub struct UpsConfig {
     pub low_charge_pct: f64,
     /// After `shutdown.return`, how long the output stays off at least.
     pub return_delay: Duration,
+    /// Whether `battery.charge` is reported. Many devices report none:
+    /// NUT's `blazer`/`nutdrv_qx` Q1 status carries only battery voltage,
+    /// and most PDUs have no battery at all.
+    pub reports_charge: bool,
+    /// Whether `battery.runtime` is reported (often absent with Q1 too).
+    pub reports_runtime: bool,
+    /// After mains returns with `LB` set, `LB` stays set this long while
+    /// the battery recharges above the low-battery threshold (APC and Eaton
+    /// units clear LB only on a recharged capacity, not on input power).
+    pub lb_linger: Duration,
 }
 
 impl UpsConfig {
@@ -45,7 +55,23 @@ impl UpsConfig {
             low_runtime_s: 120,
             low_charge_pct: 10.0,
             return_delay: Duration::from_secs(10),
+            reports_charge: true,
+            reports_runtime: true,
+            lb_linger: Duration::ZERO,
         }
+    }
+
+    /// Sets whether charge and runtime are reported.
+    pub fn reports(mut self, charge: bool, runtime: bool) -> Self {
+        self.reports_charge = charge;
+        self.reports_runtime = runtime;
+        self
+    }
+
+    /// Sets how long `LB` stays set after mains returns.
+    pub fn lb_linger(mut self, d: Duration) -> Self {
+        self.lb_linger = d;
+        self
     }
 
     /// Replaces the outlet map.
@@ -113,6 +139,15 @@ pub(crate) struct UpsState {
     /// Output went off with `shutdown.return`: it comes back with mains.
     return_armed: bool,
     reachable: bool,
+    /// `LB` shown on line until then (see [`UpsConfig::lb_linger`]).
+    lb_until: Option<Instant>,
+}
+
+impl UpsState {
+    /// The battery is flat and the output went off for it.
+    pub(crate) fn battery_flat(&self) -> bool {
+        !self.mains && self.charge <= 0.0
+    }
 }
 
 impl State {
@@ -192,12 +227,16 @@ impl State {
 
     pub(crate) fn apply_ups(&mut self, a: UpsAction) {
         let now = self.now;
+        let load = self.ups_load();
         let Some(u) = self.ups.as_mut() else { return };
         let mut schedule_on = None;
         match a {
             UpsAction::Step(s) => match s {
                 UpsStep::MainsLost => u.mains = false,
                 UpsStep::MainsBack => {
+                    if !u.mains && low_battery(u, load) && !u.cfg.lb_linger.is_zero() {
+                        u.lb_until = Some(now + u.cfg.lb_linger);
+                    }
                     u.mains = true;
                     if !u.output_on && u.return_armed {
                         schedule_on = Some(now + u.cfg.return_delay);
@@ -263,9 +302,8 @@ impl State {
         } else {
             StatusToken::OB
         });
-        let computed_lb =
-            !u.mains && ((runtime as u32) < u.cfg.low_runtime_s || u.charge < u.cfg.low_charge_pct);
-        if u.forced_lb.unwrap_or(computed_lb) {
+        let lingering = u.mains && u.lb_until.is_some_and(|t| self.now < t);
+        if u.forced_lb.unwrap_or(low_battery(u, load)) || lingering {
             tokens.push(StatusToken::LB);
         }
         tokens.push(if u.mains {
@@ -280,8 +318,11 @@ impl State {
         if !u.output_on && !u.mains {
             s.source = PowerSource::Off;
         }
-        s.charge_pct = Some(u.charge.round() as f32);
-        s.runtime_s = Some(runtime.min(f64::from(u32::MAX)) as u32);
+        s.charge_pct = u.cfg.reports_charge.then_some(u.charge.round() as f32);
+        s.runtime_s = u
+            .cfg
+            .reports_runtime
+            .then_some(runtime.min(f64::from(u32::MAX)) as u32);
         s.load_pct = Some(
             (100.0 * load / u.cfg.outlets.values().map(Vec::len).sum::<usize>().max(1) as f64)
                 as f32,
@@ -326,6 +367,7 @@ impl SimUps {
             forced_lb: None,
             return_armed: false,
             reachable: true,
+            lb_until: None,
         });
         for (after, step) in script.steps {
             st.schedule(now + after, Action::Ups(UpsAction::Step(step)));
@@ -438,6 +480,17 @@ impl PowerDevice for SimUps {
         st.record(&name, None, &op, &r);
         r
     }
+}
+
+/// The low-battery flag a UPS computes on battery: runtime or charge under
+/// its thresholds.
+fn low_battery(u: &UpsState, load: f64) -> bool {
+    let runtime = if load > 0.0 {
+        u.charge / 100.0 * u.cfg.capacity_host_seconds / load
+    } else {
+        u.charge / 100.0 * u.cfg.capacity_host_seconds
+    };
+    !u.mains && ((runtime as u32) < u.cfg.low_runtime_s || u.charge < u.cfg.low_charge_pct)
 }
 
 fn serde_json_like(cmd: &DeviceCommand) -> String {

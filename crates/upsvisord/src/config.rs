@@ -279,6 +279,9 @@ pub struct PolicySection {
     pub stable_for_s: u64,
     /// Minimum charge before restore.
     pub restore_min_charge_pct: f32,
+    /// Whether a device that reports no charge (Q1 serial UPSes, PDUs)
+    /// passes the restore gate; off: unknown charge holds restore.
+    pub restore_without_charge: bool,
     /// A device silent this long counts as lost.
     pub dead_time_s: u64,
     /// On-battery readings must hold this long to count.
@@ -295,6 +298,7 @@ impl Default for PolicySection {
             on_fsd: true,
             stable_for_s: 120,
             restore_min_charge_pct: 0.0,
+            restore_without_charge: false,
             dead_time_s: 60,
             debounce_s: 5,
         }
@@ -314,9 +318,12 @@ pub struct SequencerSection {
     pub shutdown_hosts: bool,
     /// Force a host down after this long even with VMs on (0 = never).
     pub force_host_after_s: u64,
-    /// A host counts as down this long after its shutdown was sent, if it
-    /// has not stopped answering before.
+    /// How long a host takes to halt after its shutdown was sent; the next
+    /// stage may begin after it.
     pub host_down_wait_s: u64,
+    /// How long the power-device action waits for a host to be seen down
+    /// (stop answering); past it power is cut anyway, logged as forced.
+    pub host_down_deadline_s: u64,
     /// `none`, `shutdown_return`, `shutdown_stay_off`, `outlets_off`.
     pub final_action: String,
     /// Delay for the final device action.
@@ -335,6 +342,7 @@ impl Default for SequencerSection {
             shutdown_hosts: true,
             force_host_after_s: 0,
             host_down_wait_s: 120,
+            host_down_deadline_s: 900,
             final_action: "none".into(),
             final_delay_s: 60,
             call_deadline_s: 30,
@@ -1182,6 +1190,7 @@ impl Config {
             .charge_below_pct((p.charge_below_pct > 0.0).then_some(p.charge_below_pct))
             .stable_for(Duration::from_secs(p.stable_for_s))
             .restore_min_charge_pct(p.restore_min_charge_pct)
+            .restore_without_charge(p.restore_without_charge)
             .dead_time(Duration::from_secs(p.dead_time_s.max(1)))
             .debounce(Duration::from_secs(p.debounce_s));
         c.on_low_battery = p.on_low_battery;
@@ -1209,6 +1218,7 @@ impl Config {
                 (s.force_host_after_s > 0).then(|| Duration::from_secs(s.force_host_after_s)),
             )
             .host_down_wait(Duration::from_secs(s.host_down_wait_s.max(1)))
+            .host_down_deadline(Duration::from_secs(s.host_down_deadline_s.max(1)))
             .call_deadline(Duration::from_secs(s.call_deadline_s.max(1)))
             .margin(Duration::from_secs(s.margin_s));
         c.shutdown_hosts = s.shutdown_hosts;
