@@ -41,6 +41,70 @@ pub fn require_peer(candidates: &[&str], debian_package: &str) -> Option<PathBuf
     None
 }
 
+/// The Python virtualenv `scripts/install-deps` creates for PyPI peers
+/// (snmpsim): `$UPSVISOR_VENV`, or `/opt/upsvisor-venv`.
+pub fn venv_dir() -> PathBuf {
+    std::env::var_os("UPSVISOR_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/upsvisor-venv"))
+}
+
+/// Finds `tool` in [`venv_dir`]'s `bin/`. Missing under CI: panics naming
+/// the PyPI package and the script that installs it. Missing elsewhere:
+/// prints why and returns `None`.
+pub fn require_venv_tool(tool: &str, pypi_package: &str) -> Option<PathBuf> {
+    let p = venv_dir().join("bin").join(tool);
+    if p.is_file() {
+        return Some(p);
+    }
+    let msg = format!(
+        "peer {} not found: run scripts/install-deps (installs PyPI `{pypi_package}` into {})",
+        p.display(),
+        venv_dir().display()
+    );
+    if in_ci() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED (not CI): {msg}");
+    None
+}
+
+/// A shared test corpus under the project's `../shared/data/<name>`
+/// (`$UPSVISOR_SHARED_DATA/<name>` when set). Missing under CI: panics.
+/// Missing elsewhere: prints why and returns `None`.
+pub fn require_corpus(workspace_root: &Path, name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("UPSVISOR_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root.join("../shared/data"))
+        .join(name);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    let msg = format!(
+        "corpus {} not found (set UPSVISOR_SHARED_DATA to the folder holding {name}/)",
+        dir.display()
+    );
+    if in_ci() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED (not CI): {msg}");
+    None
+}
+
+/// Whether this process runs as root (`id -u` is 0).
+pub fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A free UDP port on 127.0.0.1 (racy by nature, like [`free_port`]).
+pub fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind udp 127.0.0.1:0");
+    s.local_addr().expect("local addr").port()
+}
+
 /// Looks `name` up in `PATH`.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
