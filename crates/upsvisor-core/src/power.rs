@@ -209,7 +209,9 @@ impl PowerStatus {
         let (Some(rt), Some(charge)) = (self.runtime_s, self.charge_pct) else {
             return;
         };
-        if charge >= 20.0 && (rt as f32) < 1.2 * charge {
+        // rt < 1.2 s per percent, in integers-as-floats so 120 s at 100 % is
+        // not flagged by rounding.
+        if charge >= 20.0 && f64::from(rt) * 5.0 < 6.0 * f64::from(charge) {
             self.warnings.push(StatusWarning::RuntimeBelowCharge {
                 runtime_s: rt,
                 charge_pct: charge,

@@ -107,6 +107,8 @@ struct Conn {
     stream: Stream,
     buf: LineBuffer,
     primary: bool,
+    /// `LOGIN` accepted on this connection: upsd counts it in NUMLOGINS.
+    logged_in: bool,
 }
 
 /// A blocking client of one UPS on one upsd, the engine of
@@ -121,6 +123,9 @@ struct Conn {
 pub struct NutClient {
     cfg: NutConfig,
     conn: Option<Conn>,
+    /// Whether new connections `LOGIN` (starts as `cfg.login`; cleared by
+    /// [`NutClient::logout`], set by [`NutClient::login`]).
+    attach: bool,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsSetup>,
 }
@@ -145,6 +150,7 @@ impl NutClient {
             None => None,
         };
         Ok(NutClient {
+            attach: cfg.login,
             cfg,
             conn: None,
             #[cfg(feature = "tls")]
@@ -160,6 +166,59 @@ impl NutClient {
     /// Whether a connection is currently open.
     pub fn is_connected(&self) -> bool {
         self.conn.is_some()
+    }
+
+    /// Whether this client is attached to the UPS with `LOGIN` right now,
+    /// i.e. counted in upsd's `NUMLOGINS` (a primary upsmon waits for it).
+    pub fn is_logged_in(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.logged_in)
+    }
+
+    /// Detaches from the UPS: `LOGOUT` on the open connection (upsd answers
+    /// `OK Goodbye` and closes it), and no `LOGIN` on later connections, so
+    /// status reads go on without counting as a client. Call it once the
+    /// hosts this UPS feeds are down: a primary upsmon that raised `FSD`
+    /// waits for every logged-in client (up to its `HOSTSYNC`) before it
+    /// cuts power. Not connected: only stops later `LOGIN`s.
+    pub fn logout(&mut self) -> Result<(), Error> {
+        let deadline = self.deadline();
+        self.logout_until(deadline)
+    }
+
+    pub(crate) fn logout_until(&mut self, deadline: Instant) -> Result<(), Error> {
+        self.attach = false;
+        let Some(mut c) = self.conn.take() else {
+            return Ok(());
+        };
+        // The connection ends either way; upsd also drops the login when
+        // the connection closes, so a failed LOGOUT still detaches.
+        match expect_ok(&mut c, deadline, &Request::Logout) {
+            Ok(_) | Err(Fail::Closed) => Ok(()),
+            Err(fail) => Err(self.map_fail("LOGOUT", fail, false)),
+        }
+    }
+
+    /// Attaches to the UPS with `LOGIN` (connecting if needed) and on every
+    /// later connection: what a upsmon secondary does. Needs credentials
+    /// whose upsd.users entry has `upsmon secondary` (or `primary`).
+    pub fn login(&mut self) -> Result<(), Error> {
+        let deadline = self.deadline();
+        self.login_until(deadline)
+    }
+
+    pub(crate) fn login_until(&mut self, deadline: Instant) -> Result<(), Error> {
+        if self.cfg.credentials.is_none() {
+            return Err(Error::config("nut.login", "LOGIN needs credentials"));
+        }
+        self.attach = true;
+        let ups = self.cfg.ups.clone();
+        self.run("LOGIN", deadline, false, |c, d, _| {
+            if !c.logged_in {
+                expect_ok(c, d, &Request::Login(&ups))?;
+                c.logged_in = true;
+            }
+            Ok(())
+        })
     }
 
     /// Closes the connection (politely, with `LOGOUT`, best effort).
@@ -239,6 +298,13 @@ impl NutClient {
     /// `LIST RW`: the variables that can be set, with their values.
     pub fn list_rw(&mut self) -> Result<BTreeMap<String, String>, Error> {
         let deadline = self.deadline();
+        self.list_rw_until(deadline)
+    }
+
+    pub(crate) fn list_rw_until(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<BTreeMap<String, String>, Error> {
         let ups = self.cfg.ups.clone();
         let items = self.run("LIST RW", deadline, true, |c, d, cfg| {
             list(c, d, cfg, &Request::ListRw(&ups), ListKind::Rw, Some(&ups))
@@ -418,6 +484,7 @@ impl NutClient {
                         stream: Stream::Plain(stream),
                         buf: LineBuffer::new(self.cfg.max_line),
                         primary: false,
+                        logged_in: false,
                     };
                     #[cfg(feature = "tls")]
                     if let Some(tls) = &self.tls {
@@ -427,8 +494,9 @@ impl NutClient {
                         expect_ok(&mut c, deadline, &Request::Username(&cred.username))?;
                         expect_ok(&mut c, deadline, &Request::Password(cred.password.expose()))?;
                     }
-                    if self.cfg.login {
+                    if self.attach {
                         expect_ok(&mut c, deadline, &Request::Login(&self.cfg.ups))?;
+                        c.logged_in = true;
                     }
                     return Ok(c);
                 }
@@ -594,6 +662,7 @@ fn starttls(mut c: Conn, tls: &crate::tls::TlsSetup, deadline: Instant) -> Resul
         stream: Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))),
         buf: c.buf,
         primary: c.primary,
+        logged_in: c.logged_in,
     })
 }
 

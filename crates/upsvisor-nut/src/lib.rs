@@ -11,7 +11,8 @@
 //! - [`status`]: NUT variables → [`PowerStatus`](upsvisor_core::PowerStatus)
 //!   ([`status_from_vars`]) and the `upsc` dump format ([`parse_upsc_dump`]).
 //! - [`NutClient`]: a blocking session over std TCP: `USERNAME`/`PASSWORD`,
-//!   optional `LOGIN`, `PRIMARY` (falling back to `MASTER`), `FSD`,
+//!   optional `LOGIN` as a upsmon secondary and `LOGOUT` once the hosts
+//!   are down ([`NutDevice::logout`]), `PRIMARY` (falling back to `MASTER`), `FSD`,
 //!   `LIST UPS/VAR/CMD/RW`, `GET VAR`, `SET VAR`, `INSTCMD`; per-call
 //!   deadlines; reconnects after any failure that may have desynchronised
 //!   the connection.
@@ -48,8 +49,25 @@
 //!   `pk12util`): status and an authenticated command over STARTTLS; an
 //!   unknown CA and a wrong server name refused (`Auth`), twice (no
 //!   fallback); a upsd without TLS gives `Unsupported`.
+//! - Live, by `tests/upsmon.rs`: a real `upsmon` primary (Debian
+//!   `nut-client` 2.8.0, `HOSTSYNC 15`) on the same upsd, upsvisor logged
+//!   in as a secondary: upsd counts it (`NUMLOGINS` 2), the UPS goes
+//!   `OB LB`, the primary raises `FSD` (read as `fsd`) and waits; its
+//!   shutdown command (a recording shim) runs only after upsvisor's
+//!   `LOGOUT`, well inside `HOSTSYNC`.
 //! - By `tests/ddl.rs`: all 240 dumps of the NUT Devices Dumps Library
-//!   (networkupstools/nut-ddl) map to a status.
+//!   (networkupstools/nut-ddl) map to a status; every outlet state in them
+//!   (`outlet.N.status` and the older `outlet.N.switch`) reads as on or
+//!   off; the three dumps whose runtime contradicts their charge are
+//!   flagged, and only they.
+//!
+//! ## Units
+//! NUT's `battery.runtime` is in seconds and `battery.charge` and
+//! `ups.load` in percent, for every driver (`docs/nut-names.txt`); a
+//! runtime an order of magnitude below what the charge allows (minutes
+//! reported as seconds, a "not known" written as 0), or one that counts
+//! up on battery between reads, adds a
+//! [`StatusWarning`](upsvisor_core::StatusWarning) to the status.
 //! - By `tests/raw_server.rs`: a fake server sending garbage, truncated,
 //!   oversized replies or nothing at all; exact request lines of every
 //!   command mapping.
@@ -57,8 +75,9 @@
 //!   `PRIMARY`; the fallback is tested against the fake server), outlet and
 //!   shutdown instant commands on real hardware (`dummy-ups` only offers
 //!   `load.off`; the lines sent for `outlet.N.load.*`, `load.off.delay`,
-//!   `shutdown.return`/`stayoff`/`stop` are checked against the fake
-//!   server only), TLS client certificates (`CERTREQUEST`; not supported).
+//!   `shutdown.return`/`stayoff`/`stop` and the `SET VAR outlet.N.switch`
+//!   fallback are checked against the fake server only), TLS client
+//!   certificates (`CERTREQUEST`; not supported).
 //!
 //! ```
 //! use upsvisor_nut::{Reply, parse_line, status_from_vars};
@@ -88,6 +107,6 @@ pub use codec::{
 };
 pub use config::{DEFAULT_PORT, NutConfig};
 pub use device::{LastSeen, NutDevice};
-pub use status::{DumpError, parse_upsc_dump, status_from_vars};
+pub use status::{DumpError, outlet_state, parse_upsc_dump, status_from_vars};
 #[cfg(feature = "tls")]
 pub use tls::NutTls;

@@ -101,6 +101,7 @@ fn good(line: &str) -> Answer {
         "LIST CMD ups1" => send(
             "BEGIN LIST CMD ups1\nCMD ups1 shutdown.return\nCMD ups1 outlet.1.load.off\nEND LIST CMD ups1\n",
         ),
+        "LIST RW ups1" => send("BEGIN LIST RW ups1\nEND LIST RW ups1\n"),
         l if l.starts_with("LIST VAR") => send("ERR UNKNOWN-UPS\n"),
         "PRIMARY ups1" => send("OK PRIMARY-GRANTED\n"),
         "FSD ups1" => send("OK FSD-SET\n"),
@@ -200,6 +201,92 @@ fn login_and_primary_falls_back_to_master() {
         fake.lines()[2..],
         ["LOGIN ups1", "PRIMARY ups1", "MASTER ups1", "FSD ups1"]
     );
+}
+
+#[test]
+fn outlets_switch_by_set_var_where_no_instant_command_exists() {
+    // An older driver (tripplite_usb, MGE mge-shut): no outlet instant
+    // commands, a writable outlet.1.switch; outlet 2 has neither.
+    let fake = Fake::start(|_, l| match l {
+        l if l.starts_with("INSTCMD ups1 outlet.") => send("ERR CMD-NOT-SUPPORTED\n"),
+        r#"SET VAR ups1 outlet.2.switch "0""# => send("ERR VAR-NOT-SUPPORTED\n"),
+        "LIST VAR ups1" => send(
+            "BEGIN LIST VAR ups1\nVAR ups1 ups.status \"OL\"\nVAR ups1 outlet.1.switch \"1\"\nVAR ups1 outlet.2.desc \"Load 2\"\nVAR ups1 outlet.2.switchable \"0\"\nEND LIST VAR ups1\n",
+        ),
+        "LIST CMD ups1" => send("BEGIN LIST CMD ups1\nCMD ups1 load.off\nEND LIST CMD ups1\n"),
+        "LIST RW ups1" => {
+            send("BEGIN LIST RW ups1\nRW ups1 outlet.1.switch \"1\"\nEND LIST RW ups1\n")
+        }
+        l => good(l),
+    });
+    let dev = NutDevice::new(admin(fake.cfg())).unwrap();
+    let s = block_on(dev.status()).unwrap();
+    assert_eq!(s.outlets[0].on, Some(true), "outlet.1.switch 1 reads as on");
+    block_on(dev.command(DeviceCommand::OutletOff {
+        outlet: "1".into(),
+        delay: Duration::ZERO,
+    }))
+    .unwrap();
+    block_on(dev.command(DeviceCommand::OutletOn { outlet: "1".into() })).unwrap();
+    let e = block_on(dev.command(DeviceCommand::OutletOff {
+        outlet: "2".into(),
+        delay: Duration::ZERO,
+    }))
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    let m = e.to_string();
+    assert!(m.contains("cannot be switched"), "{m}");
+    assert!(
+        m.contains("outlet.2.load.off") && m.contains("outlet.2.switch"),
+        "{m}"
+    );
+    let l = fake.lines();
+    assert_eq!(
+        l[3..],
+        [
+            "INSTCMD ups1 outlet.1.load.off",
+            r#"SET VAR ups1 outlet.1.switch "0""#,
+            "INSTCMD ups1 outlet.1.load.on",
+            r#"SET VAR ups1 outlet.1.switch "1""#,
+            "INSTCMD ups1 outlet.2.load.off",
+            r#"SET VAR ups1 outlet.2.switch "0""#,
+        ]
+    );
+    let caps = block_on(dev.capabilities()).unwrap();
+    assert_eq!(
+        caps.switchable_outlets,
+        vec![upsvisor_core::OutletId::from("1")]
+    );
+}
+
+#[test]
+fn logout_detaches_until_login() {
+    let fake = Fake::start(|_, l| good(l));
+    let dev = NutDevice::new(admin(fake.cfg()).login(true)).unwrap();
+    block_on(dev.status()).unwrap();
+    block_on(dev.logout()).unwrap();
+    block_on(dev.status()).unwrap();
+    block_on(dev.login()).unwrap();
+    block_on(dev.login()).unwrap();
+    assert_eq!(
+        fake.lines(),
+        [
+            r#"USERNAME "mon""#,
+            r#"PASSWORD "pa\"ss\\word""#,
+            "LOGIN ups1",
+            "LIST VAR ups1",
+            "LOGOUT",
+            r#"USERNAME "mon""#,
+            r#"PASSWORD "pa\"ss\\word""#,
+            "LIST VAR ups1",
+            "LOGIN ups1",
+        ],
+        "no LOGIN after LOGOUT until login(); a second login() sends nothing"
+    );
+    // Without credentials there is no LOGIN.
+    let anon = NutDevice::new(fake.cfg()).unwrap();
+    let e = block_on(anon.login()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
 }
 
 #[test]
