@@ -43,7 +43,10 @@
 //!   recorded device dumps, a `.seq` script going OL → OB → OB LB, an edited
 //!   `.dev` file, FSD latching, `SET VAR`, `INSTCMD`, wrong password,
 //!   unknown UPS, `DATA-STALE` (driver stopped with SIGSTOP, `MAXAGE 2`),
-//!   reconnection after upsd restarts.
+//!   reconnection after upsd restarts; a recorded tripplite_usb dump whose
+//!   outlet switches only through `SET VAR outlet.1.switch` (no outlet
+//!   instant commands) switched off and on, and its unswitchable outlet 2
+//!   refused with `Unsupported`.
 //! - Live, by `tests/tls.rs` (feature `tls`): the same upsd with an NSS
 //!   certificate database made by the test (`openssl`, `certutil`,
 //!   `pk12util`): status and an authenticated command over STARTTLS; an
@@ -75,9 +78,8 @@
 //!   `PRIMARY`; the fallback is tested against the fake server), outlet and
 //!   shutdown instant commands on real hardware (`dummy-ups` only offers
 //!   `load.off`; the lines sent for `outlet.N.load.*`, `load.off.delay`,
-//!   `shutdown.return`/`stayoff`/`stop` and the `SET VAR outlet.N.switch`
-//!   fallback are checked against the fake server only), TLS client
-//!   certificates (`CERTREQUEST`; not supported).
+//!   `shutdown.return`/`stayoff`/`stop` are checked against the fake
+//!   server only), TLS client certificates (`CERTREQUEST`; not supported).
 //!
 //! ```
 //! use upsvisor_nut::{Reply, parse_line, status_from_vars};
