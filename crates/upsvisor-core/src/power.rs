@@ -375,6 +375,20 @@ pub trait PowerDevice: Send + Sync {
 
     /// Runs a command.
     async fn command(&self, cmd: DeviceCommand) -> Result<()>;
+
+    /// Every host this device feeds is down: stop holding the device's
+    /// other clients back. NUT: `LOGOUT`, so a primary upsmon that raised
+    /// `FSD` cuts power at once instead of waiting out its `HOSTSYNC`.
+    /// Default: nothing to do.
+    async fn detach(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The hosts are back (a restore finished): be counted again. NUT:
+    /// `LOGIN` as a upsmon secondary. Default: nothing to do.
+    async fn attach(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -80,9 +80,10 @@ pub struct LastSeen {
 /// secondary (`LOGIN`), on every connection: upsd counts it in
 /// `NUMLOGINS`, and a primary upsmon that raises `FSD` waits for it (up
 /// to its `HOSTSYNC`) before it cuts the power. `FSD` reads as
-/// [`PowerStatus::fsd`]. The engine calls [`NutDevice::logout`] once the
-/// hosts this UPS feeds are down, so the primary may go on at once; and
-/// [`NutDevice::login`] when a restore brings them back.
+/// [`PowerStatus::fsd`]. The engine calls [`PowerDevice::detach`]
+/// ([`NutDevice::logout`]) once the hosts this UPS feeds are down, so the
+/// primary may go on at once, and [`PowerDevice::attach`]
+/// ([`NutDevice::login`]) when a restore brings them back.
 ///
 /// When the device cannot take `ups.delay.shutdown` and the delay asked is
 /// zero, the command runs with the device's own delay (logged); a non-zero
@@ -93,6 +94,8 @@ pub struct NutDevice {
     last: Arc<Mutex<Option<LastSeen>>>,
     target: String,
     timeout: Duration,
+    /// The configuration asked for `LOGIN` (what `attach` restores).
+    wants_login: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,7 +109,9 @@ impl NutDevice {
     pub fn new(cfg: NutConfig) -> Result<Self> {
         let target = cfg.target();
         let timeout = cfg.call_timeout;
+        let wants_login = cfg.login;
         Ok(NutDevice {
+            wants_login,
             client: Arc::new(Mutex::new(NutClient::new(cfg)?)),
             last: Arc::new(Mutex::new(None)),
             target,
@@ -322,6 +327,21 @@ impl PowerDevice for NutDevice {
             }
             DeviceCommand::SetFsd => self.blocking(|cl, d| cl.fsd_until(d)).await,
             other => Err(Error::unsupported(format!("{other:?} over NUT"))),
+        }
+    }
+
+    /// [`NutDevice::logout`].
+    async fn detach(&self) -> Result<()> {
+        self.logout().await
+    }
+
+    /// [`NutDevice::login`] when the configuration asks for `LOGIN`;
+    /// nothing otherwise.
+    async fn attach(&self) -> Result<()> {
+        if self.wants_login {
+            self.login().await
+        } else {
+            Ok(())
         }
     }
 }

@@ -283,6 +283,24 @@ fn logout_detaches_until_login() {
         ],
         "no LOGIN after LOGOUT until login(); a second login() sends nothing"
     );
+    // Through the trait: detach is LOGOUT, attach is LOGIN again.
+    let n = fake.lines().len();
+    block_on(PowerDevice::detach(&dev)).unwrap();
+    block_on(PowerDevice::attach(&dev)).unwrap();
+    assert_eq!(
+        fake.lines()[n..],
+        [
+            "LOGOUT",
+            r#"USERNAME "mon""#,
+            r#"PASSWORD "pa\"ss\\word""#,
+            "LOGIN ups1"
+        ]
+    );
+    // A device configured without LOGIN stays so on attach.
+    let plain = NutDevice::new(admin(fake.cfg())).unwrap();
+    let n = fake.lines().len();
+    block_on(PowerDevice::attach(&plain)).unwrap();
+    assert_eq!(fake.lines().len(), n);
     // Without credentials there is no LOGIN.
     let anon = NutDevice::new(fake.cfg()).unwrap();
     let e = block_on(anon.login()).unwrap_err();

@@ -147,8 +147,10 @@ fn primary_upsmon_waits_for_upsvisor_until_it_logs_out() {
     assert_eq!(numlogins(nut.port, "ups1"), 2);
     assert!(block_on(dev.status()).unwrap().fsd, "FSD stays set");
 
-    // Hosts are down: upsvisor logs out, and the primary goes on at once.
-    block_on(dev.logout()).unwrap();
+    // Hosts are down: the engine detaches the device (through the trait,
+    // as it holds it), upsvisor logs out, and the primary goes on at once.
+    let ups: &dyn PowerDevice = &dev;
+    block_on(ups.detach()).unwrap();
     let t_logout = Instant::now();
     let t_shut = wait_for("shutdown command after LOGOUT", HOSTSYNC + 10, || {
         called.exists()
