@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
 use upsvisor_core::{ErrorKind, PowerDevice, PowerSource};
-use upsvisor_snmp::{Mib, Security, SnmpConfig, SnmpDevice};
+use upsvisor_snmp::{Mib, MibSelection, Security, SnmpConfig, SnmpDevice};
 use upsvisor_testkit::{
     KillOnDrop, TempDir, free_udp_port, is_root, require_corpus, require_venv_tool,
 };
@@ -300,6 +300,29 @@ fn every_recording_reads_as_its_raw_objects_say() {
             }
         }
     }
+    // A MIB fixed in the configuration that the agent does not answer is an
+    // error naming the missing objects, not an empty status.
+    for (name, mib, missing) in [
+        ("apc_powerchute", Mib::EatonXups, "xupsOutputSource"),
+        ("eatonups", Mib::UpsMib, "upsOutputSource"),
+        ("poweralert_ups", Mib::ApcUps, "upsBasicOutputStatus"),
+    ] {
+        let dev = SnmpDevice::new(
+            SnmpConfig::new(format!("127.0.0.1:{}", sim.port))
+                .with_security(Security::v2c(name))
+                .with_mib(MibSelection::Fixed(mib))
+                .with_timeout(Duration::from_millis(1500)),
+        )
+        .unwrap();
+        let e = block_on(dev.status()).expect_err(name);
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{name}: {e}");
+        assert!(e.to_string().contains(missing), "{name}: {e}");
+        report.push(format!(
+            "{name}.snmprec (v2c, fixed {}): error: {e}",
+            mib.name()
+        ));
+    }
+
     // The per-case report, kept in the test output (`--nocapture`).
     for line in &report {
         println!("{line}");
