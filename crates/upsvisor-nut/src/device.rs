@@ -77,7 +77,8 @@ pub struct LastSeen {
 ///
 /// ## NUT as a secondary
 /// With [`NutConfig::login`] the device attaches to the UPS like a upsmon
-/// secondary (`LOGIN`), on every connection: upsd counts it in
+/// secondary (`LOGIN`, on a connection of its own that a failed query
+/// never closes): upsd counts it in
 /// `NUMLOGINS`, and a primary upsmon that raises `FSD` waits for it (up
 /// to its `HOSTSYNC`) before it cuts the power. `FSD` reads as
 /// [`PowerStatus::fsd`]. The engine calls [`PowerDevice::detach`]

@@ -197,10 +197,55 @@ fn login_and_primary_falls_back_to_master() {
     });
     let dev = NutDevice::new(admin(fake.cfg()).login(true)).unwrap();
     block_on(dev.command(DeviceCommand::SetFsd)).unwrap();
+    // The LOGIN has a connection of its own; the commands use another.
     assert_eq!(
         fake.lines()[2..],
-        ["LOGIN ups1", "PRIMARY ups1", "MASTER ups1", "FSD ups1"]
+        [
+            "LOGIN ups1",
+            r#"USERNAME "mon""#,
+            r#"PASSWORD "pa\"ss\\word""#,
+            "PRIMARY ups1",
+            "MASTER ups1",
+            "FSD ups1"
+        ]
     );
+    assert_eq!(fake.conns(), 2);
+}
+
+#[test]
+fn a_login_connection_upsd_closed_is_made_again() {
+    // upsd restarts: the idle login connection is closed under us. The
+    // next call notices without sending anything on it, and logs in again.
+    let fake = Fake::start(|n, l| match l {
+        "LOGIN ups1" if n == 1 => Answer::SendClose(b"OK\n".to_vec()),
+        l => good(l),
+    });
+    let dev = NutDevice::new(admin(fake.cfg()).login(true)).unwrap();
+    block_on(dev.status()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    block_on(dev.status()).unwrap();
+    let logins = fake.lines().iter().filter(|l| *l == "LOGIN ups1").count();
+    assert_eq!(logins, 2, "{:?}", fake.lines());
+}
+
+#[test]
+fn a_failed_query_does_not_end_the_login() {
+    // Connection 1 holds the LOGIN; the first data connection (2) gets a
+    // garbled list and is dropped; the next call opens a third. A primary
+    // upsmon must never see upsvisor leave in between: one LOGIN, still
+    // open.
+    let fake = Fake::start(|n, l| match l {
+        "LIST VAR ups1" if n == 2 => send("BEGIN LIST VAR ups1\nGARBAGE\n"),
+        l => good(l),
+    });
+    let dev = NutDevice::new(admin(fake.cfg()).login(true)).unwrap();
+    let e = block_on(dev.status()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+    assert_eq!(block_on(dev.status()).unwrap().source, PowerSource::OnLine);
+    assert_eq!(fake.conns(), 3);
+    let logins = fake.lines().iter().filter(|l| *l == "LOGIN ups1").count();
+    assert_eq!(logins, 1);
+    assert!(!fake.lines().iter().any(|l| l == "LOGOUT"));
 }
 
 #[test]
@@ -268,18 +313,22 @@ fn logout_detaches_until_login() {
     block_on(dev.status()).unwrap();
     block_on(dev.login()).unwrap();
     block_on(dev.login()).unwrap();
+    let u = r#"USERNAME "mon""#;
+    let p = r#"PASSWORD "pa\"ss\\word""#;
     assert_eq!(
         fake.lines(),
         [
-            r#"USERNAME "mon""#,
-            r#"PASSWORD "pa\"ss\\word""#,
-            "LOGIN ups1",
-            "LIST VAR ups1",
-            "LOGOUT",
-            r#"USERNAME "mon""#,
-            r#"PASSWORD "pa\"ss\\word""#,
-            "LIST VAR ups1",
-            "LOGIN ups1",
+            u,
+            p,
+            "LOGIN ups1", // the login connection
+            u,
+            p,
+            "LIST VAR ups1", // the data connection
+            "LOGOUT",        // on the login connection, which ends
+            "LIST VAR ups1", // still the data connection, no LOGIN
+            u,
+            p,
+            "LOGIN ups1", // login(): a new login connection
         ],
         "no LOGIN after LOGOUT until login(); a second login() sends nothing"
     );
