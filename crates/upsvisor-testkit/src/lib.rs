@@ -172,6 +172,132 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A test PKI for upsd's STARTTLS, made in `dir` with `openssl` and NSS's
+/// `certutil`/`pk12util` (Debian `openssl`, `libnss3-tools`):
+///
+/// - `ca.pem`: the CA that signed upsd's certificate;
+/// - `other.pem`: an unrelated CA;
+/// - `db/`: the NSS database upsd reads (`CERTPATH`), holding the server
+///   certificate for `localhost` and `127.0.0.1` under the nickname
+///   `upsd`, database password `dbpw` (`CERTIDENT "upsd" "dbpw"`).
+///
+/// Tools missing under CI: panics; elsewhere: prints why and returns `None`.
+pub fn upsd_tls_pki(dir: &Path) -> Option<()> {
+    let openssl = require_peer(&["openssl"], "openssl")?;
+    let certutil = require_peer(&["certutil"], "libnss3-tools")?;
+    let pk12util = require_peer(&["pk12util"], "libnss3-tools")?;
+    let run = |prog: &Path, args: &[&str]| {
+        let out = std::process::Command::new(prog)
+            .args(args)
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run PKI tool");
+        assert!(
+            out.status.success(),
+            "{} {args:?}: {}",
+            prog.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for name in ["ca", "other"] {
+        run(
+            &openssl,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=upsvisor test {name}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+    }
+    run(
+        &openssl,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext.cnf");
+    run(
+        &openssl,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    run(
+        &openssl,
+        &[
+            "pkcs12",
+            "-export",
+            "-in",
+            "srv.pem",
+            "-inkey",
+            "srv.key",
+            "-certfile",
+            "ca.pem",
+            "-name",
+            "upsd",
+            "-out",
+            "srv.p12",
+            "-passout",
+            "pass:p12pw",
+        ],
+    );
+    std::fs::create_dir(dir.join("db")).expect("create db/");
+    std::fs::write(dir.join("pw.txt"), "dbpw\n").expect("write pw.txt");
+    run(&certutil, &["-N", "-d", "db", "-f", "pw.txt"]);
+    run(
+        &pk12util,
+        &["-i", "srv.p12", "-d", "db", "-k", "pw.txt", "-W", "p12pw"],
+    );
+    Some(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
