@@ -97,6 +97,11 @@
 //! remaining time belongs.
 //!
 //! ## Limits
+//! - An APC rack PDU reports no power source: its status has `source`
+//!   unknown and its outlets (an agent without outlet rows is an error).
+//!   Newer rPDU2 agents (`318.1.1.26`) are not read.
+//! - Tested on recordings of real agents (status and detection, see
+//!   `tests/snmprec.rs`), never with a command sent to a real card.
 //! - Eaton XUPS: status (source, charge, runtime, load, charger) and
 //!   shutdown with/without return; XUPS has no scalar low-battery object,
 //!   so `low_battery` is only reported through UPS-MIB or PowerNet.
