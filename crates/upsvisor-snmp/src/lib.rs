@@ -99,7 +99,9 @@
 //! ## Limits
 //! - An APC rack PDU reports no power source: its status has `source`
 //!   unknown and its outlets (an agent without outlet rows is an error).
-//!   Newer rPDU2 agents (`318.1.1.26`) are not read.
+//!   Newer rPDU2 agents (`318.1.1.26`) and the older MasterSwitch sPDU
+//!   tables (`318.1.1.4`) are not read: such an agent, detected as a rack
+//!   PDU by its sysObjectID, gives that error.
 //! - Tested on recordings of real agents (status and detection, see
 //!   `tests/snmprec.rs`), never with a command sent to a real card.
 //! - Eaton XUPS: status (source, charge, runtime, load, charger) and
