@@ -61,7 +61,7 @@ pub use policy::{
 pub use poller::{Poller, PollerConfig, PollerHandle};
 pub use power::{
     DeviceCapabilities, DeviceCommand, OutletStatus, PowerDevice, PowerSource, PowerStatus,
-    StatusToken,
+    StatusToken, StatusWarning,
 };
 pub use secret::{Credentials, Secret};
 pub use sequencer::{Audit, AuditEntry, Command, EpisodeStatus, Issued, PowerView, Sequencer};

@@ -159,6 +159,10 @@ pub struct PowerStatus {
     /// The device's data is known to be out of date (NUT's DATA-STALE).
     #[serde(default)]
     pub stale: bool,
+    /// Readings that contradict each other (see [`StatusWarning`]). They
+    /// are for publishing as alerts; no trigger acts on them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<StatusWarning>,
 }
 
 impl PowerStatus {
@@ -191,6 +195,106 @@ impl PowerStatus {
     /// Whether the device runs on battery.
     pub fn on_battery(&self) -> bool {
         self.source == PowerSource::OnBattery
+    }
+
+    /// Adds a [`StatusWarning::RuntimeBelowCharge`] when `runtime_s` is an
+    /// order of magnitude below what `charge_pct` allows: with at least
+    /// 20 % charge, a runtime under 1.2 s per percent (under two minutes
+    /// at full charge, where UPSes are sized for 5 to 15 minutes at full
+    /// load). That
+    /// is what a device reporting minutes where seconds are expected, or
+    /// elapsed time on battery where the remaining time is expected, looks
+    /// like. Nothing is changed but the warning list.
+    pub fn check_runtime(&mut self) {
+        let (Some(rt), Some(charge)) = (self.runtime_s, self.charge_pct) else {
+            return;
+        };
+        // rt < 1.2 s per percent, in integers-as-floats so 120 s at 100 % is
+        // not flagged by rounding.
+        if charge >= 20.0 && f64::from(rt) * 5.0 < 6.0 * f64::from(charge) {
+            self.warnings.push(StatusWarning::RuntimeBelowCharge {
+                runtime_s: rt,
+                charge_pct: charge,
+            });
+        }
+    }
+
+    /// Adds a [`StatusWarning::RuntimeCountsUp`] when, on battery in both
+    /// `previous` and `self` (read `elapsed` apart, at least 5 s), the
+    /// runtime rose by about the time that passed (within 20 %) while the
+    /// charge did not rise: a clock of time on battery, not a remaining
+    /// runtime. A drop in load raises the runtime too, but not in step
+    /// with the clock.
+    pub fn check_runtime_trend(&mut self, previous: &PowerStatus, elapsed: Duration) {
+        let (Some(before), Some(now)) = (previous.runtime_s, self.runtime_s) else {
+            return;
+        };
+        if !(self.on_battery() && previous.on_battery()) || elapsed < Duration::from_secs(5) {
+            return;
+        }
+        if let (Some(c0), Some(c1)) = (previous.charge_pct, self.charge_pct) {
+            if c1 > c0 {
+                return;
+            }
+        }
+        let rise = f64::from(now) - f64::from(before);
+        let e = elapsed.as_secs_f64();
+        if rise >= 0.8 * e && rise <= 1.2 * e {
+            self.warnings.push(StatusWarning::RuntimeCountsUp {
+                from_s: before,
+                to_s: now,
+                elapsed_s: elapsed.as_secs(),
+            });
+        }
+    }
+}
+
+/// A reading that contradicts the rest of the status. Published, never
+/// acted on: a device with a plausible runtime and a wrong unit still has
+/// its low-battery flag and charge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "warning")]
+#[non_exhaustive]
+pub enum StatusWarning {
+    /// The runtime is an order of magnitude below what the charge allows
+    /// (see [`PowerStatus::check_runtime`]).
+    RuntimeBelowCharge {
+        /// Runtime reported, seconds.
+        runtime_s: u32,
+        /// Charge reported, percent.
+        charge_pct: f32,
+    },
+    /// On battery, the runtime rose in step with the clock (see
+    /// [`PowerStatus::check_runtime_trend`]).
+    RuntimeCountsUp {
+        /// Runtime at the earlier reading, seconds.
+        from_s: u32,
+        /// Runtime now, seconds.
+        to_s: u32,
+        /// Time between the readings, seconds.
+        elapsed_s: u64,
+    },
+}
+
+impl fmt::Display for StatusWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatusWarning::RuntimeBelowCharge {
+                runtime_s,
+                charge_pct,
+            } => write!(
+                f,
+                "runtime {runtime_s} s is implausibly short for {charge_pct} % charge (minutes reported as seconds, or elapsed time as remaining?)"
+            ),
+            StatusWarning::RuntimeCountsUp {
+                from_s,
+                to_s,
+                elapsed_s,
+            } => write!(
+                f,
+                "runtime rose from {from_s} s to {to_s} s in {elapsed_s} s on battery (elapsed time reported as remaining?)"
+            ),
+        }
     }
 }
 
@@ -271,6 +375,20 @@ pub trait PowerDevice: Send + Sync {
 
     /// Runs a command.
     async fn command(&self, cmd: DeviceCommand) -> Result<()>;
+
+    /// Every host this device feeds is down: stop holding the device's
+    /// other clients back. NUT: `LOGOUT`, so a primary upsmon that raised
+    /// `FSD` cuts power at once instead of waiting out its `HOSTSYNC`.
+    /// Default: nothing to do.
+    async fn detach(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The hosts are back (a restore finished): be counted again. NUT:
+    /// `LOGIN` as a upsmon secondary. Default: nothing to do.
+    async fn attach(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -293,6 +411,63 @@ mod tests {
             PowerSource::Unknown
         );
         assert_eq!(StatusToken::DISCHRG.to_string(), "DISCHRG");
+    }
+
+    #[test]
+    fn runtime_plausibility() {
+        let mut s = PowerStatus::from_tokens(StatusToken::parse_list("OL"));
+        s.charge_pct = Some(100.0);
+        s.runtime_s = Some(72); // 72 minutes reported as seconds
+        s.check_runtime();
+        assert!(matches!(
+            s.warnings.as_slice(),
+            [StatusWarning::RuntimeBelowCharge { runtime_s: 72, .. }]
+        ));
+        assert!(s.warnings[0].to_string().contains("72 s"));
+        for (charge, rt) in [(100.0, 300), (15.0, 5), (50.0, 70)] {
+            let mut s = PowerStatus {
+                charge_pct: Some(charge),
+                runtime_s: Some(rt),
+                ..PowerStatus::default()
+            };
+            s.check_runtime();
+            assert!(s.warnings.is_empty(), "{charge} % / {rt} s");
+        }
+        let mut s = PowerStatus {
+            runtime_s: Some(1),
+            ..PowerStatus::default()
+        };
+        s.check_runtime();
+        assert!(s.warnings.is_empty(), "no charge: nothing to compare");
+
+        let ob = |rt: u32, charge: f32| {
+            let mut s = PowerStatus::from_tokens(StatusToken::parse_list("OB"));
+            s.runtime_s = Some(rt);
+            s.charge_pct = Some(charge);
+            s
+        };
+        let mut now = ob(130, 90.0);
+        now.check_runtime_trend(&ob(100, 92.0), Duration::from_secs(30));
+        assert!(matches!(
+            now.warnings.as_slice(),
+            [StatusWarning::RuntimeCountsUp {
+                from_s: 100,
+                to_s: 130,
+                elapsed_s: 30
+            }]
+        ));
+        // Load dropped: the runtime jumped, not in step with the clock.
+        let mut now = ob(900, 90.0);
+        now.check_runtime_trend(&ob(300, 92.0), Duration::from_secs(30));
+        assert!(now.warnings.is_empty());
+        // Falling runtime, or on line: nothing.
+        let mut now = ob(270, 90.0);
+        now.check_runtime_trend(&ob(300, 92.0), Duration::from_secs(30));
+        assert!(now.warnings.is_empty());
+        let mut now = PowerStatus::from_tokens(StatusToken::parse_list("OL"));
+        now.runtime_s = Some(130);
+        now.check_runtime_trend(&ob(100, 92.0), Duration::from_secs(30));
+        assert!(now.warnings.is_empty());
     }
 
     #[test]

@@ -112,15 +112,22 @@ struct Conn {
 /// A blocking client of one UPS on one upsd, the engine of
 /// [`NutDevice`](crate::NutDevice); usable on its own from a thread.
 ///
-/// It connects lazily, authenticates (`USERNAME`/`PASSWORD`, and `LOGIN`
-/// if configured) on every new connection, and drops the connection after
-/// any failure that may have left it out of step (I/O error, timeout,
-/// garbage), so the next call starts clean. A clean `ERR` reply keeps it.
+/// It connects lazily, authenticates (`USERNAME`/`PASSWORD`) on every new
+/// connection, and drops the connection after any failure that may have
+/// left it out of step (I/O error, timeout, garbage), so the next call
+/// starts clean. A clean `ERR` reply keeps it. With `LOGIN` configured, a
+/// second connection holds the login and carries nothing else, so a
+/// dropped data connection never logs upsvisor out.
 /// Read-only calls retry once on a fresh connection when a reused one turns
 /// out to be closed; commands never do (they might run twice).
 pub struct NutClient {
     cfg: NutConfig,
     conn: Option<Conn>,
+    /// Whether to stay logged in (starts as `cfg.login`; cleared by
+    /// [`NutClient::logout`], set by [`NutClient::login`]).
+    attach: bool,
+    /// The connection that holds the `LOGIN`, apart from the data one.
+    login_conn: Option<Conn>,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsSetup>,
 }
@@ -145,6 +152,8 @@ impl NutClient {
             None => None,
         };
         Ok(NutClient {
+            attach: cfg.login,
+            login_conn: None,
             cfg,
             conn: None,
             #[cfg(feature = "tls")]
@@ -162,9 +171,85 @@ impl NutClient {
         self.conn.is_some()
     }
 
-    /// Closes the connection (politely, with `LOGOUT`, best effort).
+    /// Whether this client is attached to the UPS with `LOGIN` right now,
+    /// i.e. counted in upsd's `NUMLOGINS` (a primary upsmon waits for it).
+    pub fn is_logged_in(&self) -> bool {
+        self.login_conn.is_some()
+    }
+
+    /// Detaches from the UPS: `LOGOUT` on the login connection (upsd
+    /// answers `OK Goodbye` and closes it), and no new `LOGIN`, so status
+    /// reads go on without counting as a client. Call it once the hosts
+    /// this UPS feeds are down: a primary upsmon that raised `FSD` waits for
+    /// every logged-in client (up to its `HOSTSYNC`) before it cuts power.
+    /// Not logged in: only stops later `LOGIN`s.
+    pub fn logout(&mut self) -> Result<(), Error> {
+        let deadline = self.deadline();
+        self.logout_until(deadline)
+    }
+
+    pub(crate) fn logout_until(&mut self, deadline: Instant) -> Result<(), Error> {
+        self.attach = false;
+        let Some(mut c) = self.login_conn.take() else {
+            return Ok(());
+        };
+        // The connection ends either way; upsd also drops the login when
+        // the connection closes, so a failed LOGOUT still detaches.
+        match expect_ok(&mut c, deadline, &Request::Logout) {
+            Ok(_) | Err(Fail::Closed) => Ok(()),
+            Err(fail) => Err(self.map_fail("LOGOUT", fail, false)),
+        }
+    }
+
+    /// Attaches to the UPS with `LOGIN`, and keeps it so from then on:
+    /// what a upsmon secondary does. Needs credentials whose upsd.users
+    /// entry has `upsmon secondary` (or `primary`).
+    pub fn login(&mut self) -> Result<(), Error> {
+        let deadline = self.deadline();
+        self.login_until(deadline)
+    }
+
+    pub(crate) fn login_until(&mut self, deadline: Instant) -> Result<(), Error> {
+        if self.cfg.credentials.is_none() {
+            return Err(Error::config("nut.login", "LOGIN needs credentials"));
+        }
+        self.attach = true;
+        self.ensure_attached(deadline)
+    }
+
+    /// With `attach` set, makes sure the login connection is open: a
+    /// connection of its own that only ever says `LOGIN`, so a failed or
+    /// timed-out query on the data connection (which is then dropped) never
+    /// ends the login, and a primary upsmon never sees upsvisor leave before
+    /// it logs out. A login connection upsd has closed (a restart) is
+    /// noticed without traffic and made again.
+    fn ensure_attached(&mut self, deadline: Instant) -> Result<(), Error> {
+        if !self.attach {
+            return Ok(());
+        }
+        if let Some(c) = &self.login_conn {
+            if is_open(c) {
+                return Ok(());
+            }
+            tracing::info!(ups = %self.target(), "NUT login connection closed by upsd; logging in again");
+            self.login_conn = None;
+        }
+        let ups = self.cfg.ups.clone();
+        let mut c = self
+            .connect(deadline)
+            .map_err(|fail| self.map_fail("LOGIN", fail, true))?;
+        expect_ok(&mut c, deadline, &Request::Login(&ups))
+            .map_err(|fail| self.map_fail("LOGIN", fail, false))?;
+        self.login_conn = Some(c);
+        Ok(())
+    }
+
+    /// Closes the connections (politely, with `LOGOUT`, best effort).
     pub fn disconnect(&mut self) {
-        if let Some(mut c) = self.conn.take() {
+        for mut c in [self.conn.take(), self.login_conn.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = c
                 .stream
                 .tcp()
@@ -239,6 +324,13 @@ impl NutClient {
     /// `LIST RW`: the variables that can be set, with their values.
     pub fn list_rw(&mut self) -> Result<BTreeMap<String, String>, Error> {
         let deadline = self.deadline();
+        self.list_rw_until(deadline)
+    }
+
+    pub(crate) fn list_rw_until(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<BTreeMap<String, String>, Error> {
         let ups = self.cfg.ups.clone();
         let items = self.run("LIST RW", deadline, true, |c, d, cfg| {
             list(c, d, cfg, &Request::ListRw(&ups), ListKind::Rw, Some(&ups))
@@ -427,9 +519,6 @@ impl NutClient {
                         expect_ok(&mut c, deadline, &Request::Username(&cred.username))?;
                         expect_ok(&mut c, deadline, &Request::Password(cred.password.expose()))?;
                     }
-                    if self.cfg.login {
-                        expect_ok(&mut c, deadline, &Request::Login(&self.cfg.ups))?;
-                    }
                     return Ok(c);
                 }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(Fail::Timeout),
@@ -447,6 +536,7 @@ impl NutClient {
         idempotent: bool,
         mut f: impl FnMut(&mut Conn, Instant, &NutConfig) -> Result<T, Fail>,
     ) -> Result<T, Error> {
+        self.ensure_attached(deadline)?;
         let mut tries = 0;
         loop {
             tries += 1;
@@ -595,6 +685,19 @@ fn starttls(mut c: Conn, tls: &crate::tls::TlsSetup, deadline: Instant) -> Resul
         buf: c.buf,
         primary: c.primary,
     })
+}
+
+/// Whether upsd still holds `c` open: a non-blocking peek sees neither
+/// an end of stream nor an error (the login connection is never read
+/// otherwise, so any pending data is upsd closing it).
+fn is_open(c: &Conn) -> bool {
+    let tcp = c.stream.tcp();
+    if tcp.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    let open = matches!(tcp.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    tcp.set_nonblocking(false).is_ok() && open
 }
 
 fn read_reply(c: &mut Conn, deadline: Instant) -> Result<Reply, Fail> {

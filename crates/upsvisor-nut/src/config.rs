@@ -94,10 +94,12 @@ impl NutConfig {
         self
     }
 
-    /// Whether to `LOGIN` to the UPS after authenticating, i.e. attach as
-    /// a upsmon client: upsd then counts this connection and a primary
-    /// upsmon waits for it (up to its HOSTSYNC) before cutting power.
-    /// Needs credentials. Off by default.
+    /// Whether to `LOGIN` to the UPS, i.e. attach as a upsmon secondary
+    /// (on a connection kept for it alone): upsd then counts upsvisor and
+    /// a primary upsmon waits for it (up to its HOSTSYNC) before cutting
+    /// power, until [`NutClient::logout`](crate::NutClient::logout). Needs
+    /// credentials whose upsd.users entry has `upsmon secondary`. Off by
+    /// default.
     pub fn login(mut self, login: bool) -> Self {
         self.login = login;
         self

@@ -11,7 +11,8 @@
 //! - [`status`]: NUT variables → [`PowerStatus`](upsvisor_core::PowerStatus)
 //!   ([`status_from_vars`]) and the `upsc` dump format ([`parse_upsc_dump`]).
 //! - [`NutClient`]: a blocking session over std TCP: `USERNAME`/`PASSWORD`,
-//!   optional `LOGIN`, `PRIMARY` (falling back to `MASTER`), `FSD`,
+//!   optional `LOGIN` as a upsmon secondary and `LOGOUT` once the hosts
+//!   are down ([`NutDevice::logout`]), `PRIMARY` (falling back to `MASTER`), `FSD`,
 //!   `LIST UPS/VAR/CMD/RW`, `GET VAR`, `SET VAR`, `INSTCMD`; per-call
 //!   deadlines; reconnects after any failure that may have desynchronised
 //!   the connection.
@@ -42,14 +43,34 @@
 //!   recorded device dumps, a `.seq` script going OL → OB → OB LB, an edited
 //!   `.dev` file, FSD latching, `SET VAR`, `INSTCMD`, wrong password,
 //!   unknown UPS, `DATA-STALE` (driver stopped with SIGSTOP, `MAXAGE 2`),
-//!   reconnection after upsd restarts.
+//!   reconnection after upsd restarts; a recorded tripplite_usb dump whose
+//!   outlet switches only through `SET VAR outlet.1.switch` (no outlet
+//!   instant commands) switched off and on, and its unswitchable outlet 2
+//!   refused with `Unsupported`.
 //! - Live, by `tests/tls.rs` (feature `tls`): the same upsd with an NSS
 //!   certificate database made by the test (`openssl`, `certutil`,
 //!   `pk12util`): status and an authenticated command over STARTTLS; an
 //!   unknown CA and a wrong server name refused (`Auth`), twice (no
 //!   fallback); a upsd without TLS gives `Unsupported`.
+//! - Live, by `tests/upsmon.rs`: a real `upsmon` primary (Debian
+//!   `nut-client` 2.8.0, `HOSTSYNC 15`) on the same upsd, upsvisor logged
+//!   in as a secondary: upsd counts it (`NUMLOGINS` 2), the UPS goes
+//!   `OB LB`, the primary raises `FSD` (read as `fsd`) and waits; its
+//!   shutdown command (a recording shim) runs only after upsvisor's
+//!   `LOGOUT`, well inside `HOSTSYNC`.
 //! - By `tests/ddl.rs`: all 240 dumps of the NUT Devices Dumps Library
-//!   (networkupstools/nut-ddl) map to a status.
+//!   (networkupstools/nut-ddl) map to a status; every outlet state in them
+//!   (`outlet.N.status` and the older `outlet.N.switch`) reads as on or
+//!   off; the three dumps whose runtime contradicts their charge are
+//!   flagged, and only they.
+//!
+//! ## Units
+//! NUT's `battery.runtime` is in seconds and `battery.charge` and
+//! `ups.load` in percent, for every driver (`docs/nut-names.txt`); a
+//! runtime an order of magnitude below what the charge allows (minutes
+//! reported as seconds, a "not known" written as 0), or one that counts
+//! up on battery between reads, adds a
+//! [`StatusWarning`](upsvisor_core::StatusWarning) to the status.
 //! - By `tests/raw_server.rs`: a fake server sending garbage, truncated,
 //!   oversized replies or nothing at all; exact request lines of every
 //!   command mapping.
@@ -88,6 +109,6 @@ pub use codec::{
 };
 pub use config::{DEFAULT_PORT, NutConfig};
 pub use device::{LastSeen, NutDevice};
-pub use status::{DumpError, parse_upsc_dump, status_from_vars};
+pub use status::{DumpError, outlet_state, parse_upsc_dump, status_from_vars};
 #[cfg(feature = "tls")]
 pub use tls::NutTls;

@@ -101,31 +101,70 @@ fn runtime(v: &str) -> Option<u32> {
         .map(|x| x.round() as u32)
 }
 
+/// `outlet.N.switchable`: `yes`/`no` (snmp-ups, usbhid-ups), `1`/`0`
+/// (tripplite_usb, older MGE drivers, also as `1.00`). Any other number
+/// (an old Eaton ePDU dump has `2.00`, `3.00`) is not known, and not
+/// taken as switchable.
 fn yes_no(v: &str) -> Option<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
         "yes" | "on" | "true" | "enabled" => Some(true),
         "no" | "off" | "false" | "disabled" => Some(false),
-        other => number(other).map(|x| x != 0.0),
+        other => number(other).and_then(one_zero),
     }
 }
 
-fn on_off(v: &str) -> Option<bool> {
+fn one_zero(x: f64) -> Option<bool> {
+    if x == 1.0 {
+        Some(true)
+    } else if x == 0.0 {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Every `outlet.N.status` spelling NUT drivers use, any case:
+/// `on`/`off` (snmp-ups, usbhid-ups, most drivers); `on/closed`,
+/// `off/open`, `on with pending`, `off with pending`, `failed and closed`,
+/// `failed and open` (bcmxcp: a failed relay that is closed still feeds
+/// the load); `pendingOff`/`pendingOn` (Eaton ePDU: the state until the
+/// pending change happens). `unknown`, `cycling` and anything else: not
+/// known.
+pub fn outlet_state(v: &str) -> Option<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
-        "on" => Some(true),
-        "off" => Some(false),
+        "on" | "on/closed" | "closed" | "on with pending" | "failed and closed" | "pendingoff" => {
+            Some(true)
+        }
+        "off" | "off/open" | "open" | "off with pending" | "failed and open" | "pendingon" => {
+            Some(false)
+        }
         _ => None,
+    }
+}
+
+/// The older `outlet.N.switch` (MGE mge-shut/newhidups, tripplite_usb):
+/// `1` on, `0` off; written with `SET VAR` to switch.
+fn switch_state(v: &str) -> Option<bool> {
+    match number(v) {
+        Some(x) => one_zero(x),
+        None => outlet_state(v),
     }
 }
 
 /// Maps a UPS's NUT variables to a [`PowerStatus`].
 ///
 /// - `ups.status` → tokens and source via [`PowerStatus::from_tokens`]
-///   (unknown tokens are kept; no `ups.status` means source unknown);
+///   (unknown tokens are kept; no `ups.status` means source unknown;
+///   `FSD` sets `fsd`);
+/// - `battery.runtime` is in seconds (NUT's unit for every driver); a
+///   runtime that contradicts `battery.charge` adds a
+///   [`StatusWarning`](upsvisor_core::StatusWarning);
 /// - `battery.charge` → `charge_pct`, `battery.runtime` → `runtime_s`,
 ///   `ups.load` → `load_pct`: absent or out-of-range values stay `None`;
 /// - `outlet.N.*` and `outlet.group.N.*` → outlets with ids `N` and
 ///   `group.N` (so the instant command is `outlet.<id>.load.off`), `on`
-///   from `status` (`on`/`off`, any case), `switchable` from `switchable`
+///   from `status` in every spelling drivers use ([`outlet_state`]), else
+///   from the older `switch` (`1`/`0`), `switchable` from `switchable`
 ///   (`yes`/`no`/`1`/`0`), name from `desc` or `name`. The unnumbered main
 ///   outlet (`outlet.desc`) is the UPS output itself and is not listed.
 pub fn status_from_vars<'a, I>(vars: I) -> PowerStatus
@@ -142,12 +181,14 @@ where
     status.runtime_s = vars.get("battery.runtime").and_then(|v| runtime(v));
     status.load_pct = vars.get("ups.load").and_then(|v| load(v));
     status.outlets = outlets(&vars);
+    status.check_runtime();
     status
 }
 
 #[derive(Default)]
 struct OutletVars<'a> {
     status: Option<&'a str>,
+    switch: Option<&'a str>,
     switchable: Option<&'a str>,
     name: Option<&'a str>,
 }
@@ -172,6 +213,7 @@ fn outlets(vars: &BTreeMap<&str, &str>) -> Vec<OutletStatus> {
         let entry = found.entry((group, idx)).or_default();
         match field {
             "status" => entry.status = Some(v),
+            "switch" => entry.switch = Some(v),
             "switchable" => entry.switchable = Some(v),
             "desc" => entry.name = entry.name.or(Some(v)),
             "name" => entry.name = Some(v),
@@ -180,7 +222,7 @@ fn outlets(vars: &BTreeMap<&str, &str>) -> Vec<OutletStatus> {
     }
     found
         .into_iter()
-        .filter(|(_, o)| o.status.is_some() || o.switchable.is_some())
+        .filter(|(_, o)| o.status.is_some() || o.switch.is_some() || o.switchable.is_some())
         .map(|((group, idx), o)| {
             let id = if group {
                 format!("group.{idx}")
@@ -189,7 +231,9 @@ fn outlets(vars: &BTreeMap<&str, &str>) -> Vec<OutletStatus> {
             };
             let mut s = OutletStatus::new(
                 id,
-                o.status.and_then(on_off),
+                o.status
+                    .and_then(outlet_state)
+                    .or_else(|| o.switch.and_then(switch_state)),
                 o.switchable.and_then(yes_no).unwrap_or(false),
             );
             s.name = o.name.filter(|n| !n.is_empty()).map(str::to_owned);
@@ -262,6 +306,55 @@ mod tests {
         assert_eq!(s.source, PowerSource::Unknown);
         assert_eq!(s.runtime_s, None);
         assert_eq!(s.load_pct, None);
+    }
+
+    #[test]
+    fn every_outlet_spelling() {
+        for (v, want) in [
+            ("on", Some(true)),
+            ("On", Some(true)),
+            ("On/Closed", Some(true)),
+            ("on/closed", Some(true)),
+            ("on with pending", Some(true)),
+            ("failed and closed", Some(true)),
+            ("pendingOff", Some(true)),
+            ("off", Some(false)),
+            ("OFF", Some(false)),
+            ("Off/Open", Some(false)),
+            ("off/open", Some(false)),
+            ("off with pending", Some(false)),
+            ("failed and open", Some(false)),
+            ("pendingOn", Some(false)),
+            ("unknown", None),
+            ("cycling", None),
+            ("", None),
+        ] {
+            assert_eq!(outlet_state(v), want, "{v:?}");
+        }
+        // The older outlet.N.switch, as tripplite_usb and mge-shut report it.
+        let s = status_from_vars([
+            ("outlet.1.switch", "1"),
+            ("outlet.1.switchable", "1"),
+            ("outlet.2.switch", "0"),
+            ("outlet.3.status", "Off/Open"),
+            ("outlet.3.switch", "1"),
+            ("outlet.4.switchable", "2.00"),
+        ]);
+        let got: Vec<(&str, Option<bool>, bool)> = s
+            .outlets
+            .iter()
+            .map(|o| (o.id.as_str(), o.on, o.switchable))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("1", Some(true), true),
+                ("2", Some(false), false),
+                ("3", Some(false), false),
+                ("4", None, false),
+            ],
+            "status wins over switch; unknown switchability is not switchable"
+        );
     }
 
     #[test]

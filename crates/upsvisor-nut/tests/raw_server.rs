@@ -101,6 +101,7 @@ fn good(line: &str) -> Answer {
         "LIST CMD ups1" => send(
             "BEGIN LIST CMD ups1\nCMD ups1 shutdown.return\nCMD ups1 outlet.1.load.off\nEND LIST CMD ups1\n",
         ),
+        "LIST RW ups1" => send("BEGIN LIST RW ups1\nEND LIST RW ups1\n"),
         l if l.starts_with("LIST VAR") => send("ERR UNKNOWN-UPS\n"),
         "PRIMARY ups1" => send("OK PRIMARY-GRANTED\n"),
         "FSD ups1" => send("OK FSD-SET\n"),
@@ -196,10 +197,163 @@ fn login_and_primary_falls_back_to_master() {
     });
     let dev = NutDevice::new(admin(fake.cfg()).login(true)).unwrap();
     block_on(dev.command(DeviceCommand::SetFsd)).unwrap();
+    // The LOGIN has a connection of its own; the commands use another.
     assert_eq!(
         fake.lines()[2..],
-        ["LOGIN ups1", "PRIMARY ups1", "MASTER ups1", "FSD ups1"]
+        [
+            "LOGIN ups1",
+            r#"USERNAME "mon""#,
+            r#"PASSWORD "pa\"ss\\word""#,
+            "PRIMARY ups1",
+            "MASTER ups1",
+            "FSD ups1"
+        ]
     );
+    assert_eq!(fake.conns(), 2);
+}
+
+#[test]
+fn a_login_connection_upsd_closed_is_made_again() {
+    // upsd restarts: the idle login connection is closed under us. The
+    // next call notices without sending anything on it, and logs in again.
+    let fake = Fake::start(|n, l| match l {
+        "LOGIN ups1" if n == 1 => Answer::SendClose(b"OK\n".to_vec()),
+        l => good(l),
+    });
+    let dev = NutDevice::new(admin(fake.cfg()).login(true)).unwrap();
+    block_on(dev.status()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    block_on(dev.status()).unwrap();
+    let logins = fake.lines().iter().filter(|l| *l == "LOGIN ups1").count();
+    assert_eq!(logins, 2, "{:?}", fake.lines());
+}
+
+#[test]
+fn a_failed_query_does_not_end_the_login() {
+    // Connection 1 holds the LOGIN; the first data connection (2) gets a
+    // garbled list and is dropped; the next call opens a third. A primary
+    // upsmon must never see upsvisor leave in between: one LOGIN, still
+    // open.
+    let fake = Fake::start(|n, l| match l {
+        "LIST VAR ups1" if n == 2 => send("BEGIN LIST VAR ups1\nGARBAGE\n"),
+        l => good(l),
+    });
+    let dev = NutDevice::new(admin(fake.cfg()).login(true)).unwrap();
+    let e = block_on(dev.status()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+    assert_eq!(block_on(dev.status()).unwrap().source, PowerSource::OnLine);
+    assert_eq!(fake.conns(), 3);
+    let logins = fake.lines().iter().filter(|l| *l == "LOGIN ups1").count();
+    assert_eq!(logins, 1);
+    assert!(!fake.lines().iter().any(|l| l == "LOGOUT"));
+}
+
+#[test]
+fn outlets_switch_by_set_var_where_no_instant_command_exists() {
+    // An older driver (tripplite_usb, MGE mge-shut): no outlet instant
+    // commands, a writable outlet.1.switch; outlet 2 has neither.
+    let fake = Fake::start(|_, l| match l {
+        l if l.starts_with("INSTCMD ups1 outlet.") => send("ERR CMD-NOT-SUPPORTED\n"),
+        r#"SET VAR ups1 outlet.2.switch "0""# => send("ERR VAR-NOT-SUPPORTED\n"),
+        "LIST VAR ups1" => send(
+            "BEGIN LIST VAR ups1\nVAR ups1 ups.status \"OL\"\nVAR ups1 outlet.1.switch \"1\"\nVAR ups1 outlet.2.desc \"Load 2\"\nVAR ups1 outlet.2.switchable \"0\"\nEND LIST VAR ups1\n",
+        ),
+        "LIST CMD ups1" => send("BEGIN LIST CMD ups1\nCMD ups1 load.off\nEND LIST CMD ups1\n"),
+        "LIST RW ups1" => {
+            send("BEGIN LIST RW ups1\nRW ups1 outlet.1.switch \"1\"\nEND LIST RW ups1\n")
+        }
+        l => good(l),
+    });
+    let dev = NutDevice::new(admin(fake.cfg())).unwrap();
+    let s = block_on(dev.status()).unwrap();
+    assert_eq!(s.outlets[0].on, Some(true), "outlet.1.switch 1 reads as on");
+    block_on(dev.command(DeviceCommand::OutletOff {
+        outlet: "1".into(),
+        delay: Duration::ZERO,
+    }))
+    .unwrap();
+    block_on(dev.command(DeviceCommand::OutletOn { outlet: "1".into() })).unwrap();
+    let e = block_on(dev.command(DeviceCommand::OutletOff {
+        outlet: "2".into(),
+        delay: Duration::ZERO,
+    }))
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    let m = e.to_string();
+    assert!(m.contains("cannot be switched"), "{m}");
+    assert!(
+        m.contains("outlet.2.load.off") && m.contains("outlet.2.switch"),
+        "{m}"
+    );
+    let l = fake.lines();
+    assert_eq!(
+        l[3..],
+        [
+            "INSTCMD ups1 outlet.1.load.off",
+            r#"SET VAR ups1 outlet.1.switch "0""#,
+            "INSTCMD ups1 outlet.1.load.on",
+            r#"SET VAR ups1 outlet.1.switch "1""#,
+            "INSTCMD ups1 outlet.2.load.off",
+            r#"SET VAR ups1 outlet.2.switch "0""#,
+        ]
+    );
+    let caps = block_on(dev.capabilities()).unwrap();
+    assert_eq!(
+        caps.switchable_outlets,
+        vec![upsvisor_core::OutletId::from("1")]
+    );
+}
+
+#[test]
+fn logout_detaches_until_login() {
+    let fake = Fake::start(|_, l| good(l));
+    let dev = NutDevice::new(admin(fake.cfg()).login(true)).unwrap();
+    block_on(dev.status()).unwrap();
+    block_on(dev.logout()).unwrap();
+    block_on(dev.status()).unwrap();
+    block_on(dev.login()).unwrap();
+    block_on(dev.login()).unwrap();
+    let u = r#"USERNAME "mon""#;
+    let p = r#"PASSWORD "pa\"ss\\word""#;
+    assert_eq!(
+        fake.lines(),
+        [
+            u,
+            p,
+            "LOGIN ups1", // the login connection
+            u,
+            p,
+            "LIST VAR ups1", // the data connection
+            "LOGOUT",        // on the login connection, which ends
+            "LIST VAR ups1", // still the data connection, no LOGIN
+            u,
+            p,
+            "LOGIN ups1", // login(): a new login connection
+        ],
+        "no LOGIN after LOGOUT until login(); a second login() sends nothing"
+    );
+    // Through the trait: detach is LOGOUT, attach is LOGIN again.
+    let n = fake.lines().len();
+    block_on(PowerDevice::detach(&dev)).unwrap();
+    block_on(PowerDevice::attach(&dev)).unwrap();
+    assert_eq!(
+        fake.lines()[n..],
+        [
+            "LOGOUT",
+            r#"USERNAME "mon""#,
+            r#"PASSWORD "pa\"ss\\word""#,
+            "LOGIN ups1"
+        ]
+    );
+    // A device configured without LOGIN stays so on attach.
+    let plain = NutDevice::new(admin(fake.cfg())).unwrap();
+    let n = fake.lines().len();
+    block_on(PowerDevice::attach(&plain)).unwrap();
+    assert_eq!(fake.lines().len(), n);
+    // Without credentials there is no LOGIN.
+    let anon = NutDevice::new(fake.cfg()).unwrap();
+    let e = block_on(anon.login()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
 }
 
 #[test]

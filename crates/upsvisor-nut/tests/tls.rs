@@ -7,141 +7,17 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use futures::executor::block_on;
 use upsvisor_core::{Credentials, DeviceCommand, ErrorKind, PowerDevice, PowerSource};
 use upsvisor_nut::{NutDevice, NutTls};
-use upsvisor_testkit::{TempDir, require_peer};
+use upsvisor_testkit::TempDir;
 
-fn run(dir: &Path, prog: &Path, args: &[&str]) {
-    let out = Command::new(prog)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{} {args:?}: {}",
-        prog.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn make_ca(dir: &Path, openssl: &Path, name: &str) {
-    run(
-        dir,
-        openssl,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=upsvisor test {name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-}
-
-/// A PKI in `dir`: `ca.pem` (signed upsd's certificate), `other.pem` (an
-/// unrelated CA) and the NSS database `db/` with password `dbpw`.
-/// `None` (skipped, or failed under CI) when the tools are missing.
+/// The PKI (see [`upsvisor_testkit::upsd_tls_pki`]).
 fn make_pki(dir: &Path) -> Option<()> {
-    let openssl = require_peer(&["openssl"], "openssl")?;
-    let certutil = require_peer(&["certutil"], "libnss3-tools")?;
-    let pk12util = require_peer(&["pk12util"], "libnss3-tools")?;
-    make_ca(dir, &openssl, "ca");
-    make_ca(dir, &openssl, "other");
-    run(
-        dir,
-        &openssl,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "srv.key",
-            "-out",
-            "srv.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(
-        dir,
-        &openssl,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-    run(
-        dir,
-        &openssl,
-        &[
-            "pkcs12",
-            "-export",
-            "-in",
-            "srv.pem",
-            "-inkey",
-            "srv.key",
-            "-certfile",
-            "ca.pem",
-            "-name",
-            "upsd",
-            "-out",
-            "srv.p12",
-            "-passout",
-            "pass:p12pw",
-        ],
-    );
-    std::fs::create_dir(dir.join("db")).unwrap();
-    std::fs::write(dir.join("pw.txt"), "dbpw\n").unwrap();
-    run(dir, &certutil, &["-N", "-d", "db", "-f", "pw.txt"]);
-    run(
-        dir,
-        &pk12util,
-        &["-i", "srv.p12", "-d", "db", "-k", "pw.txt", "-W", "p12pw"],
-    );
-    Some(())
+    upsvisor_testkit::upsd_tls_pki(dir)
 }
 
 fn tls_nut(pki: &Path) -> Option<Nut> {

@@ -279,3 +279,48 @@ fn reconnects_after_upsd_restart() {
     }))
     .unwrap();
 }
+
+#[test]
+fn outlet_without_instant_commands_switches_by_set_var() {
+    // tripplite_usb publishes outlet.1.switch and no outlet.N.load.*
+    // commands; dummy-ups serves the recorded dump through a real upsd.
+    let file = "Tripp_Lite__SMART500RT1U__tripplite_usb__2.7.2__05.dev";
+    let text = std::fs::read_to_string(data(file)).unwrap();
+    let Some(nut) = Nut::start(&[("tl", file, text)], None) else {
+        return;
+    };
+    let dev = nut.admin("tl");
+    let s = block_on(dev.status()).unwrap();
+    let o1 = s.outlets.iter().find(|o| o.id.as_str() == "1").unwrap();
+    assert_eq!((o1.on, o1.switchable), (Some(true), true), "{s:?}");
+    let caps = block_on(dev.capabilities()).unwrap();
+    assert_eq!(
+        caps.switchable_outlets,
+        vec![upsvisor_core::OutletId::from("1")]
+    );
+
+    block_on(dev.command(DeviceCommand::OutletOff {
+        outlet: "1".into(),
+        delay: Duration::ZERO,
+    }))
+    .unwrap();
+    poll_until(&dev, 10, |s| {
+        s.outlets
+            .iter()
+            .any(|o| o.id.as_str() == "1" && o.on == Some(false))
+    });
+    block_on(dev.command(DeviceCommand::OutletOn { outlet: "1".into() })).unwrap();
+    poll_until(&dev, 10, |s| {
+        s.outlets
+            .iter()
+            .any(|o| o.id.as_str() == "1" && o.on == Some(true))
+    });
+    // Outlet 2 has neither an instant command nor outlet.2.switch.
+    let e = block_on(dev.command(DeviceCommand::OutletOff {
+        outlet: "2".into(),
+        delay: Duration::ZERO,
+    }))
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("cannot be switched"), "{e}");
+}

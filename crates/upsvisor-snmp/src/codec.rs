@@ -540,7 +540,7 @@ mod tests {
                 Value::Integer(5)
             )]
         );
-        let s = crate::mib::map_status(crate::mib::Mib::UpsMib, &m.pdu.varbinds, &[]);
+        let s = crate::mib::map_status(crate::mib::Mib::UpsMib, &m.pdu.varbinds, &[]).unwrap();
         assert!(s.on_battery());
     }
 

@@ -193,6 +193,8 @@ struct State {
     cfg: SnmpConfig,
     session: Option<Session>,
     mib: Option<Mib>,
+    /// The last status read and when, for the runtime trend check.
+    last: Option<(std::time::Instant, PowerStatus)>,
 }
 
 impl State {
@@ -232,8 +234,9 @@ impl State {
                 let answer = self.with_session(|s| s.get(&mib::probe_oids()))?;
                 mib::detect(&answer).ok_or_else(|| {
                     Error::not_found(format!(
-                        "{}: the agent answers but has none of UPS-MIB, PowerNet-MIB or XUPS-MIB",
-                        self.cfg.target
+                        "{}: {}",
+                        self.cfg.target,
+                        mib::detection_failure(&answer)
                     ))
                 })?
             }
@@ -261,7 +264,16 @@ impl State {
         let mib = self.mib()?;
         let vbs = self.with_session(|s| s.get(&mib::status_oids(mib)))?;
         let outlets = self.outlets(mib)?;
-        Ok(mib::map_status(mib, &vbs, &outlets))
+        let mut status = mib::map_status(mib, &vbs, &outlets).map_err(|e| match e {
+            Error::NotFound { what } => Error::not_found(format!("{}: {what}", self.cfg.target)),
+            other => other,
+        })?;
+        let now = std::time::Instant::now();
+        if let Some((at, prev)) = &self.last {
+            status.check_runtime_trend(prev, now.duration_since(*at));
+        }
+        self.last = Some((now, status.clone()));
+        Ok(status)
     }
 
     fn capabilities(&mut self) -> Result<DeviceCapabilities> {
@@ -314,6 +326,7 @@ impl SnmpDevice {
                     cfg,
                     session: None,
                     mib: None,
+                    last: None,
                 };
                 while let Ok(job) = rx.recv() {
                     job(&mut state);

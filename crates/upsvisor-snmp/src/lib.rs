@@ -69,10 +69,41 @@
 //!
 //! Objects an agent lacks (`noSuchObject`, `noSuchInstance`, v1
 //! `noSuchName`) read as absent: `None` in [`PowerStatus`](upsvisor_core::PowerStatus),
-//! never zero. Secrets (communities, passphrases, keys) never appear in
-//! messages or logs.
+//! never zero. An agent that lacks the object a status cannot do without
+//! (upsOutputSource, upsBasicOutputStatus, xupsOutputSource; a rack PDU's
+//! outlet table) gives a `NotFound` error naming every missing object and
+//! its OID, never an empty status. Secrets (communities, passphrases, keys)
+//! never appear in messages or logs.
+//!
+//! ## Detection
+//! sysObjectID first, as NUT's snmp-ups does: APC rack PDUs
+//! (`1.3.6.1.4.1.318.1.3.4.*`) by it alone; APC UPSes (`318.*`), Eaton XUPS
+//! cards (`534.1.*`), UPS-MIB agents (`1.3.6.1.2.1.33`) and Tripp Lite
+//! (`850.*`, read through the UPS-MIB) when that MIB's status object
+//! answers; otherwise the first MIB whose probe object answers (see
+//! [`mib::detect`]).
+//!
+//! ## Units
+//! | source | charge | runtime | load |
+//! |---|---|---|---|
+//! | UPS-MIB | upsEstimatedChargeRemaining, % | upsEstimatedMinutesRemaining, **minutes** | upsOutputPercentLoad, %, highest phase |
+//! | PowerNet UPS | upsHighPrecBatteryCapacity, **0.1 %**, else upsAdvBatteryCapacity, % | upsAdvBatteryRunTimeRemaining, **TimeTicks (0.01 s)** | upsHighPrecOutputLoad, **0.1 %**, else upsAdvOutputLoad, % |
+//! | XUPS | xupsBatCapacity, % | xupsBatTimeRemaining, **seconds** | xupsOutputLoad, % |
+//!
+//! All runtimes become seconds. A runtime an order of magnitude below what
+//! the charge allows, or one that counts up on battery between reads, adds
+//! a [`StatusWarning`](upsvisor_core::StatusWarning) to the status: the
+//! signature of a firmware reporting the wrong unit, or elapsed time where
+//! remaining time belongs.
 //!
 //! ## Limits
+//! - An APC rack PDU reports no power source: its status has `source`
+//!   unknown and its outlets (an agent without outlet rows is an error).
+//!   Newer rPDU2 agents (`318.1.1.26`) and the older MasterSwitch sPDU
+//!   tables (`318.1.1.4`) are not read: such an agent, detected as a rack
+//!   PDU by its sysObjectID, gives that error.
+//! - Tested on recordings of real agents (status and detection, see
+//!   `tests/snmprec.rs`), never with a command sent to a real card.
 //! - Eaton XUPS: status (source, charge, runtime, load, charger) and
 //!   shutdown with/without return; XUPS has no scalar low-battery object,
 //!   so `low_battery` is only reported through UPS-MIB or PowerNet.
@@ -107,5 +138,5 @@ pub mod usm;
 
 pub use ber::DecodeError;
 pub use device::{Security, SnmpConfig, SnmpDevice};
-pub use mib::{Mib, MibSelection};
+pub use mib::{Mib, MibSelection, OutputSource};
 pub use usm::{AuthProtocol, PrivProtocol, UsmUser};

@@ -47,8 +47,8 @@ impl Mib {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum MibSelection {
-    /// Probe the agent once: PowerNet UPS, then UPS-MIB, then XUPS, then
-    /// PowerNet rPDU; the first that answers wins.
+    /// Probe the agent once: sysObjectID first, then PowerNet UPS,
+    /// UPS-MIB, XUPS and PowerNet rPDU objects (see [`detect`]).
     #[default]
     Auto,
     /// Use this MIB without probing.
@@ -70,6 +70,10 @@ pub mod oids {
     pub const UPS_OUTPUT_SOURCE: &[u32] = &[1, 3, 6, 1, 2, 1, 33, 1, 4, 1, 0];
     /// UPS-MIB upsOutputPercentLoad.1.
     pub const UPS_OUTPUT_PERCENT_LOAD_1: &[u32] = &[1, 3, 6, 1, 2, 1, 33, 1, 4, 4, 1, 5, 1];
+    /// UPS-MIB upsOutputPercentLoad.2 (second phase).
+    pub const UPS_OUTPUT_PERCENT_LOAD_2: &[u32] = &[1, 3, 6, 1, 2, 1, 33, 1, 4, 4, 1, 5, 2];
+    /// UPS-MIB upsOutputPercentLoad.3 (third phase).
+    pub const UPS_OUTPUT_PERCENT_LOAD_3: &[u32] = &[1, 3, 6, 1, 2, 1, 33, 1, 4, 4, 1, 5, 3];
     /// UPS-MIB upsShutdownAfterDelay.0 (seconds; -1 cancels).
     pub const UPS_SHUTDOWN_AFTER_DELAY: &[u32] = &[1, 3, 6, 1, 2, 1, 33, 1, 8, 2, 0];
     /// UPS-MIB upsStartupAfterDelay.0 (seconds; -1 cancels).
@@ -79,6 +83,14 @@ pub mod oids {
 
     /// PowerNet upsBasicBatteryStatus.0 (unknown 1, normal 2, low 3, ...).
     pub const APC_BASIC_BATTERY_STATUS: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 2, 1, 1, 0];
+    /// PowerNet upsBasicBatteryTimeOnBattery.0 (TimeTicks; 0 when on mains).
+    pub const APC_BASIC_BATTERY_TIME_ON_BATTERY: &[u32] =
+        &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 2, 1, 2, 0];
+    /// PowerNet upsHighPrecBatteryCapacity.0 (tenths of a percent).
+    pub const APC_HIGH_PREC_BATTERY_CAPACITY: &[u32] =
+        &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 2, 3, 1, 0];
+    /// PowerNet upsHighPrecOutputLoad.0 (tenths of a percent).
+    pub const APC_HIGH_PREC_OUTPUT_LOAD: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 4, 3, 3, 0];
     /// PowerNet upsAdvBatteryCapacity.0 (percent).
     pub const APC_ADV_BATTERY_CAPACITY: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 1, 2, 2, 1, 0];
     /// PowerNet upsAdvBatteryRunTimeRemaining.0 (TimeTicks).
@@ -112,6 +124,8 @@ pub mod oids {
 
     /// PowerNet rPDUIdentName.0 (probe for a switched rack PDU).
     pub const APC_RPDU_IDENT_NAME: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 12, 1, 1, 0];
+    /// PowerNet rPDUIdentModelNumber.0 (second probe for a rack PDU).
+    pub const APC_RPDU_IDENT_MODEL_NUMBER: &[u32] = &[1, 3, 6, 1, 4, 1, 318, 1, 1, 12, 1, 5, 0];
     /// PowerNet rPDUOutletControlOutletCommand column (immediateOn 1,
     /// immediateOff 2, delayedOn 4, delayedOff 5, cancelPending 7).
     pub const APC_RPDU_OUTLET_CONTROL_COMMAND: &[u32] =
@@ -143,64 +157,154 @@ fn oid(a: &[u32]) -> Oid {
     Oid::from(a)
 }
 
-/// The OIDs read, in one GET, to pick a MIB.
+/// sysObjectID.0 (SNMPv2-MIB): which product the agent says it is.
+pub const SYS_OBJECT_ID: &[u32] = &[1, 3, 6, 1, 2, 1, 1, 2, 0];
+
+/// The OIDs read, in one GET, to pick a MIB: sysObjectID, then one
+/// object per MIB.
 pub fn probe_oids() -> Vec<Oid> {
     [
+        SYS_OBJECT_ID,
         oids::APC_BASIC_OUTPUT_STATUS,
         oids::UPS_OUTPUT_SOURCE,
         oids::XUPS_OUTPUT_SOURCE,
         oids::APC_RPDU_IDENT_NAME,
+        oids::APC_RPDU_IDENT_MODEL_NUMBER,
     ]
     .iter()
     .map(|a| oid(a))
     .collect()
 }
 
-/// Picks the MIB from the probe's answer (see [`MibSelection::Auto`]).
-pub fn detect(answer: &[VarBind]) -> Option<Mib> {
-    let has = |a: &[u32]| value(answer, a).is_some();
-    if has(oids::APC_BASIC_OUTPUT_STATUS) {
-        Some(Mib::ApcUps)
-    } else if has(oids::UPS_OUTPUT_SOURCE) {
-        Some(Mib::UpsMib)
-    } else if has(oids::XUPS_OUTPUT_SOURCE) {
-        Some(Mib::EatonXups)
-    } else if has(oids::APC_RPDU_IDENT_NAME) {
+/// What a sysObjectID says, as NUT's snmp-ups driver reads it.
+fn by_sys_object_id(id: &Oid) -> Option<Mib> {
+    let a = id.arcs();
+    let under = |p: &[u32]| a.starts_with(p);
+    if under(&[1, 3, 6, 1, 4, 1, 318, 1, 3, 4]) {
+        // APC MasterSwitch family: switched rack PDUs (NUT's apc-pdu-mib
+        // lists .4.4, .4.5 and .4.6; the AP7900B says .4.8).
         Some(Mib::ApcPdu)
+    } else if under(&[1, 3, 6, 1, 4, 1, 318]) {
+        Some(Mib::ApcUps)
+    } else if under(&[1, 3, 6, 1, 4, 1, 534, 1]) {
+        Some(Mib::EatonXups)
+    } else if under(&[1, 3, 6, 1, 2, 1, 33]) || under(&[1, 3, 6, 1, 4, 1, 850]) {
+        // The UPS-MIB itself, and Tripp Lite (NUT reads Tripp Lite cards
+        // through the UPS-MIB tree).
+        Some(Mib::UpsMib)
     } else {
         None
     }
 }
 
-/// The scalar OIDs read for a status.
-pub fn status_oids(mib: Mib) -> Vec<Oid> {
-    let list: &[&[u32]] = match mib {
+/// Picks the MIB from the probe's answer (see [`MibSelection::Auto`]):
+///
+/// 1. sysObjectID first. An APC rack PDU (`318.1.3.4.*`) is a rack PDU
+///    whatever else answers. For an APC UPS (`318.*`), an Eaton XUPS card
+///    (`534.1.*`), the UPS-MIB (`1.3.6.1.2.1.33`) or Tripp Lite (`850.*`),
+///    that MIB is used when its status object answers.
+/// 2. Otherwise the first MIB whose probe object answers: PowerNet UPS
+///    (upsBasicOutputStatus), UPS-MIB (upsOutputSource), XUPS
+///    (xupsOutputSource), PowerNet rPDU (rPDUIdentName or
+///    rPDUIdentModelNumber).
+pub fn detect(answer: &[VarBind]) -> Option<Mib> {
+    let has = |a: &[u32]| value(answer, a).is_some();
+    let answers = |m: Mib| match m {
+        Mib::ApcUps => has(oids::APC_BASIC_OUTPUT_STATUS),
+        Mib::UpsMib => has(oids::UPS_OUTPUT_SOURCE),
+        Mib::EatonXups => has(oids::XUPS_OUTPUT_SOURCE),
+        Mib::ApcPdu => has(oids::APC_RPDU_IDENT_NAME) || has(oids::APC_RPDU_IDENT_MODEL_NUMBER),
+    };
+    if let Some(Value::ObjectId(id)) = value(answer, SYS_OBJECT_ID) {
+        match by_sys_object_id(id) {
+            Some(Mib::ApcPdu) => return Some(Mib::ApcPdu),
+            Some(m) if answers(m) => return Some(m),
+            _ => {}
+        }
+    }
+    [Mib::ApcUps, Mib::UpsMib, Mib::EatonXups, Mib::ApcPdu]
+        .into_iter()
+        .find(|m| answers(*m))
+}
+
+/// Why [`detect`] found nothing, naming what was asked.
+pub fn detection_failure(answer: &[VarBind]) -> String {
+    let sys = match value(answer, SYS_OBJECT_ID) {
+        Some(Value::ObjectId(id)) => format!("sysObjectID {id}"),
+        _ => "no sysObjectID".to_owned(),
+    };
+    format!(
+        "the agent answers ({sys}) but none of upsBasicOutputStatus ({}), upsOutputSource ({}), \
+         xupsOutputSource ({}), rPDUIdentName ({}) or rPDUIdentModelNumber ({}); \
+         choose the MIB in the configuration if it has one of them under another name",
+        oid(oids::APC_BASIC_OUTPUT_STATUS),
+        oid(oids::UPS_OUTPUT_SOURCE),
+        oid(oids::XUPS_OUTPUT_SOURCE),
+        oid(oids::APC_RPDU_IDENT_NAME),
+        oid(oids::APC_RPDU_IDENT_MODEL_NUMBER),
+    )
+}
+
+/// The scalar objects read for a status, by name, in the order they are
+/// asked for. The first one is the one a status cannot do without.
+pub fn status_objects(mib: Mib) -> &'static [(&'static str, &'static [u32])] {
+    match mib {
         Mib::UpsMib => &[
-            oids::UPS_OUTPUT_SOURCE,
-            oids::UPS_BATTERY_STATUS,
-            oids::UPS_SECONDS_ON_BATTERY,
-            oids::UPS_ESTIMATED_MINUTES_REMAINING,
-            oids::UPS_ESTIMATED_CHARGE_REMAINING,
-            oids::UPS_OUTPUT_PERCENT_LOAD_1,
+            ("upsOutputSource", oids::UPS_OUTPUT_SOURCE),
+            ("upsBatteryStatus", oids::UPS_BATTERY_STATUS),
+            ("upsSecondsOnBattery", oids::UPS_SECONDS_ON_BATTERY),
+            (
+                "upsEstimatedMinutesRemaining",
+                oids::UPS_ESTIMATED_MINUTES_REMAINING,
+            ),
+            (
+                "upsEstimatedChargeRemaining",
+                oids::UPS_ESTIMATED_CHARGE_REMAINING,
+            ),
+            ("upsOutputPercentLoad.1", oids::UPS_OUTPUT_PERCENT_LOAD_1),
+            ("upsOutputPercentLoad.2", oids::UPS_OUTPUT_PERCENT_LOAD_2),
+            ("upsOutputPercentLoad.3", oids::UPS_OUTPUT_PERCENT_LOAD_3),
         ],
         Mib::ApcUps => &[
-            oids::APC_BASIC_OUTPUT_STATUS,
-            oids::APC_BASIC_BATTERY_STATUS,
-            oids::APC_ADV_BATTERY_CAPACITY,
-            oids::APC_ADV_BATTERY_RUNTIME_REMAINING,
-            oids::APC_ADV_BATTERY_REPLACE_INDICATOR,
-            oids::APC_ADV_OUTPUT_LOAD,
+            ("upsBasicOutputStatus", oids::APC_BASIC_OUTPUT_STATUS),
+            ("upsBasicBatteryStatus", oids::APC_BASIC_BATTERY_STATUS),
+            (
+                "upsBasicBatteryTimeOnBattery",
+                oids::APC_BASIC_BATTERY_TIME_ON_BATTERY,
+            ),
+            (
+                "upsHighPrecBatteryCapacity",
+                oids::APC_HIGH_PREC_BATTERY_CAPACITY,
+            ),
+            ("upsAdvBatteryCapacity", oids::APC_ADV_BATTERY_CAPACITY),
+            (
+                "upsAdvBatteryRunTimeRemaining",
+                oids::APC_ADV_BATTERY_RUNTIME_REMAINING,
+            ),
+            (
+                "upsAdvBatteryReplaceIndicator",
+                oids::APC_ADV_BATTERY_REPLACE_INDICATOR,
+            ),
+            ("upsHighPrecOutputLoad", oids::APC_HIGH_PREC_OUTPUT_LOAD),
+            ("upsAdvOutputLoad", oids::APC_ADV_OUTPUT_LOAD),
         ],
-        Mib::ApcPdu => &[oids::APC_RPDU_IDENT_NAME],
+        Mib::ApcPdu => &[
+            ("rPDUIdentName", oids::APC_RPDU_IDENT_NAME),
+            ("rPDUIdentModelNumber", oids::APC_RPDU_IDENT_MODEL_NUMBER),
+        ],
         Mib::EatonXups => &[
-            oids::XUPS_OUTPUT_SOURCE,
-            oids::XUPS_BAT_CAPACITY,
-            oids::XUPS_BAT_TIME_REMAINING,
-            oids::XUPS_BATTERY_ABM_STATUS,
-            oids::XUPS_OUTPUT_LOAD,
+            ("xupsOutputSource", oids::XUPS_OUTPUT_SOURCE),
+            ("xupsBatCapacity", oids::XUPS_BAT_CAPACITY),
+            ("xupsBatTimeRemaining", oids::XUPS_BAT_TIME_REMAINING),
+            ("xupsBatteryAbmStatus", oids::XUPS_BATTERY_ABM_STATUS),
+            ("xupsOutputLoad", oids::XUPS_OUTPUT_LOAD),
         ],
-    };
-    list.iter().map(|a| oid(a)).collect()
+    }
+}
+
+/// The scalar OIDs read for a status (see [`status_objects`]).
+pub fn status_oids(mib: Mib) -> Vec<Oid> {
+    status_objects(mib).iter().map(|(_, a)| oid(a)).collect()
 }
 
 /// The outlet table columns walked for a status: (state, name).
@@ -234,13 +338,298 @@ fn percent(v: Option<i64>) -> Option<f32> {
     v.filter(|p| (0..=100).contains(p)).map(|p| p as f32)
 }
 
+/// Tenths of a percent (PowerNet high-precision objects).
+fn percent_tenths(v: Option<i64>) -> Option<f32> {
+    v.filter(|p| (0..=1000).contains(p))
+        .map(|p| p as f32 / 10.0)
+}
+
 fn load_percent(v: Option<i64>) -> Option<f32> {
     // Overload reads above 100; negative is "unknown".
     v.filter(|p| (0..=1000).contains(p)).map(|p| p as f32)
 }
 
+fn load_percent_tenths(v: Option<i64>) -> Option<f32> {
+    v.filter(|p| (0..=10_000).contains(p))
+        .map(|p| p as f32 / 10.0)
+}
+
+/// Seconds; negative, and the all-ones 2^32-1 that some agents send for
+/// "unknown" (Huawei UPS2000), are not readings.
 fn secs(v: Option<i64>) -> Option<u32> {
     v.and_then(|s| u32::try_from(s).ok())
+        .filter(|s| *s != u32::MAX)
+}
+
+/// Where a UPS's output power comes from, as the MIBs' enumerations say it,
+/// folded into the classes upsvisor acts on. The tables
+/// [`UPS_OUTPUT_SOURCE_VALUES`], [`APC_BASIC_OUTPUT_STATUS_VALUES`] and
+/// [`XUPS_OUTPUT_SOURCE_VALUES`] give every value of each MIB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OutputSource {
+    /// Mains, through the UPS (including eco, spot and standby modes and
+    /// battery tests with mains present). NUT: `OL`.
+    OnLine,
+    /// Battery, mains absent. NUT: `OB`.
+    OnBattery,
+    /// Mains, bypassing the UPS. NUT: `BYPASS`.
+    Bypass,
+    /// The output is off. NUT: `OFF`.
+    Off,
+    /// Mains, voltage boosted. NUT: `OL BOOST`.
+    Boost,
+    /// Mains, voltage trimmed. NUT: `OL TRIM`.
+    Trim,
+    /// The output is powered, but the value does not say from where
+    /// (UPS-MIB `other(1)`; PowerNet `powerSavingMode`, `activeLoad`,
+    /// `chargerOnly`, `distributedEnergyReserve`). The MIB's
+    /// time-on-battery object decides: zero is on line, above zero on
+    /// battery, absent unknown.
+    OtherPowered,
+    /// The agent does not know (`unknown(1)`, `rebooting(8)`) or sent a
+    /// value outside the enumeration.
+    Unknown,
+}
+
+use OutputSource as S;
+
+/// RFC 1628 upsOutputSource: value, name, class. NUT's `ietf-mib.c` reads
+/// them the same way, with `other(1)` left without a status.
+pub const UPS_OUTPUT_SOURCE_VALUES: &[(i64, &str, OutputSource)] = &[
+    (1, "other", S::OtherPowered),
+    (2, "none", S::Off),
+    (3, "normal", S::OnLine),
+    (4, "bypass", S::Bypass),
+    (5, "battery", S::OnBattery),
+    (6, "booster", S::Boost),
+    (7, "reducer", S::Trim),
+];
+
+/// PowerNet-MIB upsBasicOutputStatus: value, name, class. As NUT's
+/// `apc-mib.c` maps them, except `softwareBypass(6)`, which NUT reports
+/// as `OFF` and is read here as bypass: the output is on, fed by mains
+/// through the bypass.
+pub const APC_BASIC_OUTPUT_STATUS_VALUES: &[(i64, &str, OutputSource)] = &[
+    (1, "unknown", S::Unknown),
+    (2, "onLine", S::OnLine),
+    (3, "onBattery", S::OnBattery),
+    (4, "onSmartBoost", S::Boost),
+    (5, "timedSleeping", S::Off),
+    (6, "softwareBypass", S::Bypass),
+    (7, "off", S::Off),
+    (8, "rebooting", S::Unknown),
+    (9, "switchedBypass", S::Bypass),
+    (10, "hardwareFailureBypass", S::Bypass),
+    (11, "sleepingUntilPowerReturn", S::Off),
+    (12, "onSmartTrim", S::Trim),
+    (13, "ecoMode", S::OnLine),
+    (14, "hotStandby", S::OnLine),
+    (15, "onBatteryTest", S::OnLine),
+    (16, "emergencyStaticBypass", S::Bypass),
+    (17, "staticBypassStandby", S::Bypass),
+    (18, "powerSavingMode", S::OtherPowered),
+    (19, "spotMode", S::OnLine),
+    (20, "eConversion", S::OnLine),
+    (21, "chargerSpotmode", S::OnLine),
+    (22, "inverterSpotmode", S::OnLine),
+    (23, "activeLoad", S::OtherPowered),
+    (24, "batteryDischargeSpotmode", S::OnLine),
+    (25, "inverterStandby", S::OnLine),
+    (26, "chargerOnly", S::OtherPowered),
+    (27, "distributedEnergyReserve", S::OtherPowered),
+    (28, "selfTest", S::OnLine),
+];
+
+/// XUPS-MIB xupsOutputSource: value, name, class, with the extended values
+/// Eaton cards send (hex in the names) as NUT's `powerware-mib.c` reads
+/// them.
+pub const XUPS_OUTPUT_SOURCE_VALUES: &[(i64, &str, OutputSource)] = &[
+    (1, "other", S::OtherPowered),
+    (2, "none", S::Off),
+    (3, "normal", S::OnLine),
+    (4, "bypass", S::Bypass),
+    (5, "battery", S::OnBattery),
+    (6, "booster", S::Boost),
+    (7, "reducer", S::Trim),
+    (8, "parallelCapacity", S::OnLine),
+    (9, "parallelRedundant", S::OnLine),
+    (10, "highEfficiencyMode", S::OnLine),
+    (16, "none (0x10)", S::Off),
+    (64, "normal, degraded (0x40)", S::OnLine),
+    (80, "normal (0x50)", S::OnLine),
+    (81, "highEfficiency (0x51)", S::OnLine),
+    (96, "bypass (0x60)", S::Bypass),
+    (100, "maintenanceBypass (0x64)", S::Bypass),
+    (240, "battery (0xF0)", S::OnBattery),
+];
+
+fn classify(table: &[(i64, &str, OutputSource)], v: Option<i64>) -> OutputSource {
+    v.and_then(|v| table.iter().find(|(n, _, _)| *n == v))
+        .map_or(S::Unknown, |(_, _, s)| *s)
+}
+
+/// The NUT tokens for a class, given what the MIB's time-on-battery object
+/// says (`Some(true)`: on battery now).
+fn source_tokens(source: OutputSource, on_battery: Option<bool>) -> &'static str {
+    match (source, on_battery) {
+        (S::OnLine, _) => "OL",
+        (S::OnBattery, _) => "OB",
+        (S::Bypass, _) => "BYPASS",
+        (S::Off, _) => "OFF",
+        (S::Boost, _) => "OL BOOST",
+        (S::Trim, _) => "OL TRIM",
+        (S::OtherPowered, Some(false)) => "OL",
+        // Source unknown but the battery is being drawn: believe the
+        // unsafe reading.
+        (S::OtherPowered | S::Unknown, Some(true)) => "OB",
+        (S::OtherPowered | S::Unknown, _) => "",
+    }
+}
+
+fn missing_error(mib: Mib, vbs: &[VarBind]) -> Error {
+    let missing: Vec<String> = status_objects(mib)
+        .iter()
+        .filter(|(_, a)| value(vbs, a).is_none())
+        .map(|(n, a)| format!("{n} ({})", oid(a)))
+        .collect();
+    Error::not_found(format!(
+        "{}: the agent does not answer the objects a status needs; missing: {}",
+        mib.name(),
+        missing.join(", ")
+    ))
+}
+
+/// Maps what was read into a [`PowerStatus`].
+///
+/// Units: UPS-MIB upsEstimatedMinutesRemaining is in minutes, PowerNet
+/// upsAdvBatteryRunTimeRemaining in TimeTicks (1/100 s; a plain integer
+/// is taken as seconds), XUPS xupsBatTimeRemaining in seconds; all become
+/// seconds. PowerNet high-precision objects are in tenths of a percent
+/// and are read before the standard whole-percent ones. UPS-MIB load is
+/// the highest of upsOutputPercentLoad.1–3 (a three-phase UPS is as
+/// loaded as its most loaded phase). A runtime that contradicts the
+/// charge adds a [`StatusWarning`](upsvisor_core::StatusWarning).
+///
+/// # Errors
+/// `NotFound`, naming every missing object with its OID, when the agent
+/// does not answer the MIB's source object (upsOutputSource,
+/// upsBasicOutputStatus, xupsOutputSource), or, for a rack PDU, has no
+/// outlet rows: an empty status would read as "nothing known" where the
+/// truth is "this agent does not speak that MIB".
+pub fn map_status(mib: Mib, vbs: &[VarBind], outlets: &[OutletRow]) -> Result<PowerStatus, Error> {
+    let mut tokens: Vec<StatusToken> = Vec::new();
+    let mut add = |list: &str| tokens.extend(StatusToken::parse_list(list));
+    let (charge, runtime, load);
+    match mib {
+        Mib::UpsMib => {
+            let raw = int(vbs, oids::UPS_OUTPUT_SOURCE).ok_or_else(|| missing_error(mib, vbs))?;
+            let on_battery = int(vbs, oids::UPS_SECONDS_ON_BATTERY).map(|s| s > 0);
+            add(source_tokens(
+                classify(UPS_OUTPUT_SOURCE_VALUES, Some(raw)),
+                on_battery,
+            ));
+            if matches!(int(vbs, oids::UPS_BATTERY_STATUS), Some(3 | 4)) {
+                add("LB");
+            }
+            charge = percent(int(vbs, oids::UPS_ESTIMATED_CHARGE_REMAINING));
+            runtime = int(vbs, oids::UPS_ESTIMATED_MINUTES_REMAINING)
+                .filter(|m| *m != i64::from(u32::MAX))
+                .and_then(|m| secs(Some(m.saturating_mul(60))));
+            load = [
+                oids::UPS_OUTPUT_PERCENT_LOAD_1,
+                oids::UPS_OUTPUT_PERCENT_LOAD_2,
+                oids::UPS_OUTPUT_PERCENT_LOAD_3,
+            ]
+            .iter()
+            .filter_map(|a| load_percent(int(vbs, a)))
+            .reduce(f32::max);
+        }
+        Mib::ApcUps => {
+            let raw =
+                int(vbs, oids::APC_BASIC_OUTPUT_STATUS).ok_or_else(|| missing_error(mib, vbs))?;
+            let on_battery = int(vbs, oids::APC_BASIC_BATTERY_TIME_ON_BATTERY).map(|t| t > 0);
+            add(source_tokens(
+                classify(APC_BASIC_OUTPUT_STATUS_VALUES, Some(raw)),
+                on_battery,
+            ));
+            if matches!(raw, 13 | 20) {
+                // ecoMode, eConversion: NUT adds ECO.
+                add("ECO");
+            }
+            if int(vbs, oids::APC_BASIC_BATTERY_STATUS) == Some(3) {
+                add("LB");
+            }
+            if int(vbs, oids::APC_ADV_BATTERY_REPLACE_INDICATOR) == Some(2) {
+                add("RB");
+            }
+            charge = percent_tenths(int(vbs, oids::APC_HIGH_PREC_BATTERY_CAPACITY))
+                .or_else(|| percent(int(vbs, oids::APC_ADV_BATTERY_CAPACITY)));
+            runtime = match value(vbs, oids::APC_ADV_BATTERY_RUNTIME_REMAINING) {
+                Some(Value::TimeTicks(t)) => Some(t / 100),
+                // Some firmware sends a plain number of seconds.
+                Some(v) => secs(v.as_i64()),
+                None => None,
+            };
+            load = load_percent_tenths(int(vbs, oids::APC_HIGH_PREC_OUTPUT_LOAD))
+                .or_else(|| load_percent(int(vbs, oids::APC_ADV_OUTPUT_LOAD)));
+        }
+        Mib::EatonXups => {
+            let raw = int(vbs, oids::XUPS_OUTPUT_SOURCE).ok_or_else(|| missing_error(mib, vbs))?;
+            let abm = int(vbs, oids::XUPS_BATTERY_ABM_STATUS);
+            // ABM discharging(2) is on battery; charging(1), floating(3)
+            // and resting(4) happen only on mains.
+            let on_battery = match abm {
+                Some(2) => Some(true),
+                Some(1 | 3 | 4) => Some(false),
+                _ => None,
+            };
+            add(source_tokens(
+                classify(XUPS_OUTPUT_SOURCE_VALUES, Some(raw)),
+                on_battery,
+            ));
+            match abm {
+                Some(1) => add("CHRG"),
+                Some(2) => add("DISCHRG"),
+                _ => {}
+            }
+            charge = percent(int(vbs, oids::XUPS_BAT_CAPACITY));
+            runtime = secs(int(vbs, oids::XUPS_BAT_TIME_REMAINING));
+            load = load_percent(int(vbs, oids::XUPS_OUTPUT_LOAD));
+        }
+        Mib::ApcPdu => {
+            if outlets.is_empty() {
+                return Err(Error::not_found(format!(
+                    "{}: the agent has no rows under rPDUOutletStatusOutletState ({}); \
+                     a rack PDU's status is its outlets",
+                    mib.name(),
+                    oid(oids::APC_RPDU_OUTLET_STATUS_STATE)
+                )));
+            }
+            charge = None;
+            runtime = None;
+            load = None;
+        }
+    }
+    let mut status = PowerStatus::from_tokens(tokens);
+    status.charge_pct = charge;
+    status.runtime_s = runtime;
+    status.load_pct = load;
+    status.outlets = outlets
+        .iter()
+        .map(|r| {
+            let on = match r.state {
+                Some(1) => Some(true),
+                Some(2) => Some(false),
+                _ => None,
+            };
+            let mut o = OutletStatus::new(r.index.to_string(), on, true);
+            o.name.clone_from(&r.name);
+            o
+        })
+        .collect();
+    status.check_runtime();
+    Ok(status)
 }
 
 /// One outlet row as read from a table walk.
@@ -286,107 +675,6 @@ pub fn outlet_rows(mib: Mib, states: &[VarBind], names: &[VarBind]) -> Vec<Outle
         }
     }
     rows
-}
-
-/// Maps what was read into a [`PowerStatus`].
-pub fn map_status(mib: Mib, vbs: &[VarBind], outlets: &[OutletRow]) -> PowerStatus {
-    let mut tokens: Vec<StatusToken> = Vec::new();
-    let mut add = |list: &str| tokens.extend(StatusToken::parse_list(list));
-    let (charge, runtime, load);
-    match mib {
-        Mib::UpsMib => {
-            let source = int(vbs, oids::UPS_OUTPUT_SOURCE);
-            match source {
-                Some(2) => add("OFF"),
-                Some(3) => add("OL"),
-                Some(4) => add("OL BYPASS"),
-                Some(5) => add("OB"),
-                Some(6) => add("OL BOOST"),
-                Some(7) => add("OL TRIM"),
-                _ => {
-                    // Source unknown but the battery is being drawn: believe
-                    // the unsafe reading.
-                    if int(vbs, oids::UPS_SECONDS_ON_BATTERY).is_some_and(|s| s > 0) {
-                        add("OB");
-                    }
-                }
-            }
-            if matches!(int(vbs, oids::UPS_BATTERY_STATUS), Some(3 | 4)) {
-                add("LB");
-            }
-            charge = percent(int(vbs, oids::UPS_ESTIMATED_CHARGE_REMAINING));
-            runtime =
-                secs(int(vbs, oids::UPS_ESTIMATED_MINUTES_REMAINING).map(|m| m.saturating_mul(60)));
-            load = load_percent(int(vbs, oids::UPS_OUTPUT_PERCENT_LOAD_1));
-        }
-        Mib::ApcUps => {
-            match int(vbs, oids::APC_BASIC_OUTPUT_STATUS) {
-                Some(2) => add("OL"),
-                Some(3) => add("OB"),
-                Some(4) => add("OL BOOST"),
-                Some(5 | 6 | 7 | 11) => add("OFF"),
-                Some(9 | 10) => add("BYPASS"),
-                Some(12) => add("OL TRIM"),
-                _ => {}
-            }
-            if int(vbs, oids::APC_BASIC_BATTERY_STATUS) == Some(3) {
-                add("LB");
-            }
-            if int(vbs, oids::APC_ADV_BATTERY_REPLACE_INDICATOR) == Some(2) {
-                add("RB");
-            }
-            charge = percent(int(vbs, oids::APC_ADV_BATTERY_CAPACITY));
-            runtime = match value(vbs, oids::APC_ADV_BATTERY_RUNTIME_REMAINING) {
-                Some(Value::TimeTicks(t)) => Some(t / 100),
-                // Some firmware sends a plain number of seconds.
-                Some(v) => secs(v.as_i64()),
-                None => None,
-            };
-            load = load_percent(int(vbs, oids::APC_ADV_OUTPUT_LOAD));
-        }
-        Mib::EatonXups => {
-            match int(vbs, oids::XUPS_OUTPUT_SOURCE) {
-                Some(2 | 16) => add("OFF"),
-                Some(3 | 8 | 9 | 10 | 64 | 80 | 81) => add("OL"),
-                Some(4 | 96 | 100) => add("BYPASS"),
-                Some(5 | 240) => add("OB"),
-                Some(6) => add("OL BOOST"),
-                Some(7) => add("OL TRIM"),
-                _ => {}
-            }
-            match int(vbs, oids::XUPS_BATTERY_ABM_STATUS) {
-                Some(1) => add("CHRG"),
-                Some(2) => add("DISCHRG"),
-                _ => {}
-            }
-            charge = percent(int(vbs, oids::XUPS_BAT_CAPACITY));
-            runtime = secs(int(vbs, oids::XUPS_BAT_TIME_REMAINING));
-            load = load_percent(int(vbs, oids::XUPS_OUTPUT_LOAD));
-        }
-        Mib::ApcPdu => {
-            charge = None;
-            runtime = None;
-            load = None;
-        }
-    }
-    let mut status = PowerStatus::from_tokens(tokens);
-    status.charge_pct = charge;
-    status.runtime_s = runtime;
-    status.load_pct = load;
-    status.outlets = outlets
-        .iter()
-        .map(|r| {
-            let on = match r.state {
-                Some(1) => Some(true),
-                Some(2) => Some(false),
-                _ => None,
-            };
-            let mut o = OutletStatus::new(r.index.to_string(), on, true);
-            o.name.clone_from(&r.name);
-            o
-        })
-        .collect();
-    status
 }
 
 /// What commands work with `mib`, given the outlets seen.
@@ -576,6 +864,10 @@ mod tests {
         VarBind::new(oid(a), v)
     }
 
+    fn src_of(mib: Mib, vbs: &[VarBind]) -> PowerSource {
+        map_status(mib, vbs, &[]).unwrap().source
+    }
+
     #[test]
     fn ups_mib_states() {
         let online = [
@@ -586,12 +878,13 @@ mod tests {
             vb(oids::UPS_ESTIMATED_CHARGE_REMAINING, Value::Integer(100)),
             vb(oids::UPS_OUTPUT_PERCENT_LOAD_1, Value::NoSuchInstance),
         ];
-        let s = map_status(Mib::UpsMib, &online, &[]);
+        let s = map_status(Mib::UpsMib, &online, &[]).unwrap();
         assert_eq!(s.source, PowerSource::OnLine);
         assert!(!s.low_battery);
         assert_eq!(s.runtime_s, Some(42 * 60));
         assert_eq!(s.charge_pct, Some(100.0));
         assert_eq!(s.load_pct, None, "absent is None, not zero");
+        assert!(s.warnings.is_empty());
 
         let low = [
             vb(oids::UPS_OUTPUT_SOURCE, Value::Integer(5)),
@@ -599,29 +892,124 @@ mod tests {
             vb(oids::UPS_ESTIMATED_CHARGE_REMAINING, Value::NoSuchObject),
             vb(oids::UPS_ESTIMATED_MINUTES_REMAINING, Value::Integer(-1)),
         ];
-        let s = map_status(Mib::UpsMib, &low, &[]);
+        let s = map_status(Mib::UpsMib, &low, &[]).unwrap();
         assert_eq!(s.source, PowerSource::OnBattery);
         assert!(s.low_battery);
         assert_eq!(s.charge_pct, None);
         assert_eq!(s.runtime_s, None);
 
         let bypass = [vb(oids::UPS_OUTPUT_SOURCE, Value::Integer(4))];
-        assert_eq!(
-            map_status(Mib::UpsMib, &bypass, &[]).source,
-            PowerSource::Bypass
-        );
-        let other = [
-            vb(oids::UPS_OUTPUT_SOURCE, Value::Integer(1)),
-            vb(oids::UPS_SECONDS_ON_BATTERY, Value::Integer(12)),
+        assert_eq!(src_of(Mib::UpsMib, &bypass), PowerSource::Bypass);
+
+        // other(1): the time on battery decides.
+        let other = |secs: Option<i64>| {
+            let mut v = vec![vb(oids::UPS_OUTPUT_SOURCE, Value::Integer(1))];
+            if let Some(s) = secs {
+                v.push(vb(oids::UPS_SECONDS_ON_BATTERY, Value::Integer(s)));
+            }
+            src_of(Mib::UpsMib, &v)
+        };
+        assert_eq!(other(Some(0)), PowerSource::OnLine, "Tripp Lite on mains");
+        assert_eq!(other(Some(12)), PowerSource::OnBattery);
+        assert_eq!(other(None), PowerSource::Unknown);
+        // Out of the enumeration: unknown, never on battery.
+        let odd = [
+            vb(oids::UPS_OUTPUT_SOURCE, Value::Integer(99)),
+            vb(oids::UPS_SECONDS_ON_BATTERY, Value::Integer(0)),
         ];
-        assert_eq!(
-            map_status(Mib::UpsMib, &other, &[]).source,
-            PowerSource::OnBattery
-        );
-        assert_eq!(
-            map_status(Mib::UpsMib, &[], &[]).source,
-            PowerSource::Unknown
-        );
+        assert_eq!(src_of(Mib::UpsMib, &odd), PowerSource::Unknown);
+
+        // Three phases: the most loaded one; the all-ones "unknown" runtime.
+        let s = map_status(
+            Mib::UpsMib,
+            &[
+                vb(oids::UPS_OUTPUT_SOURCE, Value::Integer(3)),
+                vb(
+                    oids::UPS_ESTIMATED_MINUTES_REMAINING,
+                    Value::Gauge32(u32::MAX),
+                ),
+                vb(oids::UPS_OUTPUT_PERCENT_LOAD_1, Value::Integer(2)),
+                vb(oids::UPS_OUTPUT_PERCENT_LOAD_2, Value::Integer(14)),
+                vb(oids::UPS_OUTPUT_PERCENT_LOAD_3, Value::Integer(2)),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.load_pct, Some(14.0));
+        assert_eq!(s.runtime_s, None);
+    }
+
+    #[test]
+    fn every_enumeration_value_is_classed_and_none_but_battery_reads_ob() {
+        type Values = &'static [(i64, &'static str, OutputSource)];
+        let cases: [(Mib, &[u32], Values, &[u32]); 3] = [
+            (
+                Mib::UpsMib,
+                oids::UPS_OUTPUT_SOURCE,
+                UPS_OUTPUT_SOURCE_VALUES,
+                oids::UPS_SECONDS_ON_BATTERY,
+            ),
+            (
+                Mib::ApcUps,
+                oids::APC_BASIC_OUTPUT_STATUS,
+                APC_BASIC_OUTPUT_STATUS_VALUES,
+                oids::APC_BASIC_BATTERY_TIME_ON_BATTERY,
+            ),
+            (
+                Mib::EatonXups,
+                oids::XUPS_OUTPUT_SOURCE,
+                XUPS_OUTPUT_SOURCE_VALUES,
+                oids::XUPS_BATTERY_ABM_STATUS,
+            ),
+        ];
+        for (mib, src, table, evidence) in cases {
+            for (n, name, class) in table {
+                // With the battery objects saying "on mains".
+                let mains = if mib == Mib::EatonXups {
+                    Value::Integer(3) // floating
+                } else {
+                    Value::Integer(0)
+                };
+                let got = src_of(
+                    mib,
+                    &[vb(src, Value::Integer(*n)), vb(evidence, mains.clone())],
+                );
+                let want = match class {
+                    S::OnLine | S::Boost | S::Trim | S::OtherPowered => PowerSource::OnLine,
+                    S::OnBattery => PowerSource::OnBattery,
+                    S::Bypass => PowerSource::Bypass,
+                    S::Off => PowerSource::Off,
+                    S::Unknown => PowerSource::Unknown,
+                };
+                assert_eq!(got, want, "{} {name}({n})", mib.name());
+                // Without them, only a battery value reads as on battery.
+                let bare = src_of(mib, &[vb(src, Value::Integer(*n))]);
+                assert_eq!(
+                    bare == PowerSource::OnBattery,
+                    *class == S::OnBattery,
+                    "{} {name}({n}): {bare:?}",
+                    mib.name()
+                );
+            }
+        }
+        // The values the issue names, read as NUT reads them.
+        let apc = |n: i64| {
+            map_status(
+                Mib::ApcUps,
+                &[vb(oids::APC_BASIC_OUTPUT_STATUS, Value::Integer(n))],
+                &[],
+            )
+            .unwrap()
+        };
+        for n in [13, 14, 15, 20, 25, 28] {
+            assert_eq!(apc(n).source, PowerSource::OnLine, "{n}");
+        }
+        for n in [16, 17] {
+            assert_eq!(apc(n).source, PowerSource::Bypass, "{n}");
+        }
+        assert!(apc(13).tokens.contains(&StatusToken::Other("ECO".into())));
+        assert!(apc(4).tokens.contains(&StatusToken::BOOST));
+        assert!(apc(12).tokens.contains(&StatusToken::TRIM));
     }
 
     #[test]
@@ -648,7 +1036,7 @@ mod tests {
                 name: None,
             },
         ];
-        let s = map_status(Mib::ApcUps, &apc, &rows);
+        let s = map_status(Mib::ApcUps, &apc, &rows).unwrap();
         assert!(s.on_battery() && s.low_battery);
         assert!(s.tokens.contains(&StatusToken::RB));
         assert_eq!(s.runtime_s, Some(540));
@@ -658,24 +1046,75 @@ mod tests {
         assert_eq!(s.outlets[0].name.as_deref(), Some("esx1"));
         assert_eq!(s.outlets[1].on, Some(false));
 
+        // High precision first (tenths), standard as fallback.
+        let hp = [
+            vb(oids::APC_BASIC_OUTPUT_STATUS, Value::Integer(2)),
+            vb(oids::APC_HIGH_PREC_BATTERY_CAPACITY, Value::Gauge32(995)),
+            vb(oids::APC_ADV_BATTERY_CAPACITY, Value::Gauge32(99)),
+            vb(oids::APC_HIGH_PREC_OUTPUT_LOAD, Value::Gauge32(202)),
+        ];
+        let s = map_status(Mib::ApcUps, &hp, &[]).unwrap();
+        assert_eq!(s.charge_pct, Some(99.5));
+        assert_eq!(s.load_pct, Some(20.2));
+
         let x = [
             vb(oids::XUPS_OUTPUT_SOURCE, Value::Integer(5)),
             vb(oids::XUPS_BAT_CAPACITY, Value::Integer(80)),
             vb(oids::XUPS_BAT_TIME_REMAINING, Value::Integer(1200)),
         ];
-        let s = map_status(Mib::EatonXups, &x, &[]);
+        let s = map_status(Mib::EatonXups, &x, &[]).unwrap();
         assert!(s.on_battery());
         assert_eq!(s.runtime_s, Some(1200));
         assert_eq!(s.charge_pct, Some(80.0));
     }
 
     #[test]
+    fn a_mib_the_agent_does_not_answer_is_an_error_naming_what_is_missing() {
+        let only_charge = [vb(oids::UPS_ESTIMATED_CHARGE_REMAINING, Value::Integer(90))];
+        let e = map_status(Mib::UpsMib, &only_charge, &[]).unwrap_err();
+        assert_eq!(e.kind(), upsvisor_core::ErrorKind::NotFound);
+        let m = e.to_string();
+        assert!(
+            m.contains("upsOutputSource (.1.3.6.1.2.1.33.1.4.1.0)"),
+            "{m}"
+        );
+        assert!(!m.contains("upsEstimatedChargeRemaining"), "{m}");
+        let e = map_status(Mib::EatonXups, &[], &[]).unwrap_err();
+        assert!(e.to_string().contains("xupsOutputSource"), "{e}");
+        let e = map_status(Mib::ApcPdu, &[], &[]).unwrap_err();
+        assert!(e.to_string().contains("rPDUOutletStatusOutletState"), "{e}");
+    }
+
+    #[test]
+    fn runtime_that_contradicts_charge_is_flagged() {
+        let s = map_status(
+            Mib::UpsMib,
+            &[
+                vb(oids::UPS_OUTPUT_SOURCE, Value::Integer(3)),
+                vb(oids::UPS_ESTIMATED_CHARGE_REMAINING, Value::Integer(100)),
+                // A firmware reporting seconds in the minutes object reads
+                // as 50 minutes: plausible. One reporting 1 "minute" at
+                // 100 % does not add up.
+                vb(oids::UPS_ESTIMATED_MINUTES_REMAINING, Value::Integer(1)),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.warnings.len(), 1, "{s:?}");
+    }
+
+    #[test]
     fn detection_order() {
-        let ans = |which: &[&[u32]]| {
+        let ans = |which: &[&[u32]], sys: Option<&str>| {
             probe_oids()
                 .into_iter()
                 .map(|o| {
-                    let v = if which.contains(&o.arcs()) {
+                    let v = if o.arcs() == SYS_OBJECT_ID {
+                        match sys {
+                            Some(s) => Value::ObjectId(s.parse().unwrap()),
+                            None => Value::NoSuchObject,
+                        }
+                    } else if which.contains(&o.arcs()) {
                         Value::Integer(2)
                     } else {
                         Value::NoSuchObject
@@ -685,25 +1124,56 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            detect(&ans(&[
-                oids::APC_BASIC_OUTPUT_STATUS,
-                oids::UPS_OUTPUT_SOURCE
-            ])),
+            detect(&ans(
+                &[oids::APC_BASIC_OUTPUT_STATUS, oids::UPS_OUTPUT_SOURCE],
+                None
+            )),
             Some(Mib::ApcUps)
         );
         assert_eq!(
-            detect(&ans(&[oids::UPS_OUTPUT_SOURCE, oids::XUPS_OUTPUT_SOURCE])),
+            detect(&ans(
+                &[oids::UPS_OUTPUT_SOURCE, oids::XUPS_OUTPUT_SOURCE],
+                None
+            )),
             Some(Mib::UpsMib)
         );
         assert_eq!(
-            detect(&ans(&[oids::XUPS_OUTPUT_SOURCE])),
+            detect(&ans(&[oids::XUPS_OUTPUT_SOURCE], None)),
             Some(Mib::EatonXups)
         );
         assert_eq!(
-            detect(&ans(&[oids::APC_RPDU_IDENT_NAME])),
+            detect(&ans(&[oids::APC_RPDU_IDENT_NAME], None)),
             Some(Mib::ApcPdu)
         );
-        assert_eq!(detect(&ans(&[])), None);
+        assert_eq!(
+            detect(&ans(&[oids::APC_RPDU_IDENT_MODEL_NUMBER], None)),
+            Some(Mib::ApcPdu)
+        );
+        assert_eq!(detect(&ans(&[], None)), None);
+        // sysObjectID first.
+        assert_eq!(
+            detect(&ans(&[], Some("1.3.6.1.4.1.318.1.3.4.8"))),
+            Some(Mib::ApcPdu),
+            "an APC rack PDU by its sysObjectID alone"
+        );
+        assert_eq!(
+            detect(&ans(
+                &[oids::UPS_OUTPUT_SOURCE, oids::XUPS_OUTPUT_SOURCE],
+                Some("1.3.6.1.4.1.534.1")
+            )),
+            Some(Mib::EatonXups)
+        );
+        assert_eq!(
+            detect(&ans(&[oids::UPS_OUTPUT_SOURCE], Some("1.3.6.1.4.1.534.1"))),
+            Some(Mib::UpsMib),
+            "sysObjectID's MIB not answering: probe"
+        );
+        let m = detection_failure(&ans(&[], Some("1.3.6.1.4.1.99.1")));
+        assert!(m.contains("sysObjectID .1.3.6.1.4.1.99.1"), "{m}");
+        assert!(
+            m.contains("upsOutputSource (.1.3.6.1.2.1.33.1.4.1.0)"),
+            "{m}"
+        );
     }
 
     #[test]

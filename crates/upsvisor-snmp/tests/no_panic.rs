@@ -123,8 +123,11 @@ proptest! {
     fn status_mapping_never_panics(vbs in arb_varbinds(), states in prop::collection::vec((1u32..100, any::<Option<i64>>()), 0..10)) {
         let rows: Vec<OutletRow> = states.into_iter().map(|(index, state)| OutletRow { index, state, name: None }).collect();
         for m in [Mib::UpsMib, Mib::ApcUps, Mib::ApcPdu, Mib::EatonXups] {
-            let s = mib::map_status(m, &vbs, &rows);
-            if let Some(c) = s.charge_pct { prop_assert!((0.0..=100.0).contains(&c)); }
+            if let Ok(s) = mib::map_status(m, &vbs, &rows) {
+                if let Some(c) = s.charge_pct { prop_assert!((0.0..=100.0).contains(&c)); }
+                if let Some(l) = s.load_pct { prop_assert!((0.0..=1000.0).contains(&l)); }
+            }
+            let _ = mib::detection_failure(&vbs);
             let _ = mib::outlet_rows(m, &vbs, &vbs);
             let _ = mib::detect(&vbs);
         }

@@ -394,6 +394,20 @@ pub fn power_device(
             if let Some(r) = creds {
                 c = c.credentials(r.creds.clone());
             }
+            // A upsmon secondary by default when there is an account.
+            c = c.login(d.nut_login.unwrap_or(creds.is_some()));
+            if d.nut_starttls {
+                let ca = d.nut_ca_file.as_ref().ok_or_else(|| {
+                    format!("{key}.nut_ca_file: required with nut_starttls = true")
+                })?;
+                let pem = std::fs::read(ca)
+                    .map_err(|e| format!("{key}.nut_ca_file: cannot read {}: {e}", ca.display()))?;
+                let mut tls = upsvisor_nut::NutTls::with_ca_pem(pem);
+                if let Some(n) = &d.nut_tls_server_name {
+                    tls = tls.server_name(n.clone());
+                }
+                c = c.starttls(tls);
+            }
             Ok(Arc::new(
                 upsvisor_nut::NutDevice::new(c).map_err(|e| format!("{key}: {e}"))?,
             ))
@@ -631,6 +645,67 @@ mod tests {
         let (parts, errors) = from_config(&cfg, &vault);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(parts.hosts.len(), 1);
+    }
+
+    #[test]
+    fn nut_starttls_reads_its_ca_and_refuses_a_bad_one() {
+        let dir = upsvisor_testkit::TempDir::new("nut-tls-cfg");
+        let mut vault = Vault::default();
+        vault.insert(
+            "nut",
+            crate::config::Resolved::new(upsvisor_core::Credentials::new("upsmon", "pw")),
+        );
+        let build = |ca: &str| {
+            let text = format!(
+                "version = 1\n[[device]]\nid = \"ups1\"\nkind = \"nut\"\naddress = \"127.0.0.1:3493\"\nups = \"u\"\ncredentials = \"nut\"\nnut_starttls = true\nnut_ca_file = \"{ca}\"\n"
+            );
+            let cfg =
+                Config::parse_str(&dir.path().join("t.toml").display().to_string(), &text).unwrap();
+            let (parts, errors) = from_config(&cfg, &vault);
+            (parts.devices.len(), errors)
+        };
+        let (n, errors) = build("missing.pem");
+        assert_eq!(n, 0);
+        assert!(
+            errors[0].1.contains("device[0].nut_ca_file: cannot read"),
+            "{errors:?}"
+        );
+        std::fs::write(dir.path().join("junk.pem"), "not a certificate\n").unwrap();
+        let (n, errors) = build("junk.pem");
+        assert_eq!(n, 0);
+        assert!(errors[0].1.contains("no certificate"), "{errors:?}");
+        // A real CA certificate (made with openssl) is accepted; the device
+        // connects lazily, so nothing needs to listen.
+        let Some(openssl) = upsvisor_testkit::require_peer(&["openssl"], "openssl") else {
+            return;
+        };
+        let ok = std::process::Command::new(openssl)
+            .current_dir(dir.path())
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                "/CN=test-ca",
+                "-days",
+                "1",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "openssl req");
+        let (n, errors) = build("ca.pem");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(n, 1);
     }
 
     #[test]

@@ -428,6 +428,24 @@ pub struct DeviceSection {
     /// Credentials entry (NUT user; SNMP community as `password`; SNMPv3 user).
     #[serde(default)]
     pub credentials: Option<String>,
+    /// NUT: attach to the UPS with `LOGIN`, as a upsmon secondary, so a
+    /// primary upsmon counts upsvisor and waits for it before cutting
+    /// power. Needs `credentials` whose upsd.users entry has
+    /// `upsmon secondary`. Default: on when `credentials` is set.
+    #[serde(default)]
+    pub nut_login: Option<bool>,
+    /// NUT: require STARTTLS before anything is sent (no plain-text
+    /// fallback). Needs `nut_ca_file`.
+    #[serde(default)]
+    pub nut_starttls: bool,
+    /// NUT with STARTTLS: the CA certificate(s), PEM, that upsd's
+    /// certificate must chain to; relative to this file or absolute.
+    #[serde(default)]
+    pub nut_ca_file: Option<PathBuf>,
+    /// NUT with STARTTLS: the name upsd's certificate must carry (default:
+    /// the host in `address`).
+    #[serde(default)]
+    pub nut_tls_server_name: Option<String>,
     /// Outlets and the hosts they feed.
     #[serde(default, rename = "outlet")]
     pub outlets: Vec<OutletSection>,
@@ -531,6 +549,65 @@ fn validate_snmp_v3(d: &DeviceSection) -> Result<(), (&'static str, String)> {
             "SNMPv3 needs a credentials entry with username, auth_password and priv_password"
                 .into(),
         ));
+    }
+    Ok(())
+}
+
+/// The `[[device]]` NUT keys: `(field, message)` on error.
+fn validate_nut(d: &DeviceSection) -> Result<(), (&'static str, String)> {
+    if d.kind != DeviceKind::Nut {
+        for (field, set) in [
+            ("nut_login", d.nut_login.is_some()),
+            ("nut_starttls", d.nut_starttls),
+            ("nut_ca_file", d.nut_ca_file.is_some()),
+            ("nut_tls_server_name", d.nut_tls_server_name.is_some()),
+        ] {
+            if set {
+                return Err((field, "only for kind = \"nut\"".into()));
+            }
+        }
+        return Ok(());
+    }
+    if d.nut_login == Some(true) && d.credentials.is_none() {
+        return Err((
+            "nut_login",
+            "LOGIN needs `credentials` (a upsd.users account with `upsmon secondary`)".into(),
+        ));
+    }
+    if !d.nut_starttls {
+        for (field, set) in [
+            ("nut_ca_file", d.nut_ca_file.is_some()),
+            ("nut_tls_server_name", d.nut_tls_server_name.is_some()),
+        ] {
+            if set {
+                return Err((field, "only with nut_starttls = true".into()));
+            }
+        }
+        return Ok(());
+    }
+    match &d.nut_ca_file {
+        None => {
+            return Err((
+                "nut_ca_file",
+                "required with nut_starttls = true: the CA certificate (PEM) that signed upsd's certificate; there is no option to skip verification".into(),
+            ));
+        }
+        Some(p) if p.as_os_str().is_empty() => {
+            return Err(("nut_ca_file", "is empty".into()));
+        }
+        Some(_) => {}
+    }
+    if let Some(n) = &d.nut_tls_server_name {
+        let ok = !n.is_empty()
+            && n.len() <= 253
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+        if !ok {
+            return Err((
+                "nut_tls_server_name",
+                format!("`{n}` is not a DNS name or IP address"),
+            ));
+        }
     }
     Ok(())
 }
@@ -786,6 +863,15 @@ impl Config {
         let mut cfg: Config = parse_toml(file, text)?;
         cfg.source = file.to_string();
         cfg.validate()?;
+        // Paths in device sections are relative to this file, like the rest.
+        let resolved: Vec<Option<PathBuf>> = cfg
+            .devices
+            .iter()
+            .map(|d| d.nut_ca_file.as_ref().map(|p| cfg.resolve(p)))
+            .collect();
+        for (d, p) in cfg.devices.iter_mut().zip(resolved) {
+            d.nut_ca_file = p;
+        }
         Ok(cfg)
     }
 
@@ -934,6 +1020,8 @@ impl Config {
                 _ => {}
             }
             validate_snmp_v3(d)
+                .map_err(|(field, m)| ConfigError::at(f, format!("{key}.{field}"), m))?;
+            validate_nut(d)
                 .map_err(|(field, m)| ConfigError::at(f, format!("{key}.{field}"), m))?;
             for (j, o) in d.outlets.iter().enumerate() {
                 for (k, h) in o.hosts.iter().enumerate() {
@@ -1350,6 +1438,84 @@ address = "esx1.lab"
             cfg.policy_config().on_battery_for,
             Some(Duration::from_secs(120))
         );
+    }
+
+    #[test]
+    fn nut_starttls_and_login_are_strict() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "ups = \"dummy\"\ncredentials = \"nut\"",
+                &format!("ups = \"dummy\"\ncredentials = \"nut\"\n{extra}"),
+            )
+        };
+        let cfg = Config::parse_str(
+            "/etc/upsvisor/t.toml",
+            &with("nut_starttls = true\nnut_ca_file = \"nut-ca.pem\"\nnut_tls_server_name = \"ups.lab\"\nnut_login = false"),
+        )
+        .unwrap();
+        let d = &cfg.devices[0];
+        assert!(d.nut_starttls);
+        assert_eq!(
+            d.nut_ca_file.as_deref(),
+            Some(Path::new("/etc/upsvisor/nut-ca.pem")),
+            "relative to the config file"
+        );
+        assert_eq!(d.nut_tls_server_name.as_deref(), Some("ups.lab"));
+        assert_eq!(d.nut_login, Some(false));
+        let plain = Config::parse_str("t.toml", GOOD).unwrap();
+        assert!(!plain.devices[0].nut_starttls && plain.devices[0].nut_login.is_none());
+
+        for (extra, key, words) in [
+            ("nut_starttls = true", "device[0].nut_ca_file", "required"),
+            (
+                "nut_ca_file = \"ca.pem\"",
+                "device[0].nut_ca_file",
+                "only with nut_starttls",
+            ),
+            (
+                "nut_tls_server_name = \"ups.lab\"",
+                "device[0].nut_tls_server_name",
+                "only with nut_starttls",
+            ),
+            (
+                "nut_starttls = true\nnut_ca_file = \"\"",
+                "device[0].nut_ca_file",
+                "empty",
+            ),
+            (
+                "nut_starttls = true\nnut_ca_file = \"ca.pem\"\nnut_tls_server_name = \"ups lab\"",
+                "device[0].nut_tls_server_name",
+                "not a DNS name",
+            ),
+            (
+                "nut_starttls = \"yes\"",
+                "device[0].nut_starttls",
+                "invalid type",
+            ),
+            ("nut_tls = true", "device[0].nut_tls", "unknown field"),
+        ] {
+            let e = Config::parse_str("t.toml", &with(extra)).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{extra}: {e}");
+            assert!(e.message.contains(words), "{extra}: {e}");
+        }
+        // LOGIN needs an account.
+        let e = Config::parse_str(
+            "t.toml",
+            &GOOD.replace("credentials = \"nut\"", "nut_login = true"),
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("device[0].nut_login"), "{e}");
+        // NUT keys on another kind are refused.
+        let e = Config::parse_str(
+            "t.toml",
+            &GOOD.replace(
+                "[[device.outlet]]",
+                "[[device]]\nid = \"s\"\nkind = \"sim\"\nnut_starttls = true\n[[device.outlet]]",
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("device[1].nut_starttls"), "{e}");
+        assert!(e.message.contains("only for kind = \"nut\""), "{e}");
     }
 
     #[test]
