@@ -38,23 +38,31 @@ pub struct VmRow {
     pub version: String,
 }
 
-/// Parses `vim-cmd vmsvc/getallvms`. The header is required (so that an
-/// error text is not taken for an empty host); annotation continuation
-/// lines are skipped.
+/// Parses `vim-cmd vmsvc/getallvms`.
+///
+/// The header (`Vmid Name File Guest OS Version Annotation`) is required,
+/// so that an error text is never taken for an empty host, but it need
+/// not come first: hostd prints warnings such as `Skipping invalid VM '6'`
+/// before it (ESXi 6.5), and those are skipped. CRLF line ends (output
+/// taken through a pty), blank lines, annotation continuation lines and
+/// trailer lines are skipped too: a row is only a line that starts with a
+/// Vmid and holds a `.vmx` file followed by a guest id and `vmx-NN`.
+///
+/// Name, File and Annotation may contain spaces, so a row is read from
+/// its fixed points: the Vmid on the left, then the right-hand `.vmx`
+/// followed by the two space-free columns Guest OS and Version.
 pub fn parse_getallvms(text: &str) -> Result<Vec<VmRow>, ParseError> {
     check_size(text)?;
+    let is_header = |l: &str| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w.first() == Some(&"Vmid") && w.contains(&"Name") && w.contains(&"File")
+    };
     let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
-    let header = lines
-        .by_ref()
-        .find(|l| !l.trim().is_empty())
-        .ok_or_else(|| ParseError("empty getallvms output".into()))?;
-    if !(header.trim_start().starts_with("Vmid")
-        && header.contains("Name")
-        && header.contains("File"))
-    {
+    if !lines.by_ref().any(is_header) {
+        let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         return Err(ParseError(format!(
-            "getallvms: unexpected header {:?}",
-            super::snippet(header)
+            "getallvms: no `Vmid Name File ...` header in the output (first line {:?})",
+            super::snippet(first)
         )));
     }
     Ok(lines.filter_map(parse_row).collect())
@@ -257,16 +265,19 @@ pub struct Summary {
     pub instance_uuid: Option<String>,
 }
 
-/// Parses `vim-cmd vmsvc/get.summary`. `vmid` is used as the id when the
-/// dump carries no UUID.
+/// Parses `vim-cmd vmsvc/get.summary`. The id is `config.instanceUuid`,
+/// else the BIOS `config.uuid`, else `vmid`: an empty or placeholder UUID
+/// (`""` on older ESX, all zeros) is skipped, never used as a key that
+/// several VMs would share.
 pub fn parse_summary(text: &str, vmid: &str) -> Result<Summary, ParseError> {
     let p = flatten(text)?;
     let name =
         get(&p, "config.name").ok_or_else(|| ParseError("get.summary: no config.name".into()))?;
-    let instance_uuid = get(&p, "config.instanceUuid").map(str::to_owned);
+    let stable = |k: &str| get(&p, k).filter(|v| !super::is_placeholder_id(v));
+    let instance_uuid = stable("config.instanceUuid").map(str::to_owned);
     let id = instance_uuid
         .clone()
-        .or_else(|| get(&p, "config.uuid").map(str::to_owned))
+        .or_else(|| stable("config.uuid").map(str::to_owned))
         .unwrap_or_else(|| vmid.to_owned());
     let mut vm = VmInfo::new(
         id,
@@ -379,6 +390,22 @@ second line of the annotation\r\n\
     }
 
     #[test]
+    fn getallvms_skips_preamble_warnings_and_trailers() {
+        let text = "Skipping invalid VM '6'\r\n\r\nVmid   Name   File   Guest OS   Version   Annotation\r\n\
+1      a b    [ds 1] a b/a b.vmx   otherGuest   vmx-13   note\r\n\
+Skipping invalid VM '7'\r\n\
+\r\n\
+2      c      [ds1] c/c.vmx   otherGuest   vmx-13\r\n";
+        let rows = parse_getallvms(text).unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0].name, "a b");
+        assert_eq!(rows[0].file, "[ds 1] a b/a b.vmx");
+        assert_eq!(rows[1].vmid, "2");
+        // Only warnings, no header: an error, not an empty host.
+        assert!(parse_getallvms("Skipping invalid VM '6'\n").is_err());
+    }
+
+    #[test]
     fn getallvms_needs_its_header() {
         assert!(parse_getallvms("").is_err());
         assert!(parse_getallvms("Connection failed\n").is_err());
@@ -446,6 +473,36 @@ second line of the annotation\r\n\
         let flat = flatten(SUMMARY_OUT).unwrap();
         assert!(flat.contains(&("config.annotation".into(), "a = b { c".into())));
         assert!(flat.contains(&("runtime.device.0.key".into(), "4000".into())));
+    }
+
+    #[test]
+    fn empty_or_placeholder_uuids_fall_back_to_the_next_stable_id() {
+        let with = |inst: &str, bios: &str| {
+            SUMMARY_OUT
+                .replace(
+                    "instanceUuid = \"5261c1d4-8f0e-4b5e-9a43-1d2c3b4a5f60\"",
+                    &format!("instanceUuid = {inst}"),
+                )
+                .replace(
+                    "uuid = \"564d379a-5654-a8b9-daab-2ed35a1b2c3d\"",
+                    &format!("uuid = {bios}"),
+                )
+        };
+        let s = parse_summary(
+            &with("\"\"", "\"564d379a-5654-a8b9-daab-2ed35a1b2c3d\""),
+            "12",
+        )
+        .unwrap();
+        assert_eq!(s.vm.id.as_str(), "564d379a-5654-a8b9-daab-2ed35a1b2c3d");
+        assert_eq!(s.instance_uuid, None);
+        let s = parse_summary(
+            &with("\"00000000-0000-0000-0000-000000000000\"", "\"  \""),
+            "12",
+        )
+        .unwrap();
+        assert_eq!(s.vm.id.as_str(), "12");
+        let s = parse_summary(&with("<unset>", "''"), "13").unwrap();
+        assert_eq!(s.vm.id.as_str(), "13");
     }
 
     #[test]

@@ -54,15 +54,39 @@ pub(crate) fn check_size(text: &str) -> Result<(), ParseError> {
 }
 
 /// `key: value` lines (virsh dominfo, esxcli ... get, qm config) in order.
-/// Lines without a colon are skipped. Keys and values are trimmed.
+/// The key ends at the first colon, ASCII `:` or the full-width `：`
+/// (U+FF1A) that CJK translations use. Lines without a colon are skipped.
+/// Keys and values are trimmed.
 pub fn colon_pairs(text: &str) -> Result<Vec<(&str, &str)>, ParseError> {
     check_size(text)?;
     Ok(text
         .lines()
-        .filter_map(|l| l.split_once(':'))
+        .filter_map(split_colon)
         .map(|(k, v)| (k.trim(), v.trim()))
         .filter(|(k, _)| !k.is_empty())
         .collect())
+}
+
+fn split_colon(line: &str) -> Option<(&str, &str)> {
+    let (at, c) = line
+        .char_indices()
+        .find(|(_, c)| *c == ':' || *c == '\u{ff1a}')?;
+    Some((line.get(..at)?, line.get(at + c.len_utf8()..)?))
+}
+
+/// Whether an id the platform reported is empty or a placeholder (blank,
+/// all-zero UUID, `<unset>`, `null`): such an id is not a VM's identity
+/// and must never become a key several VMs would share.
+pub fn is_placeholder_id(id: &str) -> bool {
+    let t = id.trim();
+    t.is_empty()
+        || t.eq_ignore_ascii_case("<unset>")
+        || t.eq_ignore_ascii_case("null")
+        || t.eq_ignore_ascii_case("unset")
+        || (t
+            .bytes()
+            .all(|b| b == b'0' || b == b'-' || b == b'{' || b == b'}')
+            && t.contains('0'))
 }
 
 /// Shortens and cleans a tool's error text for an error message.
