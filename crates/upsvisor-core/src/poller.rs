@@ -345,13 +345,20 @@ pub async fn poll_host(
     pace().await;
     let ids = t.list_vm_ids().await?;
     let mut vms = Vec::with_capacity(ids.len());
+    // Never silently lose VMs: a NotFound is left out only once a fresh
+    // list confirms the VM is gone (see `confirm_gone`).
+    let mut gone = Vec::new();
     for id in &ids {
         pace().await;
         match t.vm_info(id).await {
             Ok(v) => vms.push(v),
-            Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => gone.push((id.clone(), e)),
             Err(e) => return Err(e),
         }
+    }
+    if !gone.is_empty() {
+        pace().await;
+        crate::transport::confirm_gone(t, gone).await?;
     }
     Ok(HostInventory::new(info, vms))
 }

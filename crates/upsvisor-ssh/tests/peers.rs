@@ -103,6 +103,11 @@ fn esxi_inventory_and_power_round_trip_via_shims() {
     let Some(sshd) = Sshd::start() else { return };
     let t = transport(sshd.config(Dialect::Esxi));
     let inv = block_on(t.inventory()).unwrap();
+    // The sessions load a Chinese locale (sshd SetEnv, as Debian's PAM
+    // does from /etc/default/locale); every command still ran in C.
+    let locales = sshd.read_state("locale.log");
+    assert!(!locales.is_empty());
+    assert!(locales.lines().all(|l| l == "C C C"), "{locales}");
     assert_eq!(inv.info.product.as_deref(), Some("VMware ESXi"));
     assert_eq!(inv.info.version.as_deref(), Some("8.0.2"));
     assert_eq!(inv.vms.len(), 3, "{:?}", inv.vms);
@@ -509,7 +514,9 @@ mod russh_peer {
             s: &mut Session,
         ) -> Result<(), Self::Error> {
             s.channel_success(ch)?;
-            let (out, status) = if data == b"pveversion" {
+            // Every POSIX command runs in the C locale.
+            let cmd = data.strip_prefix(b"env LC_ALL=C LANG=C LANGUAGE=C ".as_slice());
+            let (out, status) = if cmd == Some(b"pveversion".as_slice()) {
                 (
                     "pve-manager/8.1.3/b46aac3b42da5d15 (running kernel: 6.5.11-4-pve)\n",
                     0,

@@ -365,6 +365,38 @@ pub fn parse_version(text: &str) -> Result<HostInfo, ParseError> {
     Ok(info)
 }
 
+/// The kind of a failed vim-cmd / esxcli call, from the vmodl fault type
+/// vim-cmd prints (`(vim.fault.NoPermission) {`), which no translation
+/// changes, or esxcli's refusal to halt outside maintenance mode (esxcli
+/// is not localised). `None`: nothing to go by.
+pub fn failure_kind(text: &str) -> Option<upsvisor_core::ErrorKind> {
+    use upsvisor_core::ErrorKind as K;
+    let fault = ["vim.fault.", "vmodl.fault."].iter().find_map(|p| {
+        let at = text.find(p)? + p.len();
+        let rest = text.get(at..)?;
+        let end = rest
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .unwrap_or(rest.len());
+        rest.get(..end)
+    });
+    if let Some(f) = fault {
+        return Some(match f {
+            "NotFound" | "ManagedObjectNotFound" => K::NotFound,
+            "NoPermission" | "NotAuthenticated" | "InvalidLogin" | "NoPermissionOnHost" => K::Auth,
+            "ToolsUnavailable" => K::ToolsUnavailable,
+            "InvalidPowerState" | "InvalidState" | "InvalidHostState" | "TaskInProgress" => {
+                K::InvalidState
+            }
+            "RestrictedVersion" | "NotSupported" => K::Unsupported,
+            _ => K::Protocol,
+        });
+    }
+    if text.contains("maintenance mode") {
+        return Some(K::InvalidState);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

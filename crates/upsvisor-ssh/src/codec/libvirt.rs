@@ -159,6 +159,53 @@ pub fn parse_version(text: &str) -> Result<HostInfo, ParseError> {
     Ok(info)
 }
 
+/// The kind of a failed virsh call, read from its `error: ` lines in the
+/// C locale (the transport sets `LC_ALL=C`): libvirt's fixed message
+/// templates for its error codes (virerror.c) and virsh's own. Connection
+/// failures win over everything: libvirtd going away mid-call must never
+/// read as a missing domain. Lines in another language match nothing.
+pub fn failure_kind(text: &str) -> Option<upsvisor_core::ErrorKind> {
+    use upsvisor_core::ErrorKind as K;
+    let errors: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("error: "))
+        .collect();
+    let any = |ps: &[&str]| errors.iter().any(|e| ps.iter().any(|p| e.starts_with(p)));
+    if errors.is_empty() {
+        None
+    } else if any(&[
+        "failed to connect to the hypervisor",
+        "Failed to connect socket",
+        "Disconnected from",
+        "End of file while reading data",
+        "Cannot recv data",
+        "Cannot write data",
+        "internal error: client socket is closed",
+    ]) {
+        Some(K::Unreachable)
+    } else if any(&[
+        "access denied",
+        "authentication failed",
+        "operation forbidden",
+    ]) {
+        Some(K::Auth)
+    } else if any(&[
+        "Guest agent is not responding",
+        "QEMU guest agent is not connected",
+        "argument unsupported: QEMU guest agent is not configured",
+    ]) {
+        Some(K::ToolsUnavailable)
+    } else if any(&["Requested operation is not valid", "Operation not valid"]) {
+        Some(K::InvalidState)
+    } else if any(&["failed to get domain", "Domain not found"]) {
+        Some(K::NotFound)
+    } else if any(&["this function is not supported", "Operation not supported"]) {
+        Some(K::Unsupported)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

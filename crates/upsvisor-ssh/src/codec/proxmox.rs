@@ -272,6 +272,32 @@ pub fn parse_pveversion(text: &str) -> Result<HostInfo, ParseError> {
     Ok(info)
 }
 
+/// The kind of a failed qm/pct call, from the fixed texts of Proxmox's
+/// Perl tools (they are not localised): a missing guest config is
+/// `Configuration file '...' does not exist`; `ipcc_send_rec` means the
+/// cluster filesystem (pmxcfs) is not answering.
+pub fn failure_kind(text: &str) -> Option<upsvisor_core::ErrorKind> {
+    use upsvisor_core::ErrorKind as K;
+    let lines = || text.lines().map(str::trim);
+    if lines().any(|l| l.starts_with("ipcc_send_rec") || l.contains("cfs-lock")) {
+        Some(K::Unreachable)
+    } else if lines()
+        .any(|l| l.starts_with("Configuration file '") && l.ends_with("' does not exist"))
+    {
+        Some(K::NotFound)
+    } else if lines().any(|l| l.contains("guest agent is not running")) {
+        Some(K::ToolsUnavailable)
+    } else if lines()
+        .any(|l| l.starts_with("Permission check failed") || l.starts_with("only root can"))
+    {
+        Some(K::Auth)
+    } else if lines().any(|l| l.starts_with("VM ") && l.ends_with(" not running")) {
+        Some(K::InvalidState)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

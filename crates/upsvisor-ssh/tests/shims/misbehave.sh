@@ -1,6 +1,7 @@
 # Sourced by every shim. $SHIM_STATE/mode tells it to misbehave:
 #   hang | garbage | fail | huge ; absent or empty: behave.
 echo "$(basename "$0") $*" >> "$SHIM_STATE/calls.log"
+echo "${LC_ALL:-unset} ${LANG:-unset} ${LANGUAGE:-unset}" >> "$SHIM_STATE/locale.log"
 case "$(cat "$SHIM_STATE/mode" 2>/dev/null)" in
   hang) exec sleep 20 ;;
   garbage) printf '%%%% \001\002 {{{ not what you expected ]]]\n'; exit 0 ;;
