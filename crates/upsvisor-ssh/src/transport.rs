@@ -89,6 +89,13 @@ impl SshTransport {
         self.inner.session.connects()
     }
 
+    /// The channel limit in force on the connection: the configured
+    /// [`SshConfig::with_max_channels`], or lower once the server refused a
+    /// channel (its session limit); and how many refusals were seen.
+    pub fn channel_limit(&self) -> (usize, u64) {
+        self.inner.session.channel_limit()
+    }
+
     /// Closes the SSH connection; the next call opens a new one.
     pub async fn disconnect(&self) {
         let inner = self.inner.clone();

@@ -101,3 +101,200 @@ fn libvirtd_stopped_mid_inventory_keeps_every_vm() {
     let e = block_on(t.inventory()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
 }
+
+/// Issue 20, fault 1: a server session limit (OpenSSH `MaxSessions`) with
+/// the engine's real concurrency, an inventory and five power calls at
+/// once on one transport left at its default of 8 channels. Refused
+/// channels are learnt, queued and retried: every call succeeds, none is
+/// reported as the host being unreachable.
+#[test]
+fn server_session_limits_are_learnt_and_queued() {
+    use upsvisor_core::VmOp;
+    for max_sessions in [1usize, 2, 4] {
+        let Some(sshd) = Sshd::start_with(&format!("MaxSessions {max_sessions}\n")) else {
+            return;
+        };
+        sshd.set_mode("slow");
+        let t = SshTransport::new(
+            sshd.config(Dialect::Esxi)
+                .with_command_timeout(Duration::from_secs(30)),
+        )
+        .unwrap();
+        assert_eq!(t.channel_limit(), (8, 0));
+        let power = [
+            ("1", VmOp::PowerOff),
+            ("2", VmOp::PowerOn),
+            ("3", VmOp::Suspend),
+            ("2", VmOp::PowerOn),
+            ("1", VmOp::PowerOff),
+        ];
+        let inventory = async { t.inventory().await.map(|i| i.vms.len()) };
+        let ids: Vec<upsvisor_core::VmId> = power.iter().map(|(vm, _)| (*vm).into()).collect();
+        let powers = futures::future::join_all(
+            ids.iter()
+                .zip(power)
+                .map(|(vm, (_, op))| t.vm_power(vm, op)),
+        );
+        let (inv, powers) = block_on(futures::future::join(inventory, powers));
+        assert_eq!(inv.unwrap(), 3, "MaxSessions {max_sessions}");
+        for (r, (vm, op)) in powers.into_iter().zip(power) {
+            if let Err(e) = r {
+                panic!("MaxSessions {max_sessions}: {op} {vm}: {e}");
+            }
+        }
+        let (limit, refusals) = t.channel_limit();
+        println!("MaxSessions {max_sessions}: learnt limit {limit} after {refusals} refusal(s)");
+        assert!(refusals > 0, "MaxSessions {max_sessions}: never refused?");
+        assert!(
+            limit <= max_sessions,
+            "MaxSessions {max_sessions}: limit {limit}"
+        );
+        assert!(limit >= 1);
+        assert_eq!(t.connection_count(), 1, "MaxSessions {max_sessions}");
+    }
+}
+
+/// A TCP relay on loopback that can lose its state the way a NAT or
+/// firewall does: [`Relay::blip`] makes every connection through it
+/// swallow traffic (read and dropped, no FIN, no RST), including new ones;
+/// [`Relay::recover`] lets new connections through again while the old
+/// ones stay dead.
+mod relay {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    pub struct Relay {
+        pub port: u16,
+        epoch: Arc<AtomicU64>,
+        swallow: Arc<AtomicBool>,
+    }
+
+    fn pump(mut from: TcpStream, mut to: TcpStream, alive: impl Fn() -> bool) {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    if alive() {
+                        let _ = to.shutdown(Shutdown::Write);
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    if alive() && to.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    impl Relay {
+        pub fn start(upstream: SocketAddr) -> Relay {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            let epoch = Arc::new(AtomicU64::new(0));
+            let swallow = Arc::new(AtomicBool::new(false));
+            let (e, s) = (epoch.clone(), swallow.clone());
+            std::thread::spawn(move || {
+                for c in l.incoming() {
+                    let Ok(client) = c else { return };
+                    if s.load(Ordering::SeqCst) {
+                        // Accepted into the black hole: read, never answer.
+                        std::thread::spawn(move || {
+                            let mut c = client;
+                            let mut buf = [0u8; 4096];
+                            while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+                        });
+                        continue;
+                    }
+                    let Ok(server) = TcpStream::connect(upstream) else {
+                        continue;
+                    };
+                    let mine = e.load(Ordering::SeqCst);
+                    let alive = {
+                        let (e, s) = (e.clone(), s.clone());
+                        move || e.load(Ordering::SeqCst) == mine && !s.load(Ordering::SeqCst)
+                    };
+                    let alive2 = alive.clone();
+                    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    std::thread::spawn(move || pump(client, server, alive));
+                    std::thread::spawn(move || pump(s2, c2, alive2));
+                }
+            });
+            Relay {
+                port,
+                epoch,
+                swallow,
+            }
+        }
+
+        /// From now on every byte through the relay is dropped.
+        pub fn blip(&self) {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+            self.swallow.store(true, Ordering::SeqCst);
+        }
+
+        /// New connections pass again; those from before stay dead.
+        pub fn recover(&self) {
+            self.swallow.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Issue 20, fault 2: a half-open connection. During the blip every call
+/// returns `Timeout` within its deadline (whatever phase it is in: the
+/// channel on the dead connection, or connecting anew); the first call
+/// after the network returns succeeds, on a fresh connection.
+#[test]
+fn half_open_connections_time_out_within_the_deadline_and_are_replaced() {
+    let Some(sshd) = Sshd::start() else { return };
+    let relay = relay::Relay::start(std::net::SocketAddr::from((
+        std::net::Ipv4Addr::LOCALHOST,
+        sshd.port,
+    )));
+    let deadline = Duration::from_secs(3);
+    let slack = Duration::from_millis(1500);
+    let t = SshTransport::new(
+        sshd.config(Dialect::Proxmox)
+            .with_port(relay.port)
+            .with_host_key(&format!("[127.0.0.1]:{} {}", relay.port, sshd.host_pub))
+            .unwrap()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_command_timeout(deadline),
+    )
+    .unwrap();
+    block_on(t.host_info()).unwrap();
+    assert_eq!(t.connection_count(), 1);
+
+    relay.blip();
+    // One after another: the dead connection, then fresh ones into the
+    // black hole.
+    for i in 0..3 {
+        let t0 = Instant::now();
+        let e = block_on(t.host_info()).unwrap_err();
+        let took = t0.elapsed();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "call {i}: {e}");
+        assert!(took <= deadline + slack, "call {i} took {took:?}: {e}");
+    }
+    // Several at once, an inventory among them.
+    let t0 = Instant::now();
+    let inv = async { t.inventory().await.map(|_| ()) };
+    let infos = futures::future::join_all((0..3).map(|_| t.host_info()));
+    let (inv, infos) = block_on(futures::future::join(inv, infos));
+    let took = t0.elapsed();
+    assert_eq!(inv.unwrap_err().kind(), ErrorKind::Timeout);
+    for r in infos {
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::Timeout);
+    }
+    assert!(took <= deadline + slack, "concurrent calls took {took:?}");
+
+    relay.recover();
+    let before = t.connection_count();
+    let t0 = Instant::now();
+    let info = block_on(t.host_info()).expect("the first call after the blip");
+    assert_eq!(info.product.as_deref(), Some("Proxmox VE"));
+    assert!(t0.elapsed() < deadline, "{:?}", t0.elapsed());
+    assert_eq!(t.connection_count(), before + 1, "a fresh connection");
+}

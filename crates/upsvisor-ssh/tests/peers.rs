@@ -345,7 +345,7 @@ fn ids_with_shell_metacharacters_never_reach_the_host() {
 // ---------------------------------------------------------------- limits
 
 #[test]
-fn hung_command_times_out_and_the_connection_survives() {
+fn hung_command_times_out_and_the_next_call_uses_a_fresh_connection() {
     let Some(sshd) = Sshd::start() else { return };
     let t = transport(
         sshd.config(Dialect::Proxmox)
@@ -363,8 +363,12 @@ fn hung_command_times_out_and_the_connection_survives() {
     // call: only the caller is freed. Checked here so the docs stay true.
     assert!(sshd.shim_processes() > 0);
     sshd.set_mode("");
+    // A connection on which anything timed out is not trusted again (it
+    // may be half-open): the next call opens a fresh one.
     block_on(t.host_info()).unwrap();
-    assert_eq!(t.connection_count(), 1);
+    assert_eq!(t.connection_count(), 2);
+    block_on(t.host_info()).unwrap();
+    assert_eq!(t.connection_count(), 2);
 }
 
 #[test]
@@ -712,6 +716,7 @@ fn dropping_a_call_cancels_it_and_keeps_the_transport_usable() {
     assert!(r.is_err(), "the engine's deadline must win");
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     sshd.set_mode("");
+    // The cancelled call's connection is discarded like a timed-out one.
     block_on(t.host_info()).unwrap();
-    assert_eq!(t.connection_count(), 1);
+    assert_eq!(t.connection_count(), 2);
 }
