@@ -209,3 +209,47 @@ fn half_open_connections_time_out_within_the_deadline_and_are_replaced() {
     assert!(t0.elapsed() < deadline, "{:?}", t0.elapsed());
     assert_eq!(t.connection_count(), before + 1, "a fresh connection");
 }
+
+/// Issue 20, the same drill for the shims: the host's management daemon
+/// (ESXi hostd, Proxmox pmxcfs) stops a few commands into an inventory.
+/// The host goes stale with every VM kept, and the first poll after the
+/// daemon is back is fresh again.
+#[test]
+fn management_daemon_stopped_mid_inventory_keeps_every_vm() {
+    for (dialect, vms) in [(Dialect::Esxi, 3), (Dialect::Proxmox, 4)] {
+        let Some(sshd) = Sshd::start() else { return };
+        let mut poller = Poller::new(
+            Arc::new(SystemClock::new()),
+            PollerConfig::default().host_deadline(Duration::from_secs(60)),
+        );
+        poller.add_host(
+            HostId::from("h1"),
+            Arc::new(SshTransport::new(sshd.config(dialect)).unwrap()),
+        );
+        let first = block_on(poller.poll_once());
+        assert_eq!(first.table.vm_count(), vms, "{dialect}");
+        assert!(first.table.hosts.values().all(|h| h.is_fresh()));
+        // Down after three more commands: in the middle of the per-VM step.
+        let calls = sshd.calls().lines().count();
+        std::fs::write(sshd.state().join("down_after"), (calls + 3).to_string()).unwrap();
+        let second = block_on(poller.poll_once());
+        assert_eq!(
+            second.table.vm_count(),
+            vms,
+            "{dialect}: VMs were lost: {}",
+            second.table.to_json()
+        );
+        assert!(
+            second.table.hosts.values().all(|h| !h.is_fresh()),
+            "{dialect}: {}",
+            second.table.to_json()
+        );
+        std::fs::remove_file(sshd.state().join("down_after")).unwrap();
+        let third = block_on(poller.poll_once());
+        assert_eq!(third.table.vm_count(), vms, "{dialect}");
+        assert!(
+            third.table.hosts.values().all(|h| h.is_fresh()),
+            "{dialect}"
+        );
+    }
+}
