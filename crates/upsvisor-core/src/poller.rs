@@ -325,7 +325,11 @@ async fn collect_outcomes(
 }
 
 /// One host's inventory: one call where the transport has a bulk call, else
-/// the per-VM flow with `pacing` between requests.
+/// the per-VM flow with `pacing` between requests. Like
+/// [`HostTransport::inventory`]'s default flow it never silently loses a
+/// VM: a VM answering NotFound is left out only once a fresh id list no
+/// longer holds it ([`crate::transport::confirm_gone`]); any other per-VM
+/// failure fails the host's inventory, so it keeps its last VMs, stale.
 pub async fn poll_host(
     clock: &dyn Clock,
     t: &dyn HostTransport,

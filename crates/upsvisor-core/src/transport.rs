@@ -176,6 +176,12 @@ pub trait HostTransport: Send + Sync {
     async fn list_vm_ids(&self) -> Result<Vec<VmId>>;
 
     /// One VM's information.
+    ///
+    /// [`crate::ErrorKind::NotFound`] must mean the platform positively said
+    /// this VM does not exist (a fault code, an empty answer to a listing
+    /// that worked), never a connection, daemon or parsing failure: the
+    /// per-VM inventory flows leave such a VM out once a fresh
+    /// [`HostTransport::list_vm_ids`] confirms it (see [`confirm_gone`]).
     async fn vm_info(&self, vm: &VmId) -> Result<VmInfo>;
 
     /// The host's info and all its VMs. Transports with a bulk call override
