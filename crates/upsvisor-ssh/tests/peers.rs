@@ -240,6 +240,13 @@ fn hyperv_inventory_and_power_round_trip_via_shims() {
     assert!(scripts.contains(&format!("Get-VM -Id '{file}' | Stop-VM -TurnOff -Force")));
     block_on(t.host_power(HostOp::Shutdown)).unwrap();
     assert_eq!(sshd.read_state("hv.host").trim(), "off");
+    // No Hyper-V rights on a German Windows: Auth, from the error record's
+    // category, whatever the message's language.
+    std::fs::write(sshd.state().join("hv.denied"), "").unwrap();
+    let e = block_on(t.inventory()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
+    let e = block_on(t.vm_power(&dc.into(), VmOp::PowerOff)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
 }
 
 // ---------------------------------------------------------------- refusals
