@@ -437,6 +437,38 @@ Skipping invalid VM '7'\r\n\
         assert!(parse_getallvms("Skipping invalid VM '6'\n").is_err());
     }
 
+    proptest::proptest! {
+        /// Names, datastores and annotations with spaces; warnings before
+        /// the header and between rows; CRLF: every row reads back.
+        #[test]
+        fn getallvms_rows_read_back(
+            rows in proptest::collection::vec(
+                (1u32..99_999, "[A-Za-z0-9._()-]{1,10}( [A-Za-z0-9._()-]{1,10}){0,2}",
+                 "[A-Za-z0-9_-]{1,8}( [A-Za-z0-9_-]{1,8}){0,1}", "[a-z0-9]{1,12}Guest",
+                 10u32..21, "([A-Za-z0-9.,:]{1,8}( [A-Za-z0-9.,:]{1,8}){0,3})?"),
+                0..6,
+            ),
+            warn_at in 0usize..7,
+        ) {
+            let mut text = String::from("Skipping invalid VM '6'\r\nVmid   Name   File   Guest OS   Version   Annotation\r\n");
+            for (i, (id, name, ds, guest, hw, note)) in rows.iter().enumerate() {
+                if i == warn_at {
+                    text.push_str("Skipping invalid VM '7'\r\n");
+                }
+                text.push_str(&format!("{id:<6} {name:<20} [{ds}] {name}/{name}.vmx   {guest:<20} vmx-{hw}   {note}\r\n"));
+            }
+            let got = parse_getallvms(&text).unwrap();
+            proptest::prop_assert_eq!(got.len(), rows.len());
+            for (g, (id, name, ds, guest, hw, _)) in got.iter().zip(&rows) {
+                proptest::prop_assert_eq!(&g.vmid, &id.to_string());
+                proptest::prop_assert_eq!(&g.name, name);
+                proptest::prop_assert_eq!(&g.file, &format!("[{ds}] {name}/{name}.vmx"));
+                proptest::prop_assert_eq!(&g.guest_id, guest);
+                proptest::prop_assert_eq!(&g.version, &format!("vmx-{hw}"));
+            }
+        }
+    }
+
     #[test]
     fn getallvms_needs_its_header() {
         assert!(parse_getallvms("").is_err());

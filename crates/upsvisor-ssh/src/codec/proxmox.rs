@@ -337,6 +337,35 @@ mod tests {
         assert_eq!(c[1].status, "running");
     }
 
+    proptest::proptest! {
+        /// Whatever the name (words with single spaces, up to past the
+        /// 20-character column), each row reads back as it was printed
+        /// by qm's `%10s %-20s %-10s %-10s %12s %-10s`.
+        #[test]
+        fn qm_list_rows_read_back(
+            rows in proptest::collection::vec(
+                (100u32..999_999, "[A-Za-z0-9._-]{1,12}( [A-Za-z0-9._-]{1,12}){0,2}",
+                 proptest::sample::select(vec!["running", "stopped", "paused"]), 0u64..100_000),
+                0..8,
+            ),
+            preamble in proptest::option::of("warning: [a-z ]{0,30}"),
+        ) {
+            let mut text = preamble.map(|p| format!("{p}\n")).unwrap_or_default();
+            text.push_str("      VMID NAME                 STATUS     MEM(MB)    BOOTDISK(GB) PID       \n");
+            for (id, name, status, mem) in &rows {
+                text.push_str(&format!("{id:>10} {name:<20} {status:<10} {mem:<10} {:>12} {:<10}\r\n", "32.00", 0));
+            }
+            let got = parse_qm_list(&text).unwrap();
+            proptest::prop_assert_eq!(got.len(), rows.len());
+            for (g, (id, name, status, mem)) in got.iter().zip(&rows) {
+                proptest::prop_assert_eq!(g.guest, PveGuest::Qemu(*id));
+                proptest::prop_assert_eq!(&g.name, name);
+                proptest::prop_assert_eq!(&g.status, status);
+                proptest::prop_assert_eq!(g.mem_mb, Some(*mem));
+            }
+        }
+    }
+
     #[test]
     fn config_status_agent() {
         let mut vm = VmInfo::new("qemu/100", "", PowerState::PoweredOn);
