@@ -4,6 +4,7 @@
 //! `Timeout` within its deadline during the blip; the first call after it
 //! succeeds, even though connections sat idle in the pool through the
 //! blip. Both backends.
+#![cfg(any(feature = "ureq", feature = "reqwest"))]
 
 mod common;
 
