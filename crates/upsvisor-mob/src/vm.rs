@@ -6,10 +6,15 @@ use upsvisor_core::{PowerState, ToolsState, VmInfo};
 
 use crate::page::{Page, Value};
 
-/// Turns a summary page into a [`VmInfo`] (`moid` when there is no
-/// instance UUID).
+/// Turns a summary page into a [`VmInfo`]. The id is
+/// `config.instanceUuid`, else `moid`: an empty or placeholder UUID (`""`
+/// on older ESX, all zeros, `Unset`) falls back to the moid, never to a
+/// key several VMs would share.
 pub fn vm_from_summary(moid: &str, p: &Page) -> VmInfo {
-    let id = p.text("config.instanceUuid").unwrap_or(moid);
+    let id = p
+        .text("config.instanceUuid")
+        .filter(|s| !is_placeholder_id(s))
+        .unwrap_or(moid);
     let name = p.text("config.name").unwrap_or(moid);
     let power = match p.text("runtime.powerState") {
         Some("poweredOn") => PowerState::PoweredOn,
@@ -33,6 +38,17 @@ pub fn vm_from_summary(moid: &str, p: &Page) -> VmInfo {
         .into_iter()
         .collect();
     vm
+}
+
+/// Whether an id is empty or a placeholder (blank, all-zero UUID,
+/// `<unset>`, `null`), so not a VM's identity.
+fn is_placeholder_id(id: &str) -> bool {
+    let t = id.trim();
+    t.is_empty()
+        || t.eq_ignore_ascii_case("<unset>")
+        || t.eq_ignore_ascii_case("unset")
+        || t.eq_ignore_ascii_case("null")
+        || (t.bytes().all(|b| b == b'0' || b == b'-') && t.contains('0'))
 }
 
 /// Every guest IP address on a `doPath=guest.net` page: the `ipAddress`
@@ -78,6 +94,27 @@ pub fn guest_net_ips(p: &Page) -> Vec<IpAddr> {
 mod tests {
     use super::*;
     use crate::page::parse_page;
+
+    #[test]
+    fn empty_or_placeholder_instance_uuid_falls_back_to_the_moid() {
+        let page = |uuid: &str| {
+            format!(
+                r#"<table><tr><th>NAME</th><th>TYPE</th><th>VALUE</th></tr><tr><td>config</td><td>VirtualMachineConfigSummary</td><td><table><tr><th>NAME</th><th>TYPE</th><th>VALUE</th></tr><tr><td>name</td><td>string</td><td>"web"</td></tr><tr><td>instanceUuid</td><td>string</td><td>{uuid}</td></tr></table></td></tr></table>"#
+            )
+        };
+        for (uuid, want) in [
+            (
+                r#""5261c1d4-8f0e-4b5e-9a43-1d2c3b4a5f60""#,
+                "5261c1d4-8f0e-4b5e-9a43-1d2c3b4a5f60",
+            ),
+            (r#""""#, "vm-12"),
+            ("Unset", "vm-12"),
+            (r#""00000000-0000-0000-0000-000000000000""#, "vm-12"),
+        ] {
+            let p = parse_page(page(uuid).as_bytes()).unwrap();
+            assert_eq!(vm_from_summary("vm-12", &p).id.as_str(), want, "{uuid}");
+        }
+    }
 
     #[test]
     fn every_guest_ip_of_every_nic() {

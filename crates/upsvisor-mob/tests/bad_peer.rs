@@ -343,3 +343,48 @@ fn summaries_with_missing_fields_body() {
     assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
     assert!(err.to_string().contains("no childEntity"), "{err}");
 }
+
+both_backends!(
+    per_vm_pages_never_lose_vms_silently,
+    per_vm_pages_never_lose_vms_silently_reqwest,
+    per_vm_pages_never_lose_vms_silently_body
+);
+
+/// Issue 20: a VM whose summary page fails is never left out of a
+/// successful inventory, unless the MOB says ManagedObjectNotFound *and*
+/// a fresh folder page no longer lists it.
+fn per_vm_pages_never_lose_vms_silently_body() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let fault = || {
+        http(
+            "500 Internal Server Error",
+            br#"<html><body><p class="fault">ManagedObjectNotFound</p></body></html>"#,
+        )
+    };
+    // The summary page is a server error without a fault: the inventory
+    // fails, it does not come back with no VMs.
+    let t = routed(|p| {
+        root_or_folder(p).unwrap_or_else(|| http("500 Internal Server Error", b"hostd is busy"))
+    });
+    let err = block_on(t.inventory()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+    // ManagedObjectNotFound while the folder still lists the VM: refused.
+    let t = routed(move |p| root_or_folder(p).unwrap_or_else(fault));
+    let err = block_on(t.inventory()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+    assert!(err.to_string().contains("still listed"), "{err}");
+    // ManagedObjectNotFound and the fresh folder page no longer lists it:
+    // really gone, left out.
+    let folders = Arc::new(AtomicUsize::new(0));
+    let t = routed(move |p| {
+        if p.contains("moid=ha-folder-vm") && folders.fetch_add(1, Ordering::SeqCst) > 0 {
+            return mob_page(
+                r#"<tr><td>childEntity</td><td>ManagedObjectReference[]</td><td><ul></ul></td></tr>"#,
+            );
+        }
+        root_or_folder(p).unwrap_or_else(fault)
+    });
+    let inv = block_on(t.inventory()).expect("inventory");
+    assert!(inv.vms.is_empty(), "{:?}", inv.vms);
+}

@@ -582,10 +582,23 @@ fn push_ip(ips: &mut Vec<IpAddr>, s: &str) {
     }
 }
 
-/// Reads a VM's [`VM_PATHS`]. The id is the instance UUID, else the moref.
+/// Whether an id is empty or a placeholder (blank, all-zero UUID,
+/// `<unset>`, `null`), so not a VM's identity.
+fn is_placeholder_id(id: &str) -> bool {
+    let t = id.trim();
+    t.is_empty()
+        || t.eq_ignore_ascii_case("<unset>")
+        || t.eq_ignore_ascii_case("null")
+        || (t.bytes().all(|b| b == b'0' || b == b'-') && t.contains('0'))
+}
+
+/// Reads a VM's [`VM_PATHS`]. The id is the instance UUID, else the moref:
+/// an empty or placeholder instance UUID (`""` on older ESX, all zeros)
+/// falls back to the moref, never to a key several VMs would share.
 pub fn vm_record(o: &ObjectContent) -> VmRecord {
     let id = o
         .text("config.instanceUuid")
+        .filter(|s| !is_placeholder_id(s))
         .map(str::to_owned)
         .unwrap_or_else(|| o.obj.value.clone());
     let name = o.text("name").unwrap_or(&o.obj.value).to_owned();
@@ -770,6 +783,25 @@ mod tests {
         assert_eq!(h.info.build.as_deref(), Some("5969303"));
         assert_eq!(h.info.os.as_deref(), Some("vmnix-x86"));
         assert_eq!(h.info.hostname.as_deref(), Some("localhost.localdomain"));
+    }
+
+    #[test]
+    fn empty_or_placeholder_instance_uuid_falls_back_to_the_moref() {
+        let recorded = std::str::from_utf8(ESX_INVENTORY).unwrap();
+        let real = "50000001-d2ac-4f48-87a4-7cc6f3875d04";
+        assert!(recorded.contains(real));
+        for placeholder in ["", "   ", "00000000-0000-0000-0000-000000000000"] {
+            let doc = recorded.replace(real, placeholder);
+            let el = expect(
+                doc.as_bytes(),
+                Limits::default(),
+                "RetrievePropertiesExResponse",
+            )
+            .unwrap();
+            let page = parse_retrieve_result(el).unwrap();
+            let r = vm_record(&page.objects[0]);
+            assert_eq!(r.info.id.as_str(), "vm-9", "{placeholder:?}");
+        }
     }
 
     #[test]

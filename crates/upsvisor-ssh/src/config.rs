@@ -150,6 +150,8 @@ pub struct SshConfig {
     pub(crate) libvirt_uri: Option<String>,
     pub(crate) guest_shutdown_wait: Duration,
     pub(crate) max_channels: usize,
+    pub(crate) keepalive_interval: Duration,
+    pub(crate) keepalive_max: usize,
 }
 
 impl Default for SshConfig {
@@ -168,6 +170,8 @@ impl Default for SshConfig {
             libvirt_uri: None,
             guest_shutdown_wait: Duration::from_secs(5),
             max_channels: 8,
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_max: 3,
         }
     }
 }
@@ -268,12 +272,15 @@ impl SshConfig {
         self
     }
 
-    /// Deadline for one remote command, from opening its channel to its exit
-    /// (default 30 s). Past it the call fails with
-    /// [`upsvisor_core::ErrorKind::Timeout`]: the channel is closed and the
-    /// command is sent `SIGTERM`, but OpenSSH ignores signal requests in
-    /// root sessions, so a hung command may keep running on the host until
-    /// it ends by itself. The connection stays usable.
+    /// Deadline for one remote command, end to end (default 30 s): waiting
+    /// for a free channel, taking or opening the connection (itself also
+    /// bounded by the connect timeout), opening the channel, running and
+    /// reading. Past it the call fails with
+    /// [`upsvisor_core::ErrorKind::Timeout`] naming the phase, and the
+    /// connection is discarded (it may be half-open: a lost NAT or firewall
+    /// state swallows traffic without FIN or RST), so the next call opens a
+    /// fresh one. A hung command may keep running on the host until it ends
+    /// by itself (OpenSSH ignores signal requests in root sessions).
     pub fn with_command_timeout(mut self, t: Duration) -> Self {
         self.command_timeout = t;
         self
@@ -288,9 +295,27 @@ impl SshConfig {
 
     /// Most commands run at once on the connection (default 8; OpenSSH
     /// allows 10 sessions per connection unless `MaxSessions` says
-    /// otherwise). Further calls wait, within their command deadline.
+    /// otherwise, and appliances often allow fewer). Further calls wait,
+    /// within their command deadline. When the server refuses a channel
+    /// anyway (`SSH_MSG_CHANNEL_OPEN_FAILURE`: OpenSSH over `MaxSessions`
+    /// says "connect failed", others administratively prohibited or
+    /// resource shortage), the transport lowers this limit to the number
+    /// of channels open at that moment and retries the call within its
+    /// deadline; set it to the host's `MaxSessions` to avoid the refusals.
     pub fn with_max_channels(mut self, n: usize) -> Self {
         self.max_channels = n;
+        self
+    }
+
+    /// SSH keepalives (`keepalive@openssh.com`): one every `interval`
+    /// while the connection is otherwise idle, the connection dropped after
+    /// `max` unanswered in a row. Defaults 5 s and 3: a dead peer (a
+    /// half-open connection) is noticed within about 20 s, well inside the
+    /// poller's 60 s period. Calls do not wait for this: each has its own
+    /// deadline (see [`SshConfig::with_command_timeout`]).
+    pub fn with_keepalive(mut self, interval: Duration, max: usize) -> Self {
+        self.keepalive_interval = interval;
+        self.keepalive_max = max;
         self
     }
 
@@ -329,6 +354,12 @@ impl SshConfig {
             return Err(Error::config(
                 "auth",
                 "no credentials: set a password or a private key",
+            ));
+        }
+        if self.keepalive_interval.is_zero() || self.keepalive_max == 0 {
+            return Err(Error::config(
+                "keepalive",
+                "interval and count must be above zero",
             ));
         }
         if self.max_channels == 0 || self.max_channels > 1024 {

@@ -39,11 +39,13 @@
 //!   [`NotFound`](upsvisor_core::ErrorKind::NotFound) before a connection is
 //!   made. VM *names* never enter a command. Arguments are quoted for a
 //!   POSIX shell even so; PowerShell scripts go as `-EncodedCommand`.
-//! - **Limits**: every command has a deadline
-//!   ([`SshConfig::with_command_timeout`], then
-//!   [`Timeout`](upsvisor_core::ErrorKind::Timeout); the connection stays
-//!   usable, but a hung command may keep running on the host, as OpenSSH
-//!   ignores signal requests in root sessions) and an output cap
+//! - **Limits**: every command has one deadline, end to end
+//!   ([`SshConfig::with_command_timeout`]: waiting for a channel, taking or
+//!   opening the connection, opening the channel, running, reading; then
+//!   [`Timeout`](upsvisor_core::ErrorKind::Timeout) naming the phase, and
+//!   the connection is discarded; a hung command may keep running on the
+//!   host, as OpenSSH ignores signal requests in root sessions) and an
+//!   output cap
 //!   ([`SshConfig::with_max_output`], then
 //!   [`Protocol`](upsvisor_core::ErrorKind::Protocol)); parsers refuse input
 //!   over [`codec::MAX_INPUT`].
@@ -54,9 +56,41 @@
 //! One SSH connection per transport, opened on first use, shared by
 //! concurrent calls (one channel per command, at most
 //! [`SshConfig::with_max_channels`] at once, under OpenSSH's default
-//! `MaxSessions` of 10), with keepalives; when it drops, the next call
-//! reconnects. Only opening a channel is retried
-//! (once, on a fresh connection): a command that was sent is never resent.
+//! `MaxSessions` of 10), with keepalives ([`SshConfig::with_keepalive`],
+//! default every 5 s, 3 missed: a dead peer is dropped within about 20 s).
+//! When it drops, or when a call on it timed out or was cancelled (it may
+//! be half-open: a lost NAT or firewall state swallows traffic without FIN
+//! or RST), the next call opens a fresh one.
+//!
+//! A server with a lower session limit refuses channels
+//! (`SSH_MSG_CHANNEL_OPEN_FAILURE`; OpenSSH over `MaxSessions` says
+//! "connect failed"): the transport learns the limit (the most channels it
+//! ever had open at once, at least 1), queues calls under it and retries
+//! the refused one within its deadline. A refusal is never reported as the
+//! host being unreachable; the log says what happened (`warn` when the
+//! limit is lowered) and [`SshTransport::channel_limit`] shows the limit in
+//! force. Opening a channel on a connection that turned out dead is retried
+//! once, on a fresh connection: a command that was sent is never resent.
+//!
+//! ## Locale and errors
+//! Every command on a POSIX host runs under `env LC_ALL=C LANG=C
+//! LANGUAGE=C`: Debian and Ubuntu sshd sessions load the system locale,
+//! and a host installed in Chinese or German would otherwise answer in
+//! that language (virsh translates its field names and errors). Failures
+//! are classified by structure, never by translated text (see
+//! [`codec::classify_failure`]): exit status; ESXi's vmodl fault types;
+//! libvirt's C-locale error templates, a connection failure first; Proxmox's
+//! untranslated fixed texts; on Hyper-V, an error record the scripts print
+//! (exception type, `FullyQualifiedErrorId`, category), so a Spanish or
+//! German "access denied" is [`Auth`](upsvisor_core::ErrorKind::Auth).
+//!
+//! ## Inventories never silently lose VMs
+//! A VM whose per-VM step fails is left out of an inventory only when the
+//! step said "not found" *and* a fresh listing no longer holds it; any
+//! other failure (libvirtd stopped mid-inventory, a timeout, an unknown
+//! error) fails the inventory, so the engine keeps the host's last VMs and
+//! marks the host stale (tests `faults.rs`:
+//! `libvirtd_stopped_mid_inventory_keeps_every_vm`).
 //!
 //! ## Dialects, commands and the privileges they need
 //!
@@ -84,8 +118,13 @@
 //! - Host shutdown/reboot on libvirt and Proxmox (`systemctl`) is tested
 //!   against a `systemctl` shim only (after checking the shim, not the
 //!   machine's own `systemctl`, is what the SSH session would run).
+//! - The parsers are checked against real captures published by operators
+//!   (`../shared/data/real-outputs/{esxi,libvirt,proxmox,hyperv}`,
+//!   `tests/conformance.rs`).
 //! - Key authentication, host-key pinning (unknown, changed, fingerprint
-//!   form), limits and reconnection are tested against the real `sshd`; a
+//!   form), limits, reconnection, `MaxSessions` 1, 2 and 4, libvirtd
+//!   stopped mid-inventory and a half-open connection (a swallowing TCP
+//!   relay) are tested against the real `sshd` (`tests/faults.rs`); a
 //!   *successful* password login (`password` and `keyboard-interactive`)
 //!   against an in-process russh server (the
 //!   test machine's sshd only has `root`, whose password the tests must not

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -153,18 +154,168 @@ impl client::Handler for Client {
     }
 }
 
-type Conn = Arc<Handle<Client>>;
+/// One SSH connection and whether a call gave up on it.
+pub(crate) struct ConnEntry {
+    handle: Handle<Client>,
+    /// Set when a call on this connection timed out or was cancelled: it
+    /// may be half-open (a lost NAT or firewall state swallows traffic
+    /// without FIN or RST), so no further call takes it.
+    poisoned: AtomicBool,
+}
+
+impl ConnEntry {
+    fn usable(&self) -> bool {
+        !self.handle.is_closed() && !self.poisoned.load(Ordering::Relaxed)
+    }
+}
+
+type Conn = Arc<ConnEntry>;
+
+/// The per-connection channel limit: configured (`max_channels`), then
+/// lowered to what the server showed it allows when it refuses a channel
+/// (`SSH_MSG_CHANNEL_OPEN_FAILURE`, administratively prohibited or
+/// resource shortage: OpenSSH's `MaxSessions`). Calls over the limit wait
+/// in line.
+struct Limiter {
+    state: Mutex<LimState>,
+    freed: tokio::sync::Notify,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LimState {
+    limit: usize,
+    /// Calls holding a slot (opening, running or reading).
+    in_use: usize,
+    /// Of those, calls whose channel is open.
+    open: usize,
+    /// The most channels ever open at once: the server allowed that many.
+    max_open: usize,
+    /// Channel refusals seen.
+    refusals: u64,
+}
+
+impl Limiter {
+    fn new(limit: usize) -> Limiter {
+        Limiter {
+            state: Mutex::new(LimState {
+                limit,
+                in_use: 0,
+                open: 0,
+                max_open: 0,
+                refusals: 0,
+            }),
+            freed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut LimState) -> T) -> T {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
+    /// Waits for a slot (the caller's deadline bounds the wait).
+    async fn acquire(&self) -> Slot<'_> {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let got = self.with(|s| {
+                if s.in_use < s.limit {
+                    s.in_use += 1;
+                    true
+                } else {
+                    false
+                }
+            });
+            if got {
+                return Slot {
+                    lim: self,
+                    open: false,
+                };
+            }
+            freed.await;
+        }
+    }
+
+    /// The server refused a channel while `open` of ours were open. Its
+    /// limit is at least the most it ever allowed at once (a server still
+    /// counts sessions it is closing, so `open` alone can undershoot) and
+    /// at most what was open now, whichever is higher, and at least 1.
+    /// Returns the new limit and whether it went down.
+    fn refused(&self) -> (usize, bool) {
+        self.with(|s| {
+            s.refusals += 1;
+            let was = s.limit;
+            s.limit = s.open.max(s.max_open).max(1).min(s.limit);
+            (s.limit, s.limit < was)
+        })
+    }
+}
+
+/// A place in the [`Limiter`]; freed on drop.
+struct Slot<'a> {
+    lim: &'a Limiter,
+    open: bool,
+}
+
+impl Slot<'_> {
+    fn opened(&mut self) {
+        if !self.open {
+            self.open = true;
+            self.lim.with(|s| {
+                s.open += 1;
+                s.max_open = s.max_open.max(s.open);
+            });
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let open = self.open;
+        self.lim.with(|s| {
+            s.in_use = s.in_use.saturating_sub(1);
+            if open {
+                s.open = s.open.saturating_sub(1);
+            }
+        });
+        self.lim.freed.notify_waiters();
+    }
+}
+
+/// What one call is doing, kept outside its future so that a timeout or a
+/// cancellation can say where it was and poison the connection it used.
+#[derive(Default)]
+struct Progress {
+    phase: &'static str,
+    conn: Option<Conn>,
+    refused: u32,
+    done: bool,
+}
+
+/// Poisons the call's connection unless the call finished (timeout or
+/// cancellation by the caller dropping the future alike).
+struct PoisonUnlessDone<'a>(&'a Mutex<Progress>);
+
+impl Drop for PoisonUnlessDone<'_> {
+    fn drop(&mut self) {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !g.done {
+            if let Some(c) = &g.conn {
+                c.poisoned.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
 
 /// One SSH connection to one host, opened on first use and reopened after
-/// it drops.
+/// it drops or after a call on it timed out.
 pub(crate) struct Session {
     cfg: Arc<SshConfig>,
     key: Option<Arc<russh::keys::PrivateKey>>,
     conn: tokio::sync::Mutex<Option<Conn>>,
     connects: std::sync::atomic::AtomicU64,
-    /// Open channels at once: OpenSSH allows 10 per connection by default
-    /// (`MaxSessions`).
-    channels: tokio::sync::Semaphore,
+    channels: Limiter,
 }
 
 impl Session {
@@ -186,7 +337,7 @@ impl Session {
             _ => None,
         };
         Ok(Session {
-            channels: tokio::sync::Semaphore::new(cfg.max_channels),
+            channels: Limiter::new(cfg.max_channels),
             cfg,
             key,
             conn: tokio::sync::Mutex::new(None),
@@ -196,34 +347,47 @@ impl Session {
 
     /// How many SSH connections were opened so far.
     pub(crate) fn connects(&self) -> u64 {
-        self.connects.load(std::sync::atomic::Ordering::Relaxed)
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    /// The per-connection channel limit in force (configured, or lower
+    /// once the server refused a channel), and how many refusals were seen.
+    pub(crate) fn channel_limit(&self) -> (usize, u64) {
+        self.channels.with(|s| (s.limit, s.refusals))
     }
 
     /// Closes the connection (a later call reconnects).
     pub(crate) async fn disconnect(&self) {
         if let Some(c) = self.conn.lock().await.take() {
             let _ = c
+                .handle
                 .disconnect(russh::Disconnect::ByApplication, "", "en")
                 .await;
         }
     }
 
-    async fn connection(&self) -> Result<Conn, Error> {
+    /// The shared connection, or a new one; connecting is bounded by the
+    /// connect timeout and by the call's `deadline`.
+    async fn connection(&self, deadline: tokio::time::Instant) -> Result<Conn, Error> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {
-            if !c.is_closed() {
+            if c.usable() {
                 return Ok(c.clone());
             }
-            tracing::debug!(host = %self.cfg.target(), "SSH connection dropped; reconnecting");
+            tracing::debug!(host = %self.cfg.target(), poisoned = c.poisoned.load(Ordering::Relaxed),
+                "SSH connection dropped or given up on; opening a new one");
         }
         *slot = None;
         let t = self.cfg.connect_timeout;
-        let c = tokio::time::timeout(t, self.connect())
+        let until = deadline.min(tokio::time::Instant::now() + t);
+        let handle = tokio::time::timeout_at(until, self.connect())
             .await
             .map_err(|_| Error::timeout(format!("SSH connect to {}", self.cfg.target()), t))??;
-        self.connects
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let c = Arc::new(c);
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        let c = Arc::new(ConnEntry {
+            handle,
+            poisoned: AtomicBool::new(false),
+        });
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -235,8 +399,8 @@ impl Session {
             .map_err(|e| Error::unreachable(&target, e))?;
         let _ = stream.set_nodelay(true);
         let config = client::Config {
-            keepalive_interval: Some(Duration::from_secs(15)),
-            keepalive_max: 3,
+            keepalive_interval: Some(self.cfg.keepalive_interval),
+            keepalive_max: self.cfg.keepalive_max,
             inactivity_timeout: None,
             ..client::Config::default()
         };
@@ -304,42 +468,120 @@ impl Session {
         Ok(h)
     }
 
-    /// Runs one command line under the command deadline and output cap.
+    /// Runs one command line under one deadline (the command timeout) that
+    /// covers everything: waiting for a channel slot, taking or opening the
+    /// connection, opening the channel, running and reading. Past it the
+    /// call is a [`Timeout`](upsvisor_core::ErrorKind::Timeout) naming the
+    /// phase, and the connection it used is discarded (it may be
+    /// half-open); the next call opens a fresh one. A caller dropping the
+    /// call (its own deadline) discards the connection the same way.
     ///
-    /// Only opening the channel is retried (once, on a fresh connection):
-    /// a command that was sent is never sent twice.
+    /// A session channel the server refuses (`SSH_MSG_CHANNEL_OPEN_FAILURE`
+    /// with administratively prohibited, connect failed (OpenSSH over
+    /// `MaxSessions`) or resource shortage: a session limit) lowers the channel limit to the
+    /// number open at that moment, and the call waits its turn again and
+    /// retries within its deadline. Opening a channel is otherwise retried
+    /// once, on a fresh connection, when the connection turns out dead: a
+    /// command that was sent is never sent twice.
     pub(crate) async fn exec(&self, line: &str, what: &str) -> Result<Output, Error> {
         let target = self.cfg.target();
         let t = self.cfg.command_timeout;
-        let _permit = tokio::time::timeout(t, self.channels.acquire())
-            .await
-            .map_err(|_| {
-                Error::timeout(
-                    format!("{what} on {target} (waiting for a free channel)"),
+        let deadline = tokio::time::Instant::now() + t;
+        let progress = Mutex::new(Progress::default());
+        let _poison = PoisonUnlessDone(&progress);
+        let r =
+            tokio::time::timeout_at(deadline, self.exec_within(line, what, deadline, &progress))
+                .await;
+        let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+        match r {
+            Ok(r) => {
+                p.done = true;
+                r
+            }
+            Err(_) => {
+                let refused = if p.refused > 0 {
+                    let (limit, _) = self.channel_limit();
+                    format!(
+                        "; the server refused {} channel(s), channel limit now {limit}",
+                        p.refused
+                    )
+                } else {
+                    String::new()
+                };
+                Err(Error::timeout(
+                    format!("{what} on {target} (while {}{refused})", p.phase),
                     t,
-                )
-            })?
-            .map_err(|_| Error::protocol(&target, "channel limiter closed"))?;
+                ))
+            }
+        }
+    }
+
+    async fn exec_within(
+        &self,
+        line: &str,
+        what: &str,
+        deadline: tokio::time::Instant,
+        progress: &Mutex<Progress>,
+    ) -> Result<Output, Error> {
+        let target = self.cfg.target();
+        let set = |phase: &'static str, conn: Option<&Conn>| {
+            let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+            p.phase = phase;
+            if let Some(c) = conn {
+                p.conn = Some(c.clone());
+            }
+        };
         let mut attempt = 0;
-        let channel = loop {
-            let conn = self.connection().await?;
-            match conn.channel_open_session().await {
-                Ok(ch) => break ch,
-                // The server answered (e.g. too many sessions): the
-                // connection is fine, the channel is not.
+        let mut refusals = 0u32;
+        let (mut channel, _slot) = loop {
+            set("waiting for a free channel", None);
+            let mut slot = self.channels.acquire().await;
+            set("connecting", None);
+            let conn = self.connection(deadline).await?;
+            set("opening a channel", Some(&conn));
+            match conn.handle.channel_open_session().await {
+                Ok(ch) => {
+                    slot.opened();
+                    break (ch, slot);
+                }
+                // OpenSSH refuses a session over `MaxSessions` with
+                // "connect failed" ("open failed"); other servers say
+                // administratively prohibited or resource shortage.
+                Err(russh::Error::ChannelOpenFailure(
+                    f @ (russh::ChannelOpenFailure::AdministrativelyProhibited
+                    | russh::ChannelOpenFailure::ConnectFailed
+                    | russh::ChannelOpenFailure::ResourceShortage),
+                )) => {
+                    // The server's session limit: learn it, queue, retry.
+                    let (limit, lowered) = self.channels.refused();
+                    refusals += 1;
+                    progress.lock().unwrap_or_else(|e| e.into_inner()).refused = refusals;
+                    if lowered {
+                        tracing::warn!(host = %target, what, reason = ?f, channel_limit = limit,
+                            "the server refused a channel (session limit, e.g. MaxSessions); \
+                             lowered the channel limit and queued the call");
+                    } else {
+                        tracing::debug!(host = %target, what, reason = ?f, channel_limit = limit,
+                            "the server refused a channel while closing others; queued the call");
+                    }
+                    drop(slot);
+                    // Let the server finish closing the sessions it counts.
+                    let pause = Duration::from_millis(20 * u64::from(refusals.min(10)));
+                    tokio::time::sleep(pause).await;
+                }
                 Err(russh::Error::ChannelOpenFailure(f)) => {
-                    return Err(Error::unreachable(
+                    return Err(Error::protocol(
                         &target,
-                        format!("the server refused a new channel: {f:?}"),
+                        format!("the server refused a session channel: {f:?}"),
                     ));
                 }
                 Err(e) => {
                     tracing::debug!(host = %target, error = %e, "channel open failed");
-                    let mut slot = self.conn.lock().await;
-                    if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
-                        *slot = None;
+                    let mut s = self.conn.lock().await;
+                    if s.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                        *s = None;
                     }
-                    drop(slot);
+                    drop(s);
                     attempt += 1;
                     if attempt >= 2 {
                         return Err(map_russh(&target, e));
@@ -347,7 +589,7 @@ impl Session {
                 }
             }
         };
-        let mut channel = channel;
+        set("running the command", None);
         let limit = self.cfg.max_output;
         let run = async {
             channel
@@ -388,10 +630,7 @@ impl Session {
             out.stderr = String::from_utf8_lossy(&se).into_owned();
             Ok(out)
         };
-        let result = match tokio::time::timeout(t, run).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::timeout(format!("{what} on {target}"), t)),
-        };
+        let result = run.await;
         if result.is_err() {
             // Best effort: stop the remote command, then drop the channel.
             let _ = channel.signal(Sig::TERM).await;
@@ -463,7 +702,7 @@ fn map_russh(target: &str, e: russh::Error) -> Error {
         E::UnknownKey | E::WrongServerSig => Error::auth(target, format!("host key refused: {e}")),
         E::NoAuthMethod | E::NotAuthenticated | E::UnsupportedAuthMethod => Error::auth(target, e),
         E::ChannelOpenFailure(f) => {
-            Error::unreachable(target, format!("channel open refused: {f:?}"))
+            Error::protocol(target, format!("the server refused a channel: {f:?}"))
         }
         other => Error::protocol(target, other),
     }

@@ -89,6 +89,13 @@ impl SshTransport {
         self.inner.session.connects()
     }
 
+    /// The channel limit in force on the connection: the configured
+    /// [`SshConfig::with_max_channels`], or lower once the server refused a
+    /// channel (its session limit); and how many refusals were seen.
+    pub fn channel_limit(&self) -> (usize, u64) {
+        self.inner.session.channel_limit()
+    }
+
     /// Closes the SSH connection; the next call opens a new one.
     pub async fn disconnect(&self) {
         let inner = self.inner.clone();
@@ -110,30 +117,38 @@ impl SshTransport {
 }
 
 impl Inner {
+    /// Runs `line`. On POSIX hosts (every dialect but Hyper-V) it runs
+    /// under `env LC_ALL=C LANG=C LANGUAGE=C`: Debian and Ubuntu sshd
+    /// sessions load the system locale, and gettext would otherwise
+    /// translate virsh's field names and errors (any login shell runs
+    /// `env`, unlike `VAR=x cmd`, which csh and fish lack).
     async fn run(&self, line: &str, what: &str) -> Result<Output> {
         tracing::debug!(host = %self.target, what, "ssh exec");
-        self.session.exec(line, what).await
+        if self.cfg.dialect == Dialect::HyperV {
+            self.session.exec(line, what).await
+        } else {
+            let line = format!("env LC_ALL=C LANG=C LANGUAGE=C {line}");
+            self.session.exec(&line, what).await
+        }
     }
 
-    /// Runs and requires exit status 0; failures are classified by their text.
+    /// Runs and requires exit status 0; failures are classified (see
+    /// [`codec::classify_failure`]).
     async fn run_ok(&self, line: &str, what: &str) -> Result<String> {
         let out = self.run(line, what).await?;
         if out.success() {
             return Ok(out.stdout);
         }
+        Err(self.failure(what, &out))
+    }
+
+    /// The error for a command that did not exit 0.
+    fn failure(&self, what: &str, out: &Output) -> Error {
         if let Some(sig) = &out.signal {
-            return Err(Error::protocol(
-                &self.target,
-                format!("{what} was killed by signal {sig}"),
-            ));
+            return Error::protocol(&self.target, format!("{what} was killed by signal {sig}"));
         }
         let text = format!("{}\n{}", out.stderr, out.stdout);
-        Err(codec::classify_failure(
-            &self.target,
-            what,
-            out.status,
-            &text,
-        ))
+        codec::classify_failure(self.cfg.dialect, &self.target, what, out.status, &text)
     }
 
     fn parsed<T>(&self, r: std::result::Result<T, codec::ParseError>) -> Result<T> {
@@ -167,7 +182,7 @@ impl Inner {
             Dialect::HyperV => {
                 let o = self
                     .run_ok(
-                        &powershell(hyperv::HOST_SCRIPT),
+                        &powershell(&hyperv::host_script()),
                         "Get-CimInstance Win32_OperatingSystem",
                     )
                     .await?;
@@ -187,17 +202,19 @@ impl Inner {
                 let rows = self.parsed(esxi::parse_getallvms(&o))?;
                 let mut vms = Vec::with_capacity(rows.len());
                 let mut map = HashMap::new();
+                let mut gone = Vec::new();
                 for r in rows {
                     match self.esxi_vm(&r.vmid).await {
                         Ok(vm) => {
                             map.insert(vm.id.as_str().to_owned(), r.vmid.clone());
                             vms.push(vm);
                         }
-                        // Unregistered between the list and the fetch.
-                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        // Unregistered between the list and the fetch?
+                        Err(e) if e.kind() == ErrorKind::NotFound => gone.push((r.vmid, e)),
                         Err(e) => return Err(e),
                     }
                 }
+                self.confirm_gone(gone).await?;
                 if let Ok(mut m) = self.esxi_ids.lock() {
                     *m = map;
                 }
@@ -212,13 +229,15 @@ impl Inner {
                     .await?;
                 let doms = self.parsed(libvirt::parse_list(&o))?;
                 let mut vms = Vec::with_capacity(doms.len());
+                let mut gone = Vec::new();
                 for d in doms {
                     match self.libvirt_vm(&d.uuid).await {
                         Ok(vm) => vms.push(vm),
-                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) if e.kind() == ErrorKind::NotFound => gone.push((d.uuid, e)),
                         Err(e) => return Err(e),
                     }
                 }
+                self.confirm_gone(gone).await?;
                 Ok(vms)
             }
             Dialect::Proxmox => {
@@ -227,13 +246,17 @@ impl Inner {
                 let c = self.run_ok(proxmox::PCT_LIST, "pct list").await?;
                 rows.extend(self.parsed(proxmox::parse_pct_list(&c))?);
                 let mut vms = Vec::with_capacity(rows.len());
+                let mut gone = Vec::new();
                 for r in rows {
                     match self.pve_vm(r.guest, Some(&r.status)).await {
                         Ok(vm) => vms.push(vm),
-                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) if e.kind() == ErrorKind::NotFound => {
+                            gone.push((r.guest.vm_id().as_str().to_owned(), e))
+                        }
                         Err(e) => return Err(e),
                     }
                 }
+                self.confirm_gone(gone).await?;
                 Ok(vms)
             }
             Dialect::HyperV => {
@@ -243,6 +266,77 @@ impl Inner {
                 self.parsed(hyperv::parse_vms(&o))
             }
         }
+    }
+
+    /// The keys (ESXi Vmids, libvirt UUIDs, Proxmox `qemu/<vmid>` and
+    /// `lxc/<vmid>`) of the VMs the host lists right now.
+    async fn listed_keys(&self) -> Result<Vec<String>> {
+        Ok(match self.cfg.dialect {
+            Dialect::Esxi => {
+                let o = self
+                    .run_ok(esxi::GETALLVMS, "vim-cmd vmsvc/getallvms")
+                    .await?;
+                self.parsed(esxi::parse_getallvms(&o))?
+                    .into_iter()
+                    .map(|r| r.vmid)
+                    .collect()
+            }
+            Dialect::Libvirt => {
+                let o = self
+                    .run_ok(
+                        &self.virsh(&["list", "--all", "--uuid", "--name"]),
+                        "virsh list --all",
+                    )
+                    .await?;
+                self.parsed(libvirt::parse_list(&o))?
+                    .into_iter()
+                    .map(|d| d.uuid)
+                    .collect()
+            }
+            Dialect::Proxmox => {
+                let q = self.run_ok(proxmox::QM_LIST, "qm list").await?;
+                let mut rows = self.parsed(proxmox::parse_qm_list(&q))?;
+                let c = self.run_ok(proxmox::PCT_LIST, "pct list").await?;
+                rows.extend(self.parsed(proxmox::parse_pct_list(&c))?);
+                rows.into_iter()
+                    .map(|r| r.guest.vm_id().as_str().to_owned())
+                    .collect()
+            }
+            Dialect::HyperV => {
+                let o = self
+                    .run_ok(&powershell(&hyperv::list_script()), "Get-VM")
+                    .await?;
+                self.parsed(hyperv::parse_vms(&o))?
+                    .into_iter()
+                    .map(|v| v.id.as_str().to_owned())
+                    .collect()
+            }
+        })
+    }
+
+    /// Inventories never silently lose VMs: a VM whose per-VM step said
+    /// NotFound is left out only when a fresh listing (exit status 0,
+    /// parsed) no longer holds it. A VM still listed fails the inventory,
+    /// and so does a listing that fails, so the engine keeps the host's
+    /// last VMs, marked stale.
+    async fn confirm_gone(&self, gone: Vec<(String, Error)>) -> Result<()> {
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let listed = self.listed_keys().await?;
+        for (key, e) in gone {
+            if listed.contains(&key) {
+                return Err(Error::protocol(
+                    &self.target,
+                    format!(
+                        "VM {key} is still listed, but reading it failed ({e}); \
+                         the inventory is refused rather than returned without it"
+                    ),
+                ));
+            }
+            tracing::debug!(host = %self.target, vm = %key, "VM gone between the list and its fetch (confirmed)");
+        }
+        Ok(())
     }
 
     async fn vm_info(&self, vm: &VmId) -> Result<VmInfo> {
@@ -491,19 +585,17 @@ impl Inner {
                 "{op} on {vm}: the VM is not running"
             )));
         }
-        match self.run_ok(&line, &format!("{op} {vm}")).await {
-            Ok(_) => Ok(()),
-            // qm/pct shutdown --timeout: the request was delivered and the
-            // guest is still shutting down.
-            Err(e)
-                if self.cfg.dialect == Dialect::Proxmox
-                    && op == VmOp::ShutdownGuest
-                    && e.to_string().contains("got timeout") =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
+        let what = format!("{op} {vm}");
+        let out = self.run(&line, &what).await?;
+        // qm/pct shutdown --timeout: the request was delivered and the
+        // guest is still shutting down (qemu-server's fixed text).
+        let still_stopping = self.cfg.dialect == Dialect::Proxmox
+            && op == VmOp::ShutdownGuest
+            && out.stderr.contains("got timeout");
+        if out.success() || still_stopping {
+            return Ok(());
         }
+        Err(self.failure(&what, &out))
     }
 
     async fn host_power(&self, op: HostOp) -> Result<()> {
@@ -536,8 +628,12 @@ impl Inner {
             (Dialect::Libvirt | Dialect::Proxmox, HostOp::Reboot) => {
                 sh_line(&["systemctl", "reboot"])
             }
-            (Dialect::HyperV, HostOp::Shutdown) => powershell("Stop-Computer -Force"),
-            (Dialect::HyperV, HostOp::Reboot) => powershell("Restart-Computer -Force"),
+            (Dialect::HyperV, HostOp::Shutdown) => {
+                powershell(&hyperv::wrap("Stop-Computer -Force"))
+            }
+            (Dialect::HyperV, HostOp::Reboot) => {
+                powershell(&hyperv::wrap("Restart-Computer -Force"))
+            }
             _ => return Err(unsupported()),
         };
         let what = format!("{op} host");
@@ -550,13 +646,7 @@ impl Inner {
             }
             return Ok(());
         }
-        let text = format!("{}\n{}", out.stderr, out.stdout);
-        Err(codec::classify_failure(
-            &self.target,
-            &what,
-            out.status,
-            &text,
-        ))
+        Err(self.failure(&what, &out))
     }
 }
 

@@ -103,6 +103,11 @@ fn esxi_inventory_and_power_round_trip_via_shims() {
     let Some(sshd) = Sshd::start() else { return };
     let t = transport(sshd.config(Dialect::Esxi));
     let inv = block_on(t.inventory()).unwrap();
+    // The sessions load a Chinese locale (sshd SetEnv, as Debian's PAM
+    // does from /etc/default/locale); every command still ran in C.
+    let locales = sshd.read_state("locale.log");
+    assert!(!locales.is_empty());
+    assert!(locales.lines().all(|l| l == "C C C"), "{locales}");
     assert_eq!(inv.info.product.as_deref(), Some("VMware ESXi"));
     assert_eq!(inv.info.version.as_deref(), Some("8.0.2"));
     assert_eq!(inv.vms.len(), 3, "{:?}", inv.vms);
@@ -235,6 +240,13 @@ fn hyperv_inventory_and_power_round_trip_via_shims() {
     assert!(scripts.contains(&format!("Get-VM -Id '{file}' | Stop-VM -TurnOff -Force")));
     block_on(t.host_power(HostOp::Shutdown)).unwrap();
     assert_eq!(sshd.read_state("hv.host").trim(), "off");
+    // No Hyper-V rights on a German Windows: Auth, from the error record's
+    // category, whatever the message's language.
+    std::fs::write(sshd.state().join("hv.denied"), "").unwrap();
+    let e = block_on(t.inventory()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
+    let e = block_on(t.vm_power(&dc.into(), VmOp::PowerOff)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
 }
 
 // ---------------------------------------------------------------- refusals
@@ -340,7 +352,7 @@ fn ids_with_shell_metacharacters_never_reach_the_host() {
 // ---------------------------------------------------------------- limits
 
 #[test]
-fn hung_command_times_out_and_the_connection_survives() {
+fn hung_command_times_out_and_the_next_call_uses_a_fresh_connection() {
     let Some(sshd) = Sshd::start() else { return };
     let t = transport(
         sshd.config(Dialect::Proxmox)
@@ -358,8 +370,12 @@ fn hung_command_times_out_and_the_connection_survives() {
     // call: only the caller is freed. Checked here so the docs stay true.
     assert!(sshd.shim_processes() > 0);
     sshd.set_mode("");
+    // A connection on which anything timed out is not trusted again (it
+    // may be half-open): the next call opens a fresh one.
     block_on(t.host_info()).unwrap();
-    assert_eq!(t.connection_count(), 1);
+    assert_eq!(t.connection_count(), 2);
+    block_on(t.host_info()).unwrap();
+    assert_eq!(t.connection_count(), 2);
 }
 
 #[test]
@@ -509,7 +525,9 @@ mod russh_peer {
             s: &mut Session,
         ) -> Result<(), Self::Error> {
             s.channel_success(ch)?;
-            let (out, status) = if data == b"pveversion" {
+            // Every POSIX command runs in the C locale.
+            let cmd = data.strip_prefix(b"env LC_ALL=C LANG=C LANGUAGE=C ".as_slice());
+            let (out, status) = if cmd == Some(b"pveversion".as_slice()) {
                 (
                     "pve-manager/8.1.3/b46aac3b42da5d15 (running kernel: 6.5.11-4-pve)\n",
                     0,
@@ -705,6 +723,7 @@ fn dropping_a_call_cancels_it_and_keeps_the_transport_usable() {
     assert!(r.is_err(), "the engine's deadline must win");
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     sshd.set_mode("");
+    // The cancelled call's connection is discarded like a timed-out one.
     block_on(t.host_info()).unwrap();
-    assert_eq!(t.connection_count(), 1);
+    assert_eq!(t.connection_count(), 2);
 }

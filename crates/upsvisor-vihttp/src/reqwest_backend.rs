@@ -1,5 +1,6 @@
 //! Async reqwest on the caller's tokio runtime.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use upsvisor_core::Error;
@@ -8,7 +9,7 @@ use crate::tls::{self, Refusal};
 use crate::{BoxFuture, HttpConfig, Method, Request, Response};
 
 pub(crate) struct ReqwestBackend {
-    client: reqwest::Client,
+    client: Arc<Pool>,
     label: String,
     target: String,
     max_body: usize,
@@ -139,19 +140,61 @@ impl Ctx {
     }
 }
 
+/// The client and what rebuilds it. Replaced (with its pool of idle
+/// connections) after a timeout or a network failure: a connection that
+/// sat idle through a network blip may be half-open, and the next call
+/// must not get it.
+struct Pool {
+    client: Mutex<reqwest::Client>,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+    max_idle: usize,
+}
+
+impl Pool {
+    fn build(
+        tls: &rustls::ClientConfig,
+        timeout: Duration,
+        max_idle: usize,
+    ) -> reqwest::Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls.clone())
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(max_idle)
+            .no_proxy()
+            .build()
+    }
+
+    fn get(&self) -> reqwest::Client {
+        self.client
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn reset(&self) {
+        if let Ok(fresh) = Pool::build(&self.tls, self.timeout, self.max_idle) {
+            if let Ok(mut c) = self.client.lock() {
+                *c = fresh;
+            }
+        }
+    }
+}
+
 impl ReqwestBackend {
     pub(crate) fn new(cfg: &HttpConfig) -> Result<Self, Error> {
         let refusal = Refusal::default();
         let tls = tls::client_config(cfg, refusal.clone())?;
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls((*tls).clone())
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(cfg.max_idle_per_host)
-            .no_proxy()
-            .build()
+        let client = Pool::build(&tls, cfg.timeout, cfg.max_idle_per_host)
             .map_err(|e| Error::config(cfg.key(), format!("cannot build the HTTP client: {e}")))?;
+        let client = Arc::new(Pool {
+            client: Mutex::new(client),
+            tls,
+            timeout: cfg.timeout,
+            max_idle: cfg.max_idle_per_host,
+        });
         Ok(ReqwestBackend {
             client,
             label: cfg.label.clone(),
@@ -170,6 +213,18 @@ impl ReqwestBackend {
             timeout: self.timeout,
             refusal: self.refusal.clone(),
         };
-        Box::pin(ctx.run(self.client.clone(), req))
+        let pool = self.client.clone();
+        Box::pin(async move {
+            let r = ctx.run(pool.get(), req).await;
+            if let Err(e) = &r {
+                if matches!(
+                    e.kind(),
+                    upsvisor_core::ErrorKind::Timeout | upsvisor_core::ErrorKind::Unreachable
+                ) {
+                    pool.reset();
+                }
+            }
+            r
+        })
     }
 }

@@ -2,7 +2,7 @@
 //! through a oneshot channel: no async runtime needed.
 
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::channel::oneshot;
@@ -12,7 +12,12 @@ use crate::tls::{self, Refusal};
 use crate::{BoxFuture, HttpConfig, Method, Request, Response};
 
 pub(crate) struct UreqBackend {
-    agent: ureq::Agent,
+    /// Replaced (with its pool of idle connections) after a timeout or a
+    /// network failure: a connection that sat idle through a network blip
+    /// may be half-open, and the next call must not get it.
+    agent: Mutex<ureq::Agent>,
+    tls: Arc<rustls::ClientConfig>,
+    max_idle: usize,
     label: String,
     target: String,
     max_body: usize,
@@ -44,17 +49,24 @@ pub(crate) fn sleep(d: Duration) -> BoxFuture<'static, ()> {
 }
 
 impl UreqBackend {
+    fn agent(tls: &Arc<rustls::ClientConfig>, timeout: Duration, max_idle: usize) -> ureq::Agent {
+        ureq::AgentBuilder::new()
+            .tls_config(tls.clone())
+            .timeout_connect(timeout)
+            .timeout(timeout)
+            .redirects(0)
+            .max_idle_connections_per_host(max_idle)
+            .build()
+    }
+
     pub(crate) fn new(cfg: &HttpConfig) -> Result<Self, Error> {
         let refusal = Refusal::default();
-        let agent = ureq::AgentBuilder::new()
-            .tls_config(tls::client_config(cfg, refusal.clone())?)
-            .timeout_connect(cfg.timeout)
-            .timeout(cfg.timeout)
-            .redirects(0)
-            .max_idle_connections_per_host(cfg.max_idle_per_host)
-            .build();
+        let tls = tls::client_config(cfg, refusal.clone())?;
+        let agent = Self::agent(&tls, cfg.timeout, cfg.max_idle_per_host);
         Ok(UreqBackend {
-            agent,
+            agent: Mutex::new(agent),
+            tls,
+            max_idle: cfg.max_idle_per_host,
             label: cfg.label.clone(),
             target: cfg.target.clone(),
             max_body: cfg.max_body_bytes,
@@ -92,12 +104,34 @@ impl UreqBackend {
     }
 
     fn run(&self, req: Request) -> Result<Response, Error> {
+        let agent = self
+            .agent
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        let r = self.run_on(&agent, req);
+        if let Err(e) = &r {
+            if matches!(
+                e.kind(),
+                upsvisor_core::ErrorKind::Timeout | upsvisor_core::ErrorKind::Unreachable
+            ) {
+                // Drop every pooled connection: the next call connects anew.
+                let fresh = Self::agent(&self.tls, self.timeout, self.max_idle);
+                if let Ok(mut a) = self.agent.lock() {
+                    *a = fresh;
+                }
+            }
+        }
+        r
+    }
+
+    fn run_on(&self, agent: &ureq::Agent, req: Request) -> Result<Response, Error> {
         if let Ok(mut r) = self.refusal.lock() {
             *r = None;
         }
         let mut r = match req.method {
-            Method::Get => self.agent.get(&req.url),
-            Method::Post => self.agent.post(&req.url),
+            Method::Get => agent.get(&req.url),
+            Method::Post => agent.post(&req.url),
         };
         for (k, v) in &req.headers {
             r = r.set(k, v);

@@ -38,23 +38,31 @@ pub struct VmRow {
     pub version: String,
 }
 
-/// Parses `vim-cmd vmsvc/getallvms`. The header is required (so that an
-/// error text is not taken for an empty host); annotation continuation
-/// lines are skipped.
+/// Parses `vim-cmd vmsvc/getallvms`.
+///
+/// The header (`Vmid Name File Guest OS Version Annotation`) is required,
+/// so that an error text is never taken for an empty host, but it need
+/// not come first: hostd prints warnings such as `Skipping invalid VM '6'`
+/// before it (ESXi 6.5), and those are skipped. CRLF line ends (output
+/// taken through a pty), blank lines, annotation continuation lines and
+/// trailer lines are skipped too: a row is only a line that starts with a
+/// Vmid and holds a `.vmx` file followed by a guest id and `vmx-NN`.
+///
+/// Name, File and Annotation may contain spaces, so a row is read from
+/// its fixed points: the Vmid on the left, then the right-hand `.vmx`
+/// followed by the two space-free columns Guest OS and Version.
 pub fn parse_getallvms(text: &str) -> Result<Vec<VmRow>, ParseError> {
     check_size(text)?;
+    let is_header = |l: &str| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w.first() == Some(&"Vmid") && w.contains(&"Name") && w.contains(&"File")
+    };
     let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
-    let header = lines
-        .by_ref()
-        .find(|l| !l.trim().is_empty())
-        .ok_or_else(|| ParseError("empty getallvms output".into()))?;
-    if !(header.trim_start().starts_with("Vmid")
-        && header.contains("Name")
-        && header.contains("File"))
-    {
+    if !lines.by_ref().any(is_header) {
+        let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         return Err(ParseError(format!(
-            "getallvms: unexpected header {:?}",
-            super::snippet(header)
+            "getallvms: no `Vmid Name File ...` header in the output (first line {:?})",
+            super::snippet(first)
         )));
     }
     Ok(lines.filter_map(parse_row).collect())
@@ -257,16 +265,19 @@ pub struct Summary {
     pub instance_uuid: Option<String>,
 }
 
-/// Parses `vim-cmd vmsvc/get.summary`. `vmid` is used as the id when the
-/// dump carries no UUID.
+/// Parses `vim-cmd vmsvc/get.summary`. The id is `config.instanceUuid`,
+/// else the BIOS `config.uuid`, else `vmid`: an empty or placeholder UUID
+/// (`""` on older ESX, all zeros) is skipped, never used as a key that
+/// several VMs would share.
 pub fn parse_summary(text: &str, vmid: &str) -> Result<Summary, ParseError> {
     let p = flatten(text)?;
     let name =
         get(&p, "config.name").ok_or_else(|| ParseError("get.summary: no config.name".into()))?;
-    let instance_uuid = get(&p, "config.instanceUuid").map(str::to_owned);
+    let stable = |k: &str| get(&p, k).filter(|v| !super::is_placeholder_id(v));
+    let instance_uuid = stable("config.instanceUuid").map(str::to_owned);
     let id = instance_uuid
         .clone()
-        .or_else(|| get(&p, "config.uuid").map(str::to_owned))
+        .or_else(|| stable("config.uuid").map(str::to_owned))
         .unwrap_or_else(|| vmid.to_owned());
     let mut vm = VmInfo::new(
         id,
@@ -354,6 +365,38 @@ pub fn parse_version(text: &str) -> Result<HostInfo, ParseError> {
     Ok(info)
 }
 
+/// The kind of a failed vim-cmd / esxcli call, from the vmodl fault type
+/// vim-cmd prints (`(vim.fault.NoPermission) {`), which no translation
+/// changes, or esxcli's refusal to halt outside maintenance mode (esxcli
+/// is not localised). `None`: nothing to go by.
+pub fn failure_kind(text: &str) -> Option<upsvisor_core::ErrorKind> {
+    use upsvisor_core::ErrorKind as K;
+    let fault = ["vim.fault.", "vmodl.fault."].iter().find_map(|p| {
+        let at = text.find(p)? + p.len();
+        let rest = text.get(at..)?;
+        let end = rest
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .unwrap_or(rest.len());
+        rest.get(..end)
+    });
+    if let Some(f) = fault {
+        return Some(match f {
+            "NotFound" | "ManagedObjectNotFound" => K::NotFound,
+            "NoPermission" | "NotAuthenticated" | "InvalidLogin" | "NoPermissionOnHost" => K::Auth,
+            "ToolsUnavailable" => K::ToolsUnavailable,
+            "InvalidPowerState" | "InvalidState" | "InvalidHostState" | "TaskInProgress" => {
+                K::InvalidState
+            }
+            "RestrictedVersion" | "NotSupported" => K::Unsupported,
+            _ => K::Protocol,
+        });
+    }
+    if text.contains("maintenance mode") {
+        return Some(K::InvalidState);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +419,54 @@ second line of the annotation\r\n\
         assert_eq!(rows[1].file, "[datastore 2] my vm/my vm.vmx");
         assert_eq!(rows[2].name, "web [old].vmx copy");
         assert_eq!(rows[2].version, "vmx-19");
+    }
+
+    #[test]
+    fn getallvms_skips_preamble_warnings_and_trailers() {
+        let text = "Skipping invalid VM '6'\r\n\r\nVmid   Name   File   Guest OS   Version   Annotation\r\n\
+1      a b    [ds 1] a b/a b.vmx   otherGuest   vmx-13   note\r\n\
+Skipping invalid VM '7'\r\n\
+\r\n\
+2      c      [ds1] c/c.vmx   otherGuest   vmx-13\r\n";
+        let rows = parse_getallvms(text).unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0].name, "a b");
+        assert_eq!(rows[0].file, "[ds 1] a b/a b.vmx");
+        assert_eq!(rows[1].vmid, "2");
+        // Only warnings, no header: an error, not an empty host.
+        assert!(parse_getallvms("Skipping invalid VM '6'\n").is_err());
+    }
+
+    proptest::proptest! {
+        /// Names, datastores and annotations with spaces; warnings before
+        /// the header and between rows; CRLF: every row reads back.
+        #[test]
+        fn getallvms_rows_read_back(
+            rows in proptest::collection::vec(
+                (1u32..99_999, "[A-Za-z0-9._()-]{1,10}( [A-Za-z0-9._()-]{1,10}){0,2}",
+                 "[A-Za-z0-9_-]{1,8}( [A-Za-z0-9_-]{1,8}){0,1}", "[a-z0-9]{1,12}Guest",
+                 10u32..21, "([A-Za-z0-9.,:]{1,8}( [A-Za-z0-9.,:]{1,8}){0,3})?"),
+                0..6,
+            ),
+            warn_at in 0usize..7,
+        ) {
+            let mut text = String::from("Skipping invalid VM '6'\r\nVmid   Name   File   Guest OS   Version   Annotation\r\n");
+            for (i, (id, name, ds, guest, hw, note)) in rows.iter().enumerate() {
+                if i == warn_at {
+                    text.push_str("Skipping invalid VM '7'\r\n");
+                }
+                text.push_str(&format!("{id:<6} {name:<20} [{ds}] {name}/{name}.vmx   {guest:<20} vmx-{hw}   {note}\r\n"));
+            }
+            let got = parse_getallvms(&text).unwrap();
+            proptest::prop_assert_eq!(got.len(), rows.len());
+            for (g, (id, name, ds, guest, hw, _)) in got.iter().zip(&rows) {
+                proptest::prop_assert_eq!(&g.vmid, &id.to_string());
+                proptest::prop_assert_eq!(&g.name, name);
+                proptest::prop_assert_eq!(&g.file, &format!("[{ds}] {name}/{name}.vmx"));
+                proptest::prop_assert_eq!(&g.guest_id, guest);
+                proptest::prop_assert_eq!(&g.version, &format!("vmx-{hw}"));
+            }
+        }
     }
 
     #[test]
@@ -446,6 +537,36 @@ second line of the annotation\r\n\
         let flat = flatten(SUMMARY_OUT).unwrap();
         assert!(flat.contains(&("config.annotation".into(), "a = b { c".into())));
         assert!(flat.contains(&("runtime.device.0.key".into(), "4000".into())));
+    }
+
+    #[test]
+    fn empty_or_placeholder_uuids_fall_back_to_the_next_stable_id() {
+        let with = |inst: &str, bios: &str| {
+            SUMMARY_OUT
+                .replace(
+                    "instanceUuid = \"5261c1d4-8f0e-4b5e-9a43-1d2c3b4a5f60\"",
+                    &format!("instanceUuid = {inst}"),
+                )
+                .replace(
+                    "uuid = \"564d379a-5654-a8b9-daab-2ed35a1b2c3d\"",
+                    &format!("uuid = {bios}"),
+                )
+        };
+        let s = parse_summary(
+            &with("\"\"", "\"564d379a-5654-a8b9-daab-2ed35a1b2c3d\""),
+            "12",
+        )
+        .unwrap();
+        assert_eq!(s.vm.id.as_str(), "564d379a-5654-a8b9-daab-2ed35a1b2c3d");
+        assert_eq!(s.instance_uuid, None);
+        let s = parse_summary(
+            &with("\"00000000-0000-0000-0000-000000000000\"", "\"  \""),
+            "12",
+        )
+        .unwrap();
+        assert_eq!(s.vm.id.as_str(), "12");
+        let s = parse_summary(&with("<unset>", "''"), "13").unwrap();
+        assert_eq!(s.vm.id.as_str(), "13");
     }
 
     #[test]

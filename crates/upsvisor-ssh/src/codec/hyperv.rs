@@ -13,28 +13,107 @@ use super::{ParseError, check_size};
 
 const SELECT: &str = "Select-Object @{n='Id';e={[string]$_.Id}},Name,@{n='State';e={[string]$_.State}},ProcessorCount,MemoryStartup,MemoryAssigned,@{n='Heartbeat';e={[string]$_.Heartbeat}},@{n='IPAddresses';e={@($_.NetworkAdapters | ForEach-Object { $_.IPAddresses } | Where-Object { $_ })}}";
 
-/// Script listing every VM as a JSON array.
-pub fn list_script() -> String {
+/// What a script's error record line starts with (on stderr).
+pub const ERROR_MARK: &str = "upsvisor-error:";
+
+/// Wraps `body` so that any error stops it and is reported as one
+/// machine-readable line on stderr, [`ERROR_MARK`] then JSON with the
+/// exception's type name (`type`), the `FullyQualifiedErrorId` (`id`) and
+/// `CategoryInfo.Category` (`category`), with exit status 1. These do not
+/// change with the Windows display language, unlike the message, which is
+/// not sent.
+pub fn wrap(body: &str) -> String {
     format!(
-        "$ErrorActionPreference='Stop'; ConvertTo-Json -Depth 3 -Compress -InputObject @(Get-VM | {SELECT})"
+        "$ErrorActionPreference='Stop'; try {{ {body} }} catch {{ [Console]::Error.WriteLine('{ERROR_MARK}' + (ConvertTo-Json -Compress -InputObject @{{type=$_.Exception.GetType().FullName; id=[string]$_.FullyQualifiedErrorId; category=[string]$_.CategoryInfo.Category}})); exit 1 }}"
     )
 }
 
-/// Script describing one VM (GUID already validated).
+/// Script listing every VM as a JSON array.
+pub fn list_script() -> String {
+    wrap(&format!(
+        "ConvertTo-Json -Depth 3 -Compress -InputObject @(Get-VM | {SELECT})"
+    ))
+}
+
+/// Script describing one VM (GUID already validated): the VM list filtered
+/// by id, so a VM that is not there is an empty array from a listing that
+/// worked (a positive "no such VM"), not an error to interpret.
 pub fn vm_script(guid: &str) -> String {
-    format!(
-        "$ErrorActionPreference='Stop'; ConvertTo-Json -Depth 3 -Compress -InputObject @(Get-VM -Id '{guid}' | {SELECT})"
-    )
+    wrap(&format!(
+        "ConvertTo-Json -Depth 3 -Compress -InputObject @(Get-VM | Where-Object {{ [string]$_.Id -eq '{guid}' }} | {SELECT})"
+    ))
 }
 
 /// Script running a power cmdlet on one VM (GUID already validated), e.g.
 /// `Stop-VM -TurnOff -Force`.
 pub fn power_script(guid: &str, cmdlet: &str) -> String {
-    format!("$ErrorActionPreference='Stop'; Get-VM -Id '{guid}' | {cmdlet}")
+    wrap(&format!("Get-VM -Id '{guid}' | {cmdlet}"))
 }
 
 /// Script describing the host.
-pub const HOST_SCRIPT: &str = "$ErrorActionPreference='Stop'; Get-CimInstance Win32_OperatingSystem | Select-Object Caption,Version,BuildNumber,CSName | ConvertTo-Json -Compress";
+pub fn host_script() -> String {
+    wrap(
+        "Get-CimInstance Win32_OperatingSystem | Select-Object Caption,Version,BuildNumber,CSName | ConvertTo-Json -Compress",
+    )
+}
+
+/// A PowerShell error as [`wrap`]ped scripts report it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ErrorRecord {
+    /// The exception's full type name, e.g.
+    /// `Microsoft.HyperV.PowerShell.VirtualizationException`.
+    pub type_name: String,
+    /// `FullyQualifiedErrorId`, e.g.
+    /// `InvalidState,Microsoft.HyperV.PowerShell.Commands.StopVM`.
+    pub id: String,
+    /// `CategoryInfo.Category` (an `ErrorCategory` name such as
+    /// `PermissionDenied`, `ObjectNotFound`, `InvalidOperation`).
+    pub category: String,
+}
+
+impl ErrorRecord {
+    /// The first record line in `text` (stderr of a wrapped script).
+    pub fn find(text: &str) -> Option<ErrorRecord> {
+        let line = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(ERROR_MARK))?;
+        let v: Value = serde_json::from_str(line.trim()).ok()?;
+        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        Some(ErrorRecord {
+            type_name: s("type"),
+            id: s("id"),
+            category: s("category"),
+        })
+    }
+
+    /// The kind, from the category, the exception type and the error id's
+    /// first part (never the message).
+    pub fn kind(&self) -> upsvisor_core::ErrorKind {
+        use upsvisor_core::ErrorKind as K;
+        let id_head = self.id.split(',').next().unwrap_or("");
+        let ty = self.type_name.rsplit('.').next().unwrap_or("");
+        if self.category == "PermissionDenied"
+            || matches!(ty, "UnauthorizedAccessException" | "SecurityException")
+            || id_head.contains("AccessDenied")
+            || id_head.starts_with("UnauthorizedAccess")
+        {
+            K::Auth
+        } else if ty == "CommandNotFoundException" || id_head == "CommandNotFoundException" {
+            K::Unsupported
+        } else if self.category == "ObjectNotFound" {
+            K::NotFound
+        } else if id_head == "InvalidState" || self.category == "InvalidOperation" {
+            K::InvalidState
+        } else if matches!(
+            self.category.as_str(),
+            "ConnectionError" | "ResourceUnavailable"
+        ) {
+            K::Unreachable
+        } else {
+            K::Protocol
+        }
+    }
+}
 
 /// Maps a Hyper-V `VMState`, by name or by its numeric value (what plain
 /// `Get-VM | ConvertTo-Json` prints).
@@ -191,14 +270,70 @@ mod tests {
     }
 
     #[test]
+    fn error_records_are_classified_by_type_id_and_category() {
+        use upsvisor_core::ErrorKind as K;
+        let rec = |t: &str, id: &str, c: &str| {
+            let text = format!(
+                "Stop-VM : Acceso denegado.\r\nEn l\u{ed}nea: 1\r\n{ERROR_MARK}{{\"type\":\"{t}\",\"id\":\"{id}\",\"category\":\"{c}\"}}\r\n"
+            );
+            ErrorRecord::find(&text).unwrap().kind()
+        };
+        // Spanish and German "access denied": the message is never read.
+        assert_eq!(
+            rec(
+                "Microsoft.HyperV.PowerShell.VirtualizationException",
+                "Unspecified,Microsoft.HyperV.PowerShell.Commands.GetVM",
+                "PermissionDenied"
+            ),
+            K::Auth
+        );
+        assert_eq!(
+            rec(
+                "System.UnauthorizedAccessException",
+                "System.UnauthorizedAccessException",
+                "NotSpecified"
+            ),
+            K::Auth
+        );
+        assert_eq!(
+            rec(
+                "Microsoft.HyperV.PowerShell.VirtualizationException",
+                "InvalidState,Microsoft.HyperV.PowerShell.Commands.StopVM",
+                "InvalidOperation"
+            ),
+            K::InvalidState
+        );
+        assert_eq!(
+            rec(
+                "System.Management.Automation.CommandNotFoundException",
+                "CommandNotFoundException",
+                "ObjectNotFound"
+            ),
+            K::Unsupported
+        );
+        assert_eq!(
+            rec(
+                "Microsoft.HyperV.PowerShell.VirtualizationException",
+                "ObjectNotFound,Microsoft.HyperV.PowerShell.Commands.GetVM",
+                "ObjectNotFound"
+            ),
+            K::NotFound
+        );
+        assert_eq!(rec("System.Exception", "x", "NotSpecified"), K::Protocol);
+        // No record (German text only): nothing to go by.
+        assert_eq!(ErrorRecord::find("Get-VM : Zugriff verweigert\r\n"), None);
+        assert_eq!(ErrorRecord::find(&format!("{ERROR_MARK}not json")), None);
+        assert!(wrap("Get-VM").contains("catch"));
+    }
+
+    #[test]
     fn scripts_embed_only_the_guid() {
         let s = power_script(
             "0b1f8a52-9c1e-4f6f-8a0e-2f7d3c1a9e10",
             "Stop-VM -TurnOff -Force",
         );
-        assert_eq!(
-            s,
-            "$ErrorActionPreference='Stop'; Get-VM -Id '0b1f8a52-9c1e-4f6f-8a0e-2f7d3c1a9e10' | Stop-VM -TurnOff -Force"
-        );
+        assert!(s.starts_with(
+            "$ErrorActionPreference='Stop'; try { Get-VM -Id '0b1f8a52-9c1e-4f6f-8a0e-2f7d3c1a9e10' | Stop-VM -TurnOff -Force }"
+        ), "{s}");
     }
 }

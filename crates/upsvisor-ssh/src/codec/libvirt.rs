@@ -66,19 +66,56 @@ pub fn power_state(state: &str, managed_save: bool) -> PowerState {
 }
 
 /// Parses `virsh dominfo <uuid>`.
+///
+/// The transport runs virsh in the C locale, where the fields are named
+/// `Name:`, `UUID:`, `State:`, `CPU(s):`, `Max memory:`. Output translated
+/// by gettext (a host whose locale leaks through, e.g. `zh_CN`, with the
+/// full-width colon) is read by virsh's fixed field order instead:
+/// `Id`, `Name`, `UUID`, `OS Type`, `State`, `CPU(s)`, [`CPU time`],
+/// `Max memory`, ... with `UUID` found by its value. A translated state
+/// value (newer virsh translates those too) reads as `Unknown`, never as
+/// off.
 pub fn parse_dominfo(text: &str) -> Result<VmInfo, ParseError> {
     let pairs = colon_pairs(text)?;
     let find = |k: &str| pairs.iter().find(|(a, _)| *a == k).map(|(_, v)| *v);
-    let (Some(uuid), Some(name), Some(state)) = (find("UUID"), find("Name"), find("State")) else {
+    let positional = || {
+        let u = pairs
+            .iter()
+            .position(|(_, v)| crate::cmd::uuid(v).is_ok())?;
+        let name = pairs.get(u.checked_sub(1)?)?.1;
+        let uuid = pairs.get(u)?.1;
+        let state = pairs.get(u + 2)?.1;
+        let rest = pairs.get(u + 3..).unwrap_or(&[]);
+        let cpus = rest.first().map(|(_, v)| *v);
+        let mem = rest.iter().map(|(_, v)| *v).find(|v| v.ends_with("KiB"));
+        Some((uuid, name, state, cpus, mem, false))
+    };
+    let english = match (find("UUID"), find("Name"), find("State")) {
+        (Some(u), Some(n), Some(s)) => Some((
+            u,
+            n,
+            s,
+            find("CPU(s)"),
+            find("Max memory"),
+            find("Managed save") == Some("yes"),
+        )),
+        _ => None,
+    };
+    let Some((uuid, name, state, cpus, mem, managed)) = english.or_else(positional) else {
         return Err(ParseError(format!(
             "virsh dominfo: missing UUID, Name or State in {:?}",
             super::snippet(text)
         )));
     };
-    let managed = find("Managed save") == Some("yes");
+    if crate::cmd::uuid(uuid).is_err() {
+        return Err(ParseError(format!(
+            "virsh dominfo: UUID {:?} is not a UUID",
+            super::snippet(uuid)
+        )));
+    }
     let mut vm = VmInfo::new(uuid.to_ascii_lowercase(), name, power_state(state, managed));
-    vm.vcpus = find("CPU(s)").and_then(|v| v.parse().ok());
-    vm.memory_mib = find("Max memory").and_then(kib_to_mib);
+    vm.vcpus = cpus.and_then(|v| v.parse().ok());
+    vm.memory_mib = mem.and_then(kib_to_mib);
     Ok(vm)
 }
 
@@ -122,6 +159,53 @@ pub fn parse_version(text: &str) -> Result<HostInfo, ParseError> {
     Ok(info)
 }
 
+/// The kind of a failed virsh call, read from its `error: ` lines in the
+/// C locale (the transport sets `LC_ALL=C`): libvirt's fixed message
+/// templates for its error codes (virerror.c) and virsh's own. Connection
+/// failures win over everything: libvirtd going away mid-call must never
+/// read as a missing domain. Lines in another language match nothing.
+pub fn failure_kind(text: &str) -> Option<upsvisor_core::ErrorKind> {
+    use upsvisor_core::ErrorKind as K;
+    let errors: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("error: "))
+        .collect();
+    let any = |ps: &[&str]| errors.iter().any(|e| ps.iter().any(|p| e.starts_with(p)));
+    if errors.is_empty() {
+        None
+    } else if any(&[
+        "failed to connect to the hypervisor",
+        "Failed to connect socket",
+        "Disconnected from",
+        "End of file while reading data",
+        "Cannot recv data",
+        "Cannot write data",
+        "internal error: client socket is closed",
+    ]) {
+        Some(K::Unreachable)
+    } else if any(&[
+        "access denied",
+        "authentication failed",
+        "operation forbidden",
+    ]) {
+        Some(K::Auth)
+    } else if any(&[
+        "Guest agent is not responding",
+        "QEMU guest agent is not connected",
+        "argument unsupported: QEMU guest agent is not configured",
+    ]) {
+        Some(K::ToolsUnavailable)
+    } else if any(&["Requested operation is not valid", "Operation not valid"]) {
+        Some(K::InvalidState)
+    } else if any(&["failed to get domain", "Domain not found"]) {
+        Some(K::NotFound)
+    } else if any(&["this function is not supported", "Operation not supported"]) {
+        Some(K::Unsupported)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +226,25 @@ mod tests {
             .replace("Managed save:   no", "Managed save:   yes");
         assert_eq!(parse_dominfo(&saved).unwrap().power, PowerState::Suspended);
         assert!(parse_dominfo("error: failed to get domain 'x'\n").is_err());
+    }
+
+    #[test]
+    fn dominfo_translated_fields_are_read_by_position() {
+        // German and French translations (ASCII colon), made for this test
+        // from libvirt's de/fr catalogues' shape; state values translated
+        // read as Unknown, never as off.
+        let de = "Id:             3\nName:           web\nUUID:           6695eb01-f6a4-8304-79aa-97f2502e193f\nOS-Typ:         hvm\nStatus:         laufend\nCPU(s):         4\nCPU-Zeit:       10,2s\nMaximaler Speicher: 4194304 KiB\nVerwendeter Speicher: 4194304 KiB\n";
+        let vm = parse_dominfo(de).unwrap();
+        assert_eq!(vm.name, "web");
+        assert_eq!(vm.power, PowerState::Unknown);
+        assert_eq!(vm.vcpus, Some(4));
+        assert_eq!(vm.memory_mib, Some(4096));
+        let fr = "Id :             -\nNom :            base de données\nUUID :           6695eb01-f6a4-8304-79aa-97f2502e193f\nType du SE :     hvm\nÉtat :           fermé\nProcesseur(s) :  1\nMémoire maximum : 1048576 KiB\n";
+        let vm = parse_dominfo(fr).unwrap();
+        assert_eq!(vm.name, "base de données");
+        assert_eq!(vm.power, PowerState::Unknown);
+        assert_eq!(vm.memory_mib, Some(1024));
+        assert!(parse_dominfo("Nom : x\nÉtat : y\n").is_err());
     }
 
     #[test]

@@ -54,20 +54,53 @@ pub(crate) fn check_size(text: &str) -> Result<(), ParseError> {
 }
 
 /// `key: value` lines (virsh dominfo, esxcli ... get, qm config) in order.
-/// Lines without a colon are skipped. Keys and values are trimmed.
+/// The key ends at the first colon, ASCII `:` or the full-width `：`
+/// (U+FF1A) that CJK translations use. Lines without a colon are skipped.
+/// Keys and values are trimmed.
 pub fn colon_pairs(text: &str) -> Result<Vec<(&str, &str)>, ParseError> {
     check_size(text)?;
     Ok(text
         .lines()
-        .filter_map(|l| l.split_once(':'))
+        .filter_map(split_colon)
         .map(|(k, v)| (k.trim(), v.trim()))
         .filter(|(k, _)| !k.is_empty())
         .collect())
 }
 
+fn split_colon(line: &str) -> Option<(&str, &str)> {
+    let (at, c) = line
+        .char_indices()
+        .find(|(_, c)| *c == ':' || *c == '\u{ff1a}')?;
+    Some((line.get(..at)?, line.get(at + c.len_utf8()..)?))
+}
+
+/// Whether an id the platform reported is empty or a placeholder (blank,
+/// all-zero UUID, `<unset>`, `null`): such an id is not a VM's identity
+/// and must never become a key several VMs would share.
+pub fn is_placeholder_id(id: &str) -> bool {
+    let t = id.trim();
+    t.is_empty()
+        || t.eq_ignore_ascii_case("<unset>")
+        || t.eq_ignore_ascii_case("null")
+        || t.eq_ignore_ascii_case("unset")
+        || (t
+            .bytes()
+            .all(|b| b == b'0' || b == b'-' || b == b'{' || b == b'}')
+            && t.contains('0'))
+}
+
 /// Shortens and cleans a tool's error text for an error message.
+///
+/// Login shells' complaints about a locale the host lacks (bash's
+/// `warning: setlocale: LC_ALL: cannot change locale`, printed once per
+/// variable) are left out: they would crowd out the tool's own words.
 pub(crate) fn snippet(text: &str) -> String {
-    let t: String = text
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("setlocale: "))
+        .collect();
+    let t: String = kept
+        .join("\n")
         .trim()
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -80,58 +113,69 @@ pub(crate) fn snippet(text: &str) -> String {
     }
 }
 
-/// Classifies a failed command by its output: the engine acts on the kind.
-pub fn classify_failure(target: &str, what: &str, status: Option<u32>, text: &str) -> Error {
-    let lower = text.to_ascii_lowercase();
+/// Classifies a failed command: the engine acts on the kind.
+///
+/// By structure first, then by each dialect's own fixed markers, never by
+/// translated prose:
+/// - exit status 127 (POSIX shell: command not found) and 9009 (`cmd.exe`:
+///   not recognised) are [`Unsupported`](upsvisor_core::ErrorKind::Unsupported);
+///   126 (found but not executable: permission) is
+///   [`Auth`](upsvisor_core::ErrorKind::Auth);
+/// - ESXi: the vmodl fault type vim-cmd prints (`(vim.fault.NoPermission)`),
+///   whatever language its message is in; esxcli's (untranslated) refusal
+///   outside maintenance mode;
+/// - libvirt: virsh's `error: ` lines, which the transport gets in the C
+///   locale (`LC_ALL=C`): libvirt's fixed message templates for its error
+///   codes. A connection failure (`failed to connect to the hypervisor`,
+///   `Disconnected from`, `End of file while reading data`) is
+///   [`Unreachable`](upsvisor_core::ErrorKind::Unreachable) and wins over
+///   everything else; only `failed to get domain` / `Domain not found` with
+///   no connection failure is [`NotFound`](upsvisor_core::ErrorKind::NotFound);
+/// - Proxmox: qm/pct's fixed (never translated) texts, e.g. `Configuration
+///   file '...' does not exist` for a VMID the node does not have and
+///   `ipcc_send_rec` for a cluster filesystem that is down;
+/// - Hyper-V: the error record the transport's scripts print on failure
+///   (exception type, `FullyQualifiedErrorId`, `CategoryInfo.Category`;
+///   see [`hyperv::ErrorRecord`]), which do not change with the Windows
+///   display language.
+///
+/// Everything else, including output in another language, is
+/// [`Protocol`](upsvisor_core::ErrorKind::Protocol): it fails the call and
+/// never passes for "not found".
+pub fn classify_failure(
+    dialect: crate::Dialect,
+    target: &str,
+    what: &str,
+    status: Option<u32>,
+    text: &str,
+) -> Error {
+    use upsvisor_core::ErrorKind as K;
     let msg = format!(
         "{what} failed (exit {}): {}",
         status.map_or_else(|| "none".to_owned(), |s| s.to_string()),
         snippet(text)
     );
-    let any = |ws: &[&str]| ws.iter().any(|w| lower.contains(w));
-    if status == Some(127) || any(&["command not found", "is not recognized as"]) {
-        Error::unsupported(format!("{msg} (is the tool installed and on PATH?)"))
-    } else if any(&[
-        "permission denied",
-        "nopermission",
-        "not authorized",
-        "access is denied",
-        "access denied",
-        "authentication failed",
-        "you do not have the required permission",
-    ]) {
-        Error::auth(target, msg)
-    } else if any(&[
-        "not found",
-        "no such",
-        "does not exist",
-        "unable to find",
-        "failed to get domain",
-        "unable to find a virtual machine",
-        "notfound",
-    ]) {
-        Error::not_found(msg)
-    } else if any(&[
-        "guest agent is not running",
-        "qemu guest agent",
-        "toolsunavailable",
-        "tools are not running",
-        "integration services",
-    ]) {
-        Error::tools_unavailable(msg)
-    } else if any(&[
-        "invalidpowerstate",
-        "not in maintenance mode",
-        "invalid state",
-        "not running",
-        "is not valid",
-        "already",
-        "cannot be performed",
-        "invalidstate",
-    ]) {
-        Error::invalid_state(msg)
-    } else {
-        Error::protocol(target, msg)
+    let kind = match status {
+        Some(127 | 9009) => Some(K::Unsupported),
+        Some(126) => Some(K::Auth),
+        _ => None,
+    }
+    .or_else(|| match dialect {
+        crate::Dialect::Esxi => esxi::failure_kind(text),
+        crate::Dialect::Libvirt => libvirt::failure_kind(text),
+        crate::Dialect::Proxmox => proxmox::failure_kind(text),
+        crate::Dialect::HyperV => hyperv::ErrorRecord::find(text).map(|r| r.kind()),
+    });
+    match kind {
+        Some(K::Unsupported) => {
+            Error::unsupported(format!("{msg} (is the tool installed and on PATH?)"))
+        }
+        Some(K::Auth) => Error::auth(target, msg),
+        Some(K::NotFound) => Error::not_found(msg),
+        Some(K::ToolsUnavailable) => Error::tools_unavailable(msg),
+        Some(K::InvalidState) => Error::invalid_state(msg),
+        Some(K::Unreachable) => Error::unreachable(target, msg),
+        _ => Error::protocol(target, msg),
     }
 }
 
@@ -156,7 +200,14 @@ pub fn parse_all(text: &str) {
     let _ = proxmox::parse_pveversion(text);
     let _ = hyperv::parse_vms(text);
     let _ = hyperv::parse_host(text);
-    let _ = classify_failure("h", "x", Some(1), text);
+    for d in [
+        crate::Dialect::Esxi,
+        crate::Dialect::Libvirt,
+        crate::Dialect::Proxmox,
+        crate::Dialect::HyperV,
+    ] {
+        let _ = classify_failure(d, "h", "x", Some(1), text);
+    }
 }
 
 #[cfg(test)]
@@ -191,32 +242,136 @@ mod tests {
 
     #[test]
     fn failures_get_the_right_kind() {
-        let k = |s: Option<u32>, t: &str| classify_failure("h", "x", s, t).kind();
-        assert_eq!(k(Some(127), "sh: qm: not found"), ErrorKind::Unsupported);
+        use crate::Dialect::{Esxi, HyperV, Libvirt, Proxmox};
+        let k = |d, s: Option<u32>, t: &str| classify_failure(d, "h", "x", s, t).kind();
         assert_eq!(
-            k(Some(1), "error: failed to get domain 'x'"),
+            k(Proxmox, Some(127), "sh: qm: not found"),
+            ErrorKind::Unsupported
+        );
+        assert_eq!(
+            k(HyperV, Some(9009), "'powershell.exe' n'est pas reconnu"),
+            ErrorKind::Unsupported
+        );
+        assert_eq!(
+            k(Libvirt, Some(126), "sh: virsh: Permiso denegado"),
+            ErrorKind::Auth
+        );
+        assert_eq!(k(Esxi, Some(3), "segfault"), ErrorKind::Protocol);
+        let e = classify_failure(Esxi, "h", "x", Some(1), &"y".repeat(10_000));
+        assert!(e.to_string().len() < 500);
+    }
+
+    #[test]
+    fn libvirt_connection_failures_are_not_missing_domains() {
+        let k = |t: &str| classify_failure(crate::Dialect::Libvirt, "h", "x", Some(1), t).kind();
+        assert_eq!(k("error: failed to get domain 'x'\n"), ErrorKind::NotFound);
+        assert_eq!(
+            k(
+                "error: failed to get domain 'x'\nerror: Domain not found: no domain with matching uuid 'x'\n"
+            ),
+            ErrorKind::NotFound
+        );
+        // libvirtd stopped: "No such file or directory" is about the
+        // socket, not the domain (issue 20).
+        assert_eq!(
+            k(
+                "error: failed to connect to the hypervisor\nerror: Failed to connect socket to '/run/libvirt/libvirt-sock': No such file or directory\n"
+            ),
+            ErrorKind::Unreachable
+        );
+        assert_eq!(
+            k(
+                "error: failed to get domain 'x'\nerror: Disconnected from qemu:///system due to end of file\n"
+            ),
+            ErrorKind::Unreachable
+        );
+        assert_eq!(
+            k("error: Requested operation is not valid: domain is not running\n"),
+            ErrorKind::InvalidState
+        );
+        assert_eq!(
+            k("error: access denied: 'domain' denied access\n"),
+            ErrorKind::Auth
+        );
+        assert_eq!(
+            k("error: Guest agent is not responding: QEMU guest agent is not connected\n"),
+            ErrorKind::ToolsUnavailable
+        );
+        // Translated output (the C locale did not take): never NotFound.
+        for t in [
+            "错误：获取域 'x' 失败\n",
+            "Fehler: Domain konnte nicht abgerufen werden: 'x'\n",
+            "error: no se pudo obtener el dominio 'x'\n",
+            "erreur : échec de connexion à l'hyperviseur\nerreur : Aucun fichier ou dossier de ce type\n",
+        ] {
+            assert_eq!(k(t), ErrorKind::Protocol, "{t}");
+        }
+    }
+
+    #[test]
+    fn esxi_faults_by_type_in_any_language() {
+        let k = |t: &str| classify_failure(crate::Dialect::Esxi, "h", "x", Some(1), t).kind();
+        assert_eq!(
+            k(
+                "(vim.fault.NoPermission) {\n   msg = \"Permission to perform this operation was denied.\"\n}"
+            ),
+            ErrorKind::Auth
+        );
+        assert_eq!(
+            k("(vim.fault.NoPermission) {\n   msg = \"Zugriff verweigert\"\n}"),
+            ErrorKind::Auth
+        );
+        assert_eq!(
+            k("(vim.fault.NoPermission) {\n   msg = \"Acceso denegado\"\n}"),
+            ErrorKind::Auth
+        );
+        assert_eq!(
+            k(
+                "(vim.fault.NotFound) {\n   msg = \"Unable to find a VM corresponding to \\\"9\\\"\"\n}"
+            ),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            k("(vim.fault.ToolsUnavailable) {\n}"),
+            ErrorKind::ToolsUnavailable
+        );
+        assert_eq!(
+            k("(vim.fault.InvalidPowerState) {\n   msg = \"Ung\u{fc}ltiger Zustand\"\n}"),
+            ErrorKind::InvalidState
+        );
+        // hostd down: no fault type, so no kind to act on but Protocol.
+        assert_eq!(
+            k("Connect to localhost failed: Connection failure.\n"),
+            ErrorKind::Protocol
+        );
+        assert_eq!(k("No se puede encontrar la VM\n"), ErrorKind::Protocol);
+    }
+
+    #[test]
+    fn proxmox_fixed_texts() {
+        let k = |t: &str| classify_failure(crate::Dialect::Proxmox, "h", "x", Some(2), t).kind();
+        assert_eq!(
+            k("Configuration file 'nodes/pve/qemu-server/999.conf' does not exist\n"),
             ErrorKind::NotFound
         );
         assert_eq!(
             k(
-                Some(1),
-                "error: Requested operation is not valid: domain is not running"
+                "ipcc_send_rec[1] failed: Connection refused\nipcc_send_rec[2] failed: Connection refused\n"
             ),
-            ErrorKind::InvalidState
+            ErrorKind::Unreachable
         );
         assert_eq!(
-            k(Some(255), "QEMU guest agent is not running"),
+            k("QEMU guest agent is not running\n"),
             ErrorKind::ToolsUnavailable
         );
+        assert_eq!(k("VM 100 not running\n"), ErrorKind::InvalidState);
         assert_eq!(
-            k(
-                Some(1),
-                "(vim.fault.NoPermission) Permission to perform this operation was denied."
-            ),
+            k("Permission check failed (/vms/100, VM.PowerMgmt)\n"),
             ErrorKind::Auth
         );
-        assert_eq!(k(Some(3), "segfault"), ErrorKind::Protocol);
-        let e = classify_failure("h", "x", Some(1), &"y".repeat(10_000));
-        assert!(e.to_string().len() < 500);
+        assert_eq!(
+            k("El archivo de configuraci\u{f3}n no existe\n"),
+            ErrorKind::Protocol
+        );
     }
 }

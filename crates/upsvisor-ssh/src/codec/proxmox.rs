@@ -53,55 +53,82 @@ pub fn power_state(status: &str) -> PowerState {
     }
 }
 
-fn header_ok(text: &str, want: &[&str]) -> Result<(), ParseError> {
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    if want.iter().all(|w| first.contains(w)) {
-        Ok(())
+/// The lines after the first line that holds every word of `want` (the
+/// header), or an error naming what came instead. Lines before the header
+/// (warnings, blank lines) are skipped.
+fn after_header<'a>(
+    text: &'a str,
+    want: &[&str],
+) -> Result<impl Iterator<Item = &'a str> + 'a, ParseError> {
+    let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
+    let found = lines.by_ref().any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        want.iter().all(|x| w.contains(x))
+    });
+    if found {
+        Ok(lines)
     } else {
+        let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         Err(ParseError(format!(
-            "unexpected list header {:?}",
+            "no {} header in the list (first line {:?})",
+            want.join(" "),
             super::snippet(first)
         )))
     }
 }
 
-/// Parses `qm list` (`VMID NAME STATUS MEM(MB) BOOTDISK(GB) PID`). Names
-/// cannot contain spaces in Proxmox; an empty list prints nothing at all.
+/// Parses `qm list` (`VMID NAME STATUS MEM(MB) BOOTDISK(GB) PID`); an
+/// empty list prints nothing at all.
+///
+/// NAME is the one column that may contain spaces: a VM created without a
+/// name is listed as `VM <vmid>` (qemu-server's default), and names longer
+/// than the column push the rest of the row right. So a row is read from
+/// both ends: VMID is the first word, and STATUS, MEM(MB), BOOTDISK(GB) and
+/// PID the last four; NAME is what lies between.
 pub fn parse_qm_list(text: &str) -> Result<Vec<GuestRow>, ParseError> {
     check_size(text)?;
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    header_ok(text, &["VMID", "NAME", "STATUS"])?;
     let mut out = Vec::new();
-    for l in text.lines().skip_while(|l| l.trim().is_empty()).skip(1) {
-        let w: Vec<&str> = l.split_whitespace().collect();
-        let (Some(id), Some(name), Some(status)) = (w.first(), w.get(1), w.get(2)) else {
+    for l in after_header(text, &["VMID", "NAME", "STATUS"])? {
+        let t = l.trim();
+        let w: Vec<&str> = t.split_whitespace().collect();
+        if w.len() < 5 {
+            continue;
+        }
+        let (Some(id), Some(status), Some(mem)) =
+            (w.first(), w.get(w.len() - 4), w.get(w.len() - 3))
+        else {
             continue;
         };
         let Ok(guest) = PveGuest::parse(&format!("qemu/{id}")) else {
             continue;
         };
+        let name = w
+            .get(1..w.len() - 4)
+            .map(|n| n.join(" "))
+            .unwrap_or_default();
         out.push(GuestRow {
             guest,
-            name: (*name).to_owned(),
+            name,
             status: (*status).to_owned(),
-            mem_mb: w.get(3).and_then(|m| m.parse().ok()),
+            mem_mb: mem.parse().ok(),
         });
     }
     Ok(out)
 }
 
-/// Parses `pct list` (`VMID Status Lock Name`; Lock is often blank, so the
-/// name is the last column when there are four).
+/// Parses `pct list` (`VMID Status Lock Name`). Lock is often blank and a
+/// container's name is a hostname (no spaces), so VMID and Status are read
+/// from the left and Name from the right.
 pub fn parse_pct_list(text: &str) -> Result<Vec<GuestRow>, ParseError> {
     check_size(text)?;
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    header_ok(text, &["VMID", "Status"])?;
     let mut out = Vec::new();
-    for l in text.lines().skip_while(|l| l.trim().is_empty()).skip(1) {
+    for l in after_header(text, &["VMID", "Status"])? {
         let w: Vec<&str> = l.split_whitespace().collect();
         let (Some(id), Some(status)) = (w.first(), w.get(1)) else {
             continue;
@@ -245,6 +272,32 @@ pub fn parse_pveversion(text: &str) -> Result<HostInfo, ParseError> {
     Ok(info)
 }
 
+/// The kind of a failed qm/pct call, from the fixed texts of Proxmox's
+/// Perl tools (they are not localised): a missing guest config is
+/// `Configuration file '...' does not exist`; `ipcc_send_rec` means the
+/// cluster filesystem (pmxcfs) is not answering.
+pub fn failure_kind(text: &str) -> Option<upsvisor_core::ErrorKind> {
+    use upsvisor_core::ErrorKind as K;
+    let lines = || text.lines().map(str::trim);
+    if lines().any(|l| l.starts_with("ipcc_send_rec") || l.contains("cfs-lock")) {
+        Some(K::Unreachable)
+    } else if lines()
+        .any(|l| l.starts_with("Configuration file '") && l.ends_with("' does not exist"))
+    {
+        Some(K::NotFound)
+    } else if lines().any(|l| l.contains("guest agent is not running")) {
+        Some(K::ToolsUnavailable)
+    } else if lines()
+        .any(|l| l.starts_with("Permission check failed") || l.starts_with("only root can"))
+    {
+        Some(K::Auth)
+    } else if lines().any(|l| l.starts_with("VM ") && l.ends_with(" not running")) {
+        Some(K::InvalidState)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +320,50 @@ mod tests {
         assert_eq!(c[1].name, "ct2");
         assert!(parse_qm_list("").unwrap().is_empty());
         assert!(parse_qm_list("ipcc_send_rec[1] failed: Connection refused\n").is_err());
+    }
+
+    #[test]
+    fn lists_read_names_with_spaces_and_skip_noise() {
+        let q = parse_qm_list("warning: cluster not ready - no quorum?\r\n      VMID NAME                 STATUS     MEM(MB)    BOOTDISK(GB) PID\r\n       100 vm1                  running    2048              22.20 80720\r\n\r\n      9000 VM 9000              stopped    2048              22.20 0\r\n      9001 a-very-long-name-beyond-twenty paused 512 0.00 0\r\n").unwrap();
+        assert_eq!(q.len(), 3, "{q:?}");
+        assert_eq!(q[1].name, "VM 9000");
+        assert_eq!(q[1].status, "stopped");
+        assert_eq!(q[1].mem_mb, Some(2048));
+        assert_eq!(q[2].status, "paused");
+        assert!(parse_qm_list("ipcc_send_rec[1] failed: Connection refused\n").is_err());
+        let c = parse_pct_list("\nVMID       Status     Lock         Name\n100        stopped    backup       ct1\n101        running                 ct2\n").unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].name, "ct1");
+        assert_eq!(c[1].status, "running");
+    }
+
+    proptest::proptest! {
+        /// Whatever the name (words with single spaces, up to past the
+        /// 20-character column), each row reads back as it was printed
+        /// by qm's `%10s %-20s %-10s %-10s %12s %-10s`.
+        #[test]
+        fn qm_list_rows_read_back(
+            rows in proptest::collection::vec(
+                (100u32..999_999, "[A-Za-z0-9._-]{1,12}( [A-Za-z0-9._-]{1,12}){0,2}",
+                 proptest::sample::select(vec!["running", "stopped", "paused"]), 0u64..100_000),
+                0..8,
+            ),
+            preamble in proptest::option::of("warning: [a-z ]{0,30}"),
+        ) {
+            let mut text = preamble.map(|p| format!("{p}\n")).unwrap_or_default();
+            text.push_str("      VMID NAME                 STATUS     MEM(MB)    BOOTDISK(GB) PID       \n");
+            for (id, name, status, mem) in &rows {
+                text.push_str(&format!("{id:>10} {name:<20} {status:<10} {mem:<10} {:>12} {:<10}\r\n", "32.00", 0));
+            }
+            let got = parse_qm_list(&text).unwrap();
+            proptest::prop_assert_eq!(got.len(), rows.len());
+            for (g, (id, name, status, mem)) in got.iter().zip(&rows) {
+                proptest::prop_assert_eq!(g.guest, PveGuest::Qemu(*id));
+                proptest::prop_assert_eq!(&g.name, name);
+                proptest::prop_assert_eq!(&g.status, status);
+                proptest::prop_assert_eq!(g.mem_mb, Some(*mem));
+            }
+        }
     }
 
     #[test]

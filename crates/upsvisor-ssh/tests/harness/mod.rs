@@ -48,6 +48,12 @@ impl Sshd {
     /// Starts sshd with the shims on PATH, or `None` (skipped outside CI)
     /// when OpenSSH is missing.
     pub fn start() -> Option<Sshd> {
+        Sshd::start_with("")
+    }
+
+    /// Like [`Sshd::start`], with `extra` appended to sshd_config (e.g.
+    /// `MaxSessions 2\n`).
+    pub fn start_with(extra: &str) -> Option<Sshd> {
         let sshd_bin = require_peer(&["/usr/sbin/sshd"], "openssh-server")?;
         require_peer(&["ssh-keygen"], "openssh-client")?;
         // sshd refuses to start without its privilege separation directory
@@ -99,7 +105,8 @@ impl Sshd {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
                  AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\n\
                  PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUsePAM no\n\
-                 SetEnv PATH={shims}:/usr/bin:/bin SHIM_STATE={state}\nMaxStartups 50\n",
+                 SetEnv PATH={shims}:/usr/bin:/bin SHIM_STATE={state} LANG=zh_CN.UTF-8 LC_ALL=zh_CN.UTF-8 LANGUAGE=zh_CN:zh\n\
+                 MaxStartups 50\n{extra}",
                 d = d.display(),
                 shims = shims.display(),
                 state = state.display(),
@@ -280,8 +287,8 @@ fn children_of(pid: u32) -> Vec<u32> {
 /// with its test driver, and one virsh connection held open so that the
 /// driver's state persists between commands.
 pub struct Libvirtd {
-    _holder: KillOnDrop,
-    _daemon: KillOnDrop,
+    holder: Option<KillOnDrop>,
+    daemon: Option<KillOnDrop>,
     pub uri: String,
     pub dir: TempDir,
 }
@@ -376,8 +383,59 @@ impl Libvirtd {
         Some(Libvirtd {
             dir,
             uri,
-            _daemon: daemon,
-            _holder: holder,
+            daemon: Some(daemon),
+            holder: Some(holder),
         })
+    }
+
+    /// Runs the local virsh against this daemon.
+    pub fn virsh(&self, args: &[&str]) -> String {
+        let out = Command::new("virsh")
+            .args(["-q", "-c", &self.uri])
+            .args(args)
+            .output()
+            .expect("virsh");
+        assert!(
+            out.status.success(),
+            "virsh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Defines (and, if `running`, starts) a test-driver domain.
+    pub fn define(&self, name: &str, uuid: &str, running: bool) {
+        let xml = self.dir.path().join(format!("{name}.xml"));
+        std::fs::write(
+            &xml,
+            format!(
+                "<domain type='test'><name>{name}</name><uuid>{uuid}</uuid>\
+                 <memory unit='KiB'>1048576</memory><vcpu>1</vcpu>\
+                 <os><type>hvm</type></os></domain>"
+            ),
+        )
+        .unwrap();
+        self.virsh(&["define", xml.to_str().unwrap()]);
+        if running {
+            self.virsh(&["start", uuid]);
+        }
+    }
+
+    /// Stops libvirtd the way `systemctl stop` does (SIGTERM, then it
+    /// removes its socket), as an operator or a package upgrade would.
+    pub fn stop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &d.0.id().to_string()])
+                .status();
+            let t0 = std::time::Instant::now();
+            while d.0.try_wait().ok().flatten().is_none() && t0.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.holder = None;
+        // A daemon killed hard leaves its socket behind; a stopped one does not.
+        let _ = std::fs::remove_file(self.dir.path().join("run/libvirt-sock"));
     }
 }
