@@ -399,8 +399,11 @@ impl Sequencer {
     }
 
     /// After loading a journaled state: puts `cfg` and `inventory` (the
-    /// caller's current ones) in force, then resumes as [`Sequencer::resume`]
-    /// does. The journal holds episode state only, so an edited group,
+    /// caller's current ones) in force, then resumes: every command that was
+    /// in flight when the controller stopped is taken as delivered, so none
+    /// is sent twice (its effect is checked against the next table; a VM
+    /// still on after a power off is powered off again, which is
+    /// idempotent). The journal holds episode state only, so an edited group,
     /// outlet or final action applies after a restart. What conflicts is
     /// said in the audit: a host no longer in the inventory is dropped from
     /// the episode (it is no longer ours to command), and VMs are assigned

@@ -37,7 +37,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, alive: impl Fn() -> bool) {
 }
 
 impl Relay {
-    /// Relays 127.0.0.1:<port> to `upstream`.
+    /// Relays `127.0.0.1:<port>` to `upstream`.
     pub fn start(upstream: SocketAddr) -> Relay {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();

@@ -1,0 +1,269 @@
+//! What real platforms do, driven through the engine on the simulated
+//! estate, one scenario per failure report replayed from users of today's
+//! tools (issue 12). Each sets the simulator's documented behaviour and
+//! asserts the outcome a careful operator expects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use upsvisor::sim::{Estate, Guest, SimHostConfig, SimUps, UpsConfig, UpsScript, UpsStep};
+use upsvisor::{
+    Audit, AuditEntry, DeviceId, Engine, EngineConfig, EngineEvent, FinalAction, HostEntry, HostId,
+    Instant, Inventory, PolicyConfig, PollerConfig, PowerState, SequencerConfig, SimClock,
+    TransportKind, VmId, VmInfo,
+};
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn at(s: u64) -> Instant {
+    Instant::from_millis(s * 1000)
+}
+
+struct Run {
+    estate: Estate,
+    audit: Vec<AuditEntry>,
+}
+
+impl Run {
+    /// Commands the simulated hosts and UPS received, as `target op -> outcome`.
+    fn log(&self) -> Vec<(Instant, String)> {
+        self.estate
+            .command_log()
+            .into_iter()
+            .map(|c| {
+                let vm = c.vm.map(|v| format!(" {v}")).unwrap_or_default();
+                (c.at, format!("{}{vm} {} -> {}", c.target, c.op, c.outcome))
+            })
+            .collect()
+    }
+
+    fn first(&self, pat: &str) -> Option<Instant> {
+        self.log()
+            .into_iter()
+            .find(|(_, l)| l.contains(pat))
+            .map(|(t, _)| t)
+    }
+}
+
+/// One host `h1` with `vms`, one UPS feeding it, run until `end` seconds.
+fn run(
+    host: SimHostConfig,
+    vms: Vec<(VmInfo, Guest)>,
+    ups: UpsConfig,
+    script: UpsScript,
+    policy: PolicyConfig,
+    seq: SequencerConfig,
+    end: u64,
+) -> Run {
+    let clock = SimClock::new();
+    let estate = Estate::new(Arc::new(clock.clone()));
+    let h = HostId::from("h1");
+    estate.add_host(h.clone(), host);
+    for (v, g) in vms {
+        estate.add_vm(&h, v, g);
+    }
+    let ups = SimUps::install(&estate, ups, script);
+    let inventory = Inventory::new(
+        vec![HostEntry::new("h1", "h1", TransportKind::Sim)],
+        vec![upsvisor::Outlet::new("ups", "main", vec![h.clone()])],
+    );
+    let poller = PollerConfig::default()
+        .period(secs(60))
+        .on_battery_period(secs(15))
+        .host_deadline(secs(10));
+    let mut engine = Engine::new(Arc::new(clock.clone()), inventory, poller, policy, seq)
+        .expect("valid inventory")
+        .with_config(EngineConfig::default().status_interval(secs(5)));
+    engine
+        .add_host(&h, Arc::new(estate.transport(&h)))
+        .expect("known host");
+    engine.add_device(DeviceId::from("ups"), Arc::new(ups));
+    let mut events = engine.subscribe(1 << 16);
+    let mut audit = Vec::new();
+    let mut t = 0;
+    while t < end {
+        t += 5;
+        clock.block_on(engine.run_until(at(t)));
+        while let Some(ev) = events.try_next() {
+            if let EngineEvent::Audit(a) = &*ev {
+                audit.push(a.clone());
+            }
+        }
+    }
+    Run { estate, audit }
+}
+
+fn on(id: &str) -> VmInfo {
+    VmInfo::new(VmId::from(id), id, PowerState::PoweredOn)
+}
+
+fn outage(lost: u64, back: Option<u64>) -> UpsScript {
+    let s = UpsScript::new().at(secs(lost), UpsStep::MainsLost);
+    match back {
+        Some(b) => s.at(secs(b), UpsStep::MainsBack),
+        None => s,
+    }
+}
+
+fn quick_policy() -> PolicyConfig {
+    PolicyConfig::default()
+        .on_battery_for(Some(secs(30)))
+        .stable_for(secs(30))
+        .restore_min_charge_pct(0.0)
+}
+
+/// Report: hosts took 300 s to halt; after `host_down_wait` (120 s) they
+/// counted as down although they still answered, and shutdown-with-return
+/// cut them. Rule: power waits until the host is *seen* down.
+#[test]
+fn ups_waits_for_a_slow_host_to_be_seen_down() {
+    let r = run(
+        SimHostConfig::default().shutdown_time(secs(300)),
+        vec![(on("a"), Guest::Cooperative(secs(20)))],
+        UpsConfig::feeding("ups", vec!["h1".into()], secs(3600)),
+        outage(10, None),
+        quick_policy(),
+        SequencerConfig::default()
+            .host_down_wait(secs(120))
+            .final_action(FinalAction::ShutdownReturn { delay: secs(0) }),
+        1200,
+    );
+    let host_shutdown = r.first("h1 shutdown -> ok").expect("host shut down");
+    let ups = r.first("shutdown.return").expect("UPS command sent");
+    assert!(
+        ups >= host_shutdown + secs(300),
+        "the UPS command waited for the 300 s halt: host {host_shutdown}, UPS {ups}"
+    );
+    assert!(
+        r.estate.host_power_cuts().is_empty(),
+        "no cut under a running host: {:?}",
+        r.estate.host_power_cuts()
+    );
+    assert!(r.estate.unclean_power_losses().is_empty());
+}
+
+/// Report: ESXi refuses `esxcli system shutdown poweroff` outside
+/// maintenance mode; with the default `use_maintenance = false` the refusal
+/// was final and the UPS command followed with the host running. Rule: a
+/// refusal with a known remedy gets it (enter maintenance, shut down
+/// again), and power is never cut under a host that still answers without
+/// a logged forced decision.
+#[test]
+fn esxi_refusing_shutdown_outside_maintenance_is_remedied() {
+    let r = run(
+        SimHostConfig::default().shutdown_needs_maintenance(true),
+        vec![(on("a"), Guest::Cooperative(secs(20)))],
+        UpsConfig::feeding("ups", vec!["h1".into()], secs(3600)),
+        outage(10, None),
+        quick_policy(),
+        SequencerConfig::default()
+            .use_maintenance(false)
+            .final_action(FinalAction::ShutdownReturn { delay: secs(0) }),
+        1200,
+    );
+    let log: Vec<String> = r
+        .log()
+        .into_iter()
+        .map(|(_, l)| l)
+        .filter(|l| l.starts_with("h1 ") && !l.contains(" a "))
+        .collect();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert!(
+        log[0].starts_with("h1 shutdown -> ") && log[0].contains("maintenance"),
+        "{log:?}"
+    );
+    assert_eq!(log[1], "h1 enter_maintenance -> ok");
+    assert_eq!(log[2], "h1 shutdown -> ok");
+    assert!(r.audit.iter().any(|a| matches!(&a.what,
+        Audit::Note { text } if text.contains("refused the shutdown"))));
+    assert!(r.estate.host_power_cuts().is_empty());
+    assert!(r.estate.unclean_power_losses().is_empty());
+}
+
+/// Report: the libvirt transport reports tools `Unknown` for every domain,
+/// and every VM was powered off with no graceful attempt, although
+/// `virsh shutdown` (ACPI) works without an agent. Rule: unknown tools
+/// state gets a graceful attempt first.
+#[test]
+fn unknown_tools_state_gets_a_graceful_attempt() {
+    let r = run(
+        SimHostConfig::default(),
+        vec![(on("acpi"), Guest::Acpi(secs(40)))],
+        UpsConfig::feeding("ups", vec!["h1".into()], secs(3600)),
+        outage(10, None),
+        quick_policy(),
+        SequencerConfig::default(),
+        1200,
+    );
+    let vm_log: Vec<String> = r
+        .log()
+        .into_iter()
+        .map(|(_, l)| l)
+        .filter(|l| l.contains(" acpi "))
+        .collect();
+    assert_eq!(
+        vm_log,
+        vec!["h1 acpi shutdown_guest -> ok"],
+        "no power-off needed"
+    );
+    assert!(r.estate.unclean_power_losses().is_empty());
+}
+
+/// Report: mains returned while the UPS still reported `OL LB` (charge
+/// 50 %, above the gate) and all VMs were started; a UPS that reports no
+/// charge always passed the gate. Rule: LB blocks restore; unknown charge
+/// blocks it unless configured.
+#[test]
+fn restore_waits_while_lb_and_without_a_charge_reading() {
+    let lb_script = outage(10, Some(400))
+        .at(secs(60), UpsStep::LowBattery(true))
+        .at(secs(1500), UpsStep::LowBattery(false));
+    // Hosts stay up (no power cycle in this drill): only the VMs' restore
+    // is at stake.
+    let mut seq = SequencerConfig::default().final_action(FinalAction::None);
+    seq.shutdown_hosts = false;
+    let r = run(
+        SimHostConfig::default(),
+        vec![(on("a"), Guest::Cooperative(secs(20)))],
+        UpsConfig::feeding("ups", vec!["h1".into()], secs(3600)),
+        lb_script,
+        quick_policy(),
+        seq.clone(),
+        2400,
+    );
+    let started = r.first("power_on -> ok").expect("restored once LB cleared");
+    assert!(started >= at(1500), "started at {started}, under LB");
+
+    // No charge reading: held, then allowed by configuration.
+    let no_charge =
+        || UpsConfig::feeding("ups", vec!["h1".into()], secs(3600)).reports(false, true);
+    let held = run(
+        SimHostConfig::default(),
+        vec![(on("a"), Guest::Cooperative(secs(20)))],
+        no_charge(),
+        outage(10, Some(400)),
+        quick_policy().on_battery_for(Some(secs(30))),
+        seq.clone(),
+        2400,
+    );
+    assert!(
+        held.first("shutdown_guest -> ok").is_some(),
+        "the outage shut it down"
+    );
+    assert_eq!(held.first("power_on"), None, "unknown charge holds restore");
+    let allowed = run(
+        SimHostConfig::default(),
+        vec![(on("a"), Guest::Cooperative(secs(20)))],
+        no_charge(),
+        outage(10, Some(400)),
+        quick_policy().restore_without_charge(true),
+        seq,
+        2400,
+    );
+    assert!(
+        allowed.first("power_on -> ok").is_some(),
+        "configured: restored"
+    );
+}
