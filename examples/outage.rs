@@ -171,7 +171,12 @@ fn main() {
                     Audit::Issued {
                         cmd: Command::Host { host, op },
                         ..
-                    } if all || *op == upsvisor::HostOp::Shutdown => {
+                    } if all
+                        || matches!(
+                            op,
+                            upsvisor::HostOp::Shutdown | upsvisor::HostOp::ShutdownForce
+                        ) =>
+                    {
                         say(a.at, format!("-> host {host}: {op}"))
                     }
                     Audit::Issued {

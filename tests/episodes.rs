@@ -79,6 +79,8 @@ struct Stats {
     flicker: u64,
     forced_cuts: u64,
     host_cuts_by_battery: u64,
+    controllers_in_estate: u64,
+    controller_deaths: u64,
 }
 
 impl Stats {
@@ -104,6 +106,8 @@ impl Stats {
         self.flicker += o.flicker;
         self.forced_cuts += o.forced_cuts;
         self.host_cuts_by_battery += o.host_cuts_by_battery;
+        self.controllers_in_estate += o.controllers_in_estate;
+        self.controller_deaths += o.controller_deaths;
     }
 }
 
@@ -179,6 +183,11 @@ struct ScPlatform {
     restore_without_charge: bool,
     /// Short returns of mains (at, length s) that never become stable.
     flicker: Vec<(u64, u64)>,
+    /// The controller runs as a VM (`upsvisor`) on this host, whose
+    /// autostop shuts its guests down and whose autostart brings the
+    /// controller back with it. While its VM is off, the controller is dead:
+    /// nothing runs.
+    controller_host: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -382,6 +391,9 @@ fn draw(seed: u64) -> Scenario {
     if rng.chance(0.2) {
         platform.lb_linger_s = rng.range(10, 600);
     }
+    if rng.chance(0.3) {
+        platform.controller_host = Some(hosts[rng.below(n_hosts as u64) as usize].id.clone());
+    }
     if rng.chance(0.15) {
         // Mains flickers: short returns, each shorter than stable_for.
         let mut t = lost + rng.range(5, 60);
@@ -462,7 +474,8 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
         let mut cfg = SimHostConfig::default()
             .latency(Duration::from_millis(h.latency_ms))
             .bulk_inventory(h.bulk)
-            .shutdown_needs_maintenance(pf.needs_maintenance.contains(&h.id));
+            .shutdown_needs_maintenance(pf.needs_maintenance.contains(&h.id))
+            .autostop(pf.controller_host.as_deref() == Some(h.id.as_str()));
         if let Some(s) = pf.slow_shutdown_s.get(&h.id) {
             cfg = cfg.shutdown_time(secs(*s));
         }
@@ -488,6 +501,13 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
         vm.tags.extend(v.tags.iter().cloned());
         estate.add_vm(&HostId::new(v.host.clone()), vm, guest);
     }
+    let controller = pf.controller_host.as_ref().map(|h| {
+        let id = VmId::new(format!("{}-ctl", sc.seed));
+        let vm = VmInfo::new(id.clone(), "upsvisor", PowerState::PoweredOn);
+        let host = HostId::new(h.clone());
+        estate.add_vm(&host, vm, Guest::Cooperative(secs(10)));
+        (id, host)
+    });
     let outlets: BTreeMap<OutletId, Vec<HostId>> = if sc.per_host_outlets {
         hosts
             .iter()
@@ -498,13 +518,44 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
     };
     let runtime = secs(sc.runtime_s);
     let mut script = UpsScript::new();
+    // A forced LB is the device's alarm during the outage: it clears when
+    // mains returns after it (an LB that lingers on line is `lb_linger_s`).
+    let lb_from = sc
+        .ups_script
+        .iter()
+        .filter(|(_, s)| matches!(s, ScUpsStep::LowBattery(true)))
+        .map(|(t, _)| *t)
+        .min();
+    // Mains state at a moment, from the script's mains steps.
+    let mains_on_at = |when: u64| {
+        let mut steps: Vec<(u64, bool)> = sc
+            .ups_script
+            .iter()
+            .filter_map(|(t, s)| match s {
+                ScUpsStep::MainsLost => Some((*t, false)),
+                ScUpsStep::MainsBack => Some((*t, true)),
+                ScUpsStep::LowBattery(_) => None,
+            })
+            .collect();
+        steps.sort_unstable();
+        steps
+            .iter()
+            .take_while(|(t, _)| *t <= when)
+            .last()
+            .is_none_or(|(_, on)| *on)
+    };
     for (t, s) in &sc.ups_script {
         let step = match s {
             ScUpsStep::MainsLost => UpsStep::MainsLost,
             ScUpsStep::MainsBack => UpsStep::MainsBack,
+            // (An alarm drawn for a moment mains is already back is moot.)
+            ScUpsStep::LowBattery(true) if mains_on_at(*t) => continue,
             ScUpsStep::LowBattery(b) => UpsStep::LowBattery(*b),
         };
         script = script.at(secs(*t), step);
+        if matches!(s, ScUpsStep::MainsBack) && lb_from.is_some_and(|l| l < *t) {
+            script = script.at(secs(*t), UpsStep::LowBattery(false));
+        }
     }
     for (t, len) in &pf.flicker {
         script = script
@@ -588,7 +639,8 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
         .host_down_wait(secs(60))
         .final_action(final_action)
         .in_flight(sc.max_in_flight, sc.per_host_in_flight)
-        .call_deadline(secs(30));
+        .call_deadline(secs(30))
+        .controller_vm(controller.as_ref().map(|(id, _)| Matcher::Id(id.clone())));
     let policy = PolicyConfig::default()
         .on_battery_for(sc.on_battery_for_s.map(secs))
         .runtime_below_s(Some(sc.runtime_below_s))
@@ -634,10 +686,16 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
         .map(|(id, (_, v))| (id, v.power))
         .collect();
     let mut budget_ok: BTreeMap<u64, bool> = BTreeMap::new();
-    let mut checker = Checker::default();
-    checker.troubled.extend(failing.iter().map(|f| f.0.clone()));
+    let mut checker = Checker {
+        troubled: failing.as_ref().map(|(h, _, from, dur)| {
+            // Behaviour changes on 5 s slices; allow the slice around each end.
+            (h.clone(), at(from.saturating_sub(5)), at(from + dur + 5))
+        }),
+        ..Checker::default()
+    };
     let mut t = 0;
     let fail = |msg: String| Err(msg);
+    let mut dead = false;
     while t < end {
         t += 5;
         if let Some((h, b, from, dur)) = &failing {
@@ -646,6 +704,63 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
             }
             if t == (*from + *dur) - (*from + *dur) % 5 {
                 estate.set_behavior(h, HostBehavior::Normal);
+            }
+        }
+        if let Some((ctl, host)) = &controller {
+            let on = estate
+                .truth()
+                .get(ctl)
+                .is_some_and(|(_, v)| v.power == PowerState::PoweredOn);
+            if !on && !dead {
+                // The controller stops with its VM. If it stopped cleanly
+                // (its own host's shutdown), the power-device command that
+                // brings the estate back was sent before.
+                dead = true;
+                stats.controller_deaths += 1;
+                let clean = !estate.unclean_power_losses().iter().any(|u| &u.vm == ctl);
+                let full = audit
+                    .iter()
+                    .any(|a| matches!(a.what, Audit::EpisodeStarted { full: true, .. }));
+                let returns = matches!(
+                    sc.final_action,
+                    ScFinal::ShutdownReturn { .. } | ScFinal::ShutdownStayOff { .. }
+                );
+                if clean && full && returns {
+                    let sent = audit.iter().any(|a| {
+                        matches!(
+                            &a.what,
+                            Audit::Issued {
+                                cmd: upsvisor::Command::Device { .. },
+                                ..
+                            }
+                        )
+                    });
+                    if !sent {
+                        trace(&estate, &audit);
+                        return Err(format!(
+                            "the controller stopped at T+{t} s before sending the power-device command"
+                        ));
+                    }
+                }
+            }
+            if dead && estate.host_up(host) {
+                // Its host is back: autostart powers the controller's VM on
+                // and it resumes from its journal.
+                // (Refused while its host is still halting.)
+                if estate.autostart(ctl) {
+                    dead = false;
+                    drop(events);
+                    drop(engine);
+                    engine = build(&clock);
+                    events = engine.subscribe(1 << 20);
+                }
+            }
+            if dead {
+                if let Err(m) = checker.check(&estate, &audit) {
+                    trace(&estate, &audit);
+                    return Err(m);
+                }
+                continue;
             }
         }
         if restart_at.is_some_and(|r| t == r - r % 5) {
@@ -724,6 +839,7 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
     stats.no_runtime += u64::from(pf.no_runtime);
     stats.lb_linger += u64::from(pf.lb_linger_s > 0);
     stats.flicker += u64::from(!pf.flicker.is_empty());
+    stats.controllers_in_estate += u64::from(controller.is_some());
     stats.host_cuts_by_battery += estate
         .host_power_cuts()
         .iter()
@@ -755,6 +871,17 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
         stats.power_returned += 1;
     }
     let busy = engine.sequencer().busy();
+    // Every episode ends once mains is back for good: restore finishes or
+    // gives up within its waits (45 simulated minutes are left for it). The
+    // exceptions: a battery that holds restore by configuration (no charge
+    // reading), and a controller whose own host never got power back.
+    let held = pf.no_charge && !pf.restore_without_charge;
+    if mains_back_for_good && busy && !held && !dead {
+        return fail(format!(
+            "the episode never ended after mains returned: {:?}",
+            engine.sequencer().status()
+        ));
+    }
     for (id, (h, v)) in &truth {
         let before = prior.get(id).copied().unwrap_or(v.power);
         if v.power == PowerState::PoweredOn && before != PowerState::PoweredOn {
@@ -820,10 +947,13 @@ struct Checker {
     losses_seen: usize,
     cuts_seen: usize,
     forced: BTreeSet<HostId>,
-    forced_cut: BTreeSet<HostId>,
-    /// Hosts that fail or hang at some point (they don't answer, so a cut
-    /// under them is not a cut under an answering host).
-    troubled: BTreeSet<HostId>,
+    /// Forced cuts logged, by episode: a decision in one episode does not
+    /// excuse a cut in a later one.
+    forced_cut: BTreeSet<(u64, HostId)>,
+    episode: u64,
+    /// A host that fails or hangs, and when (it does not answer then, so a
+    /// cut under it is not a cut under an answering host).
+    troubled: Option<(HostId, Instant, Instant)>,
     starts: BTreeSet<(u64, VmId)>,
     once: BTreeSet<(u64, String)>,
 }
@@ -838,8 +968,9 @@ impl Checker {
                     self.forced.insert(host.clone());
                 }
                 Audit::ForcedPowerCut { host, .. } => {
-                    self.forced_cut.insert(host.clone());
+                    self.forced_cut.insert((a.episode, host.clone()));
                 }
+                Audit::EpisodeStarted { .. } => self.episode = a.episode,
                 Audit::Issued {
                     cmd: upsvisor::Command::Vm { vm, op, .. },
                     ..
@@ -903,9 +1034,13 @@ impl Checker {
         // the budget invariant's business.)
         let cuts = estate.host_power_cuts();
         for c in cuts.get(self.cuts_seen..).unwrap_or_default() {
+            let silent = self
+                .troubled
+                .as_ref()
+                .is_some_and(|(h, from, to)| *h == c.host && c.at >= *from && c.at <= *to);
             if !c.battery_empty
-                && !self.troubled.contains(&c.host)
-                && !self.forced_cut.contains(&c.host)
+                && !silent
+                && !self.forced_cut.contains(&(self.episode, c.host.clone()))
             {
                 return Err(format!(
                     "power cut under {} at {} while it still answered, no forced decision logged",
@@ -1024,7 +1159,7 @@ fn summary(n: usize, wall: Duration, total: &Stats, failures: usize) -> String {
         total.budget_checked,
         total.battery_ran_out,
     ) + &format!(
-        "\nplatform behaviours: slow-halting hosts {}, hosts refusing shutdown outside maintenance {} (refusals remedied {}), ACPI-only guests {} (graceful shutdowns sent {}), UPS without charge {}, without runtime {}, LB lingering after return {}, flickering mains {}; power cuts logged as forced {}; hosts cut by a flat battery {}",
+        "\nplatform behaviours: slow-halting hosts {}, hosts refusing shutdown outside maintenance {} (refusals remedied {}), ACPI-only guests {} (graceful shutdowns sent {}), UPS without charge {}, without runtime {}, LB lingering after return {}, flickering mains {}; power cuts logged as forced {}; hosts cut by a flat battery {}; controller inside the estate {} (it stopped with its host {} times)",
         total.slow_hosts,
         total.maintenance_hosts,
         total.refusals_remedied,
@@ -1036,6 +1171,8 @@ fn summary(n: usize, wall: Duration, total: &Stats, failures: usize) -> String {
         total.flicker,
         total.forced_cuts,
         total.host_cuts_by_battery,
+        total.controllers_in_estate,
+        total.controller_deaths,
     )
 }
 

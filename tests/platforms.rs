@@ -267,3 +267,113 @@ fn restore_waits_while_lb_and_without_a_charge_reading() {
         "configured: restored"
     );
 }
+
+/// Report: an outlet whose device id has no device (a one-character typo
+/// in `add_device`) started a full shutdown while mains was on line. Rule:
+/// `Engine::validate` names the missing device; a feed without a device is
+/// reported as a device error on every read and never counts as failed.
+#[test]
+fn an_outlet_naming_no_device_is_refused_and_starts_nothing() {
+    let clock = SimClock::new();
+    let estate = Estate::new(Arc::new(clock.clone()));
+    let h = HostId::from("h1");
+    estate.add_host(h.clone(), SimHostConfig::default());
+    estate.add_vm(&h, on("a"), Guest::Cooperative(secs(20)));
+    let ups = SimUps::install(
+        &estate,
+        UpsConfig::feeding("ups", vec![h.clone()], secs(3600)),
+        UpsScript::new(),
+    );
+    let inventory = Inventory::new(
+        vec![HostEntry::new("h1", "h1", TransportKind::Sim)],
+        vec![upsvisor::Outlet::new("ups1", "main", vec![h.clone()])],
+    );
+    let mut engine = Engine::new(
+        Arc::new(clock.clone()),
+        inventory,
+        PollerConfig::default(),
+        quick_policy(),
+        SequencerConfig::default(),
+    )
+    .expect("valid inventory");
+    engine
+        .add_host(&h, Arc::new(estate.transport(&h)))
+        .expect("known host");
+    engine.add_device(DeviceId::from("ups"), Arc::new(ups)); // typo: "ups" vs "ups1"
+    let err = engine.validate().expect_err("the typo is refused");
+    assert!(err.to_string().contains("ups1"), "{err}");
+    let mut events = engine.subscribe(1 << 12);
+    clock.block_on(engine.run_until(at(600)));
+    let mut device_errors = 0;
+    while let Some(ev) = events.try_next() {
+        match &*ev {
+            EngineEvent::DeviceError { device, .. } if device.as_str() == "ups1" => {
+                device_errors += 1
+            }
+            EngineEvent::Audit(a) => panic!("nothing may start on line: {a:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(device_errors, 1, "the missing device is reported, once");
+    assert!(!engine.sequencer().busy());
+    assert!(
+        estate.command_log().is_empty(),
+        "{:?}",
+        estate.command_log()
+    );
+}
+
+/// Report: upsvisor runs in a VM on a host the UPS feeds (the most common
+/// deployment). Its VM was shut down with its group before any UPS command
+/// was sent; with `leave_running` the forced host shutdown killed it first.
+/// Rule: this controller's own VM and host go last; the power-device
+/// command that brings the estate back is sent first, with a delay that
+/// covers the own host's shutdown, and its hypervisor (autostop) stops the
+/// controller's VM gracefully with the host.
+#[test]
+fn the_controller_in_the_estate_sends_the_ups_command_before_it_stops() {
+    let ctl = VmInfo::new(VmId::from("ctl"), "upsvisor", PowerState::PoweredOn);
+    let r = run(
+        SimHostConfig::default().autostop(true),
+        vec![
+            (on("a"), Guest::Cooperative(secs(20))),
+            (ctl, Guest::Cooperative(secs(10))),
+        ],
+        UpsConfig::feeding("ups", vec!["h1".into()], secs(3600)),
+        outage(10, None),
+        quick_policy(),
+        SequencerConfig::default()
+            .controller_vm(Some(upsvisor::Matcher::Name("upsvisor".into())))
+            .final_action(FinalAction::ShutdownReturn { delay: secs(5) }),
+        1200,
+    );
+    let issued: Vec<String> = r
+        .audit
+        .iter()
+        .filter_map(|a| match &a.what {
+            Audit::Issued { cmd, .. } => Some(format!("{cmd:?}")),
+            _ => None,
+        })
+        .collect();
+    let pos = |pat: &str| issued.iter().position(|c| c.contains(pat));
+    let a_stop = pos("\"a\"").expect("the other VM is stopped");
+    let ups = pos("ShutdownReturn").expect("the UPS command is sent");
+    let own = pos("ShutdownForce").expect("its own host goes last");
+    assert!(a_stop < ups && ups < own, "{issued:?}");
+    assert_eq!(
+        own,
+        issued.len() - 1,
+        "nothing after its own host: {issued:?}"
+    );
+    assert!(
+        !issued.iter().any(|c| c.contains("\"ctl\"")),
+        "its own VM gets no command of its own: {issued:?}"
+    );
+    // The delay was stretched to cover its host's shutdown (120 s + 30 s).
+    assert!(issued[ups].contains("150s"), "{}", issued[ups]);
+    assert!(
+        r.estate.unclean_power_losses().is_empty(),
+        "autostop stopped it cleanly: {:?}",
+        r.estate.unclean_power_losses()
+    );
+}

@@ -13,7 +13,7 @@
 //! commands, `info` for episode start/end, phase changes and every command,
 //! `debug` for power readings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,6 +79,17 @@ pub enum EngineEvent {
     },
     /// An audit line.
     Audit(AuditEntry),
+    /// A device could not be read (or, for an outlet's device id that no
+    /// attached device has, can never be). Published on every failed read:
+    /// a failure is an event, never a silent `None`.
+    DeviceError {
+        /// When.
+        at: Instant,
+        /// Device.
+        device: DeviceId,
+        /// What failed.
+        error: String,
+    },
 }
 
 type Done = (u64, Result<()>);
@@ -91,6 +102,9 @@ pub struct Engine {
     devices: Vec<(DeviceId, Arc<dyn PowerDevice>)>,
     policies: BTreeMap<DeviceId, Policy>,
     verdicts: BTreeMap<DeviceId, Verdict>,
+    /// The last read error published per device (published again only when
+    /// it changes, or after a good read).
+    device_errors: BTreeMap<DeviceId, String>,
     policy_cfg: PolicyConfig,
     inventory: Inventory,
     seq: Sequencer,
@@ -135,6 +149,7 @@ impl Engine {
             devices: Vec::new(),
             policies: BTreeMap::new(),
             verdicts: BTreeMap::new(),
+            device_errors: BTreeMap::new(),
             policy_cfg: policy,
             seq: Sequencer::new(sequencer, inventory.clone()),
             inventory,
@@ -185,6 +200,54 @@ impl Engine {
         }
         self.poller.add_host(id.clone(), transport);
         Ok(())
+    }
+
+    /// Checks that every outlet's device is attached and every host has a
+    /// transport. Call it after the last [`Engine::add_device`] /
+    /// [`Engine::add_host`]: a typo in a device id would otherwise leave
+    /// that feed without a verdict forever.
+    ///
+    /// # Errors
+    /// A [`crate::ErrorKind::Config`] error naming every outlet whose device
+    /// is missing, or every host without a transport.
+    pub fn validate(&self) -> Result<()> {
+        let missing = self.missing_devices();
+        if !missing.is_empty() {
+            return Err(Error::config(
+                "outlets",
+                format!(
+                    "no device attached with id {}: check the outlets' device ids",
+                    missing
+                        .iter()
+                        .map(|d| format!("{d:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let hosts: Vec<String> = self
+            .inventory
+            .hosts
+            .iter()
+            .filter(|h| self.poller.transport(&h.id).is_none())
+            .map(|h| h.id.to_string())
+            .collect();
+        if !hosts.is_empty() {
+            return Err(Error::config(
+                "hosts",
+                format!("no transport attached for {}", hosts.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+
+    fn missing_devices(&self) -> BTreeSet<DeviceId> {
+        self.inventory
+            .outlets
+            .iter()
+            .map(|o| o.device.clone())
+            .filter(|d| !self.devices.iter().any(|(id, _)| id == d))
+            .collect()
     }
 
     /// Attaches a power device.
@@ -306,7 +369,18 @@ impl Engine {
     }
 
     fn view(&self) -> PowerView {
-        let at_risk = hosts_at_risk(&self.inventory, &self.verdicts);
+        // An outlet whose device was never attached (a typo) has no verdict
+        // and never will: it is reported as a device error on every read
+        // and never counts as a failed feed. Missing information does not
+        // start a shutdown.
+        let missing = self.missing_devices();
+        let at_risk = if missing.is_empty() {
+            hosts_at_risk(&self.inventory, &self.verdicts)
+        } else {
+            let mut inv = self.inventory.clone();
+            inv.outlets.retain(|o| !missing.contains(&o.device));
+            hosts_at_risk(&inv, &self.verdicts)
+        };
         let unhealthy = self
             .verdicts
             .iter()
@@ -325,11 +399,14 @@ impl Engine {
             on_battery: self.verdicts.values().any(|v| v.on_battery),
             mains_stable: !self.verdicts.is_empty()
                 && self.verdicts.values().all(|v| v.mains_stable),
+            mains_back: !self.verdicts.is_empty() && self.verdicts.values().all(|v| v.mains_back),
+            // Only readings the battery budget can trust: fresh, without a
+            // plausibility warning (minutes reported as seconds...).
             runtime_s: self
                 .verdicts
                 .values()
                 .filter_map(|v| v.last.as_ref())
-                .filter(|s| s.on_battery())
+                .filter(|s| s.on_battery() && !s.stale && s.warnings.is_empty())
                 .filter_map(|s| s.runtime_s)
                 .min(),
             reason: if reason.is_empty() {
@@ -353,13 +430,31 @@ impl Engine {
             let d = d.clone();
             let id = id.clone();
             async move {
-                let r = with_deadline(&*clock, deadline, d.status()).await;
-                (id, r.ok().and_then(|r| r.ok()))
+                let r = match with_deadline(&*clock, deadline, d.status()).await {
+                    Ok(Ok(s)) => Ok(s),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("no answer within the device deadline".to_string()),
+                };
+                (id, r)
             }
         }));
         let results = drive(reads, &mut self.inflight, done).await;
         let now = self.clock.now();
-        for (id, status) in results {
+        for id in self.missing_devices() {
+            let error = "no device with this id is attached (an outlet names it)".to_string();
+            self.device_failed(now, &id, error);
+        }
+        for (id, r) in results {
+            let status = match r {
+                Ok(s) => {
+                    self.device_errors.remove(&id);
+                    Some(s)
+                }
+                Err(error) => {
+                    self.device_failed(now, &id, error);
+                    None
+                }
+            };
             let Some(p) = self.policies.get_mut(&id) else {
                 continue;
             };
@@ -381,6 +476,21 @@ impl Engine {
             self.verdicts.insert(id, v);
         }
         self.next_status = now + self.cfg.status_interval;
+    }
+
+    /// Logs and publishes a device failure when it is new (first, changed,
+    /// or after a good read), so a dead device does not flood the history.
+    fn device_failed(&mut self, now: Instant, id: &DeviceId, error: String) {
+        if self.device_errors.get(id) == Some(&error) {
+            return;
+        }
+        tracing::warn!(device = %id, %error, "device read failed");
+        self.device_errors.insert(id.clone(), error.clone());
+        self.events.publish(EngineEvent::DeviceError {
+            at: now,
+            device: id.clone(),
+            error,
+        });
     }
 
     fn launch(&mut self, issued: Issued) {

@@ -207,6 +207,14 @@ pub struct SequencerConfig {
     pub force_host_after: Option<Duration>,
     /// The power-device action.
     pub final_action: FinalAction,
+    /// This controller's own VM, when it runs inside the estate (the most
+    /// common deployment: a VM on a host the UPS feeds). It is never
+    /// stopped with its group; its host is shut down last, after the
+    /// power-device command (whose delay is stretched to cover the host's
+    /// shutdown), and that host's hypervisor stops the controller's VM with
+    /// it (configure its autostop / `libvirt-guests` to shut guests down).
+    #[serde(default)]
+    pub controller_vm: Option<Matcher>,
     /// When the episode can no longer be aborted.
     pub commit_point: CommitPoint,
     /// Commands in flight at once, overall.
@@ -255,6 +263,7 @@ impl Default for SequencerConfig {
             final_action: FinalAction::ShutdownReturn {
                 delay: Duration::from_secs(30),
             },
+            controller_vm: None,
             commit_point: CommitPoint::FirstHostShutdown,
             max_in_flight: 32,
             per_host_in_flight: 4,
@@ -289,6 +298,22 @@ impl SequencerConfig {
     pub fn final_action(mut self, a: FinalAction) -> Self {
         self.final_action = a;
         self
+    }
+    /// Sets this controller's own VM (see [`SequencerConfig::controller_vm`]).
+    pub fn controller_vm(mut self, m: Option<Matcher>) -> Self {
+        self.controller_vm = m;
+        self
+    }
+    /// Whether `vm` is this controller's own VM.
+    pub fn is_controller(&self, vm: &VmInfo) -> bool {
+        self.controller_vm.as_ref().is_some_and(|m| m.matches(vm))
+    }
+    /// The delay for a device command that cuts power under this
+    /// controller's own host: long enough for that host to shut down after
+    /// the command is sent (`host_down_wait` + 30 s), or the configured one
+    /// if longer.
+    pub(crate) fn own_host_delay(&self, delay: Duration) -> Duration {
+        delay.max(self.host_down_wait + Duration::from_secs(30))
     }
     /// Sets the commit point.
     pub fn commit_point(mut self, c: CommitPoint) -> Self {
@@ -408,6 +433,10 @@ pub struct Plan {
     /// Margin from the configuration.
     #[serde(with = "secs")]
     pub margin: Duration,
+    /// Whether this controller's own VM (when configured) was found in the
+    /// table, in scope; `None` when none is configured.
+    #[serde(default)]
+    pub controller_found: Option<bool>,
 }
 
 impl Plan {
@@ -427,10 +456,21 @@ pub fn plan(
     measured: &BTreeMap<VmId, Duration>,
 ) -> Plan {
     let mut stages = Vec::new();
+    let own: Option<(&HostId, &VmInfo)> = table
+        .vms()
+        .find(|(h, v)| scope.contains(*h) && cfg.is_controller(v));
+    let own_host = own.map(|(h, _)| h);
     let on_in_scope: Vec<(&HostId, &VmInfo)> = table
         .vms()
-        .filter(|(h, v)| scope.contains(*h) && v.power.is_on())
+        .filter(|(h, v)| scope.contains(*h) && v.power.is_on() && !cfg.is_controller(v))
         .collect();
+    // This controller's own host goes last, after the power devices.
+    let scope_wo_own: BTreeSet<HostId> = scope
+        .iter()
+        .filter(|h| Some(*h) != own_host)
+        .cloned()
+        .collect();
+    let scope = &scope_wo_own;
     let mgmt_hosts: BTreeSet<&HostId> = on_in_scope
         .iter()
         .filter(|(_, v)| cfg.group_props(cfg.group_of(v)).2)
@@ -537,11 +577,22 @@ pub fn plan(
             rest,
         ));
     }
+    let stretch = |d: Duration| {
+        if own.is_some() {
+            cfg.own_host_delay(d)
+        } else {
+            d
+        }
+    };
     let (final_name, final_est) = match cfg.final_action {
         FinalAction::None => ("none".to_string(), Duration::ZERO),
-        FinalAction::ShutdownReturn { delay } => ("UPS shutdown with return".to_string(), delay),
-        FinalAction::ShutdownStayOff { delay } => ("UPS shutdown, stay off".to_string(), delay),
-        FinalAction::OutletsOff { delay } => ("outlets off".to_string(), delay),
+        FinalAction::ShutdownReturn { delay } => {
+            ("UPS shutdown with return".to_string(), stretch(delay))
+        }
+        FinalAction::ShutdownStayOff { delay } => {
+            ("UPS shutdown, stay off".to_string(), stretch(delay))
+        }
+        FinalAction::OutletsOff { delay } => ("outlets off".to_string(), stretch(delay)),
     };
     stages.push(PlanStage {
         name: "power devices".into(),
@@ -553,9 +604,32 @@ pub fn plan(
         }],
         estimate: final_est,
     });
+    if let Some((h, v)) = own {
+        let mut items = vec![PlanItem {
+            host: Some(h.clone()),
+            vm: Some((v.id.clone(), v.name.clone())),
+            action: "this controller's own VM: stops with its host".into(),
+            estimate: Duration::ZERO,
+        }];
+        if cfg.shutdown_hosts {
+            items.push(PlanItem {
+                host: Some(h.clone()),
+                vm: None,
+                action: "shut down this controller's own host, last".into(),
+                estimate: Duration::ZERO,
+            });
+        }
+        // Its time is inside the stretched device delay above.
+        stages.push(PlanStage {
+            name: "this controller, last".into(),
+            items,
+            estimate: Duration::ZERO,
+        });
+    }
     stages.retain(|s| !s.items.is_empty());
     let estimate = stages.iter().map(|s| s.estimate).sum();
     Plan {
+        controller_found: cfg.controller_vm.as_ref().map(|_| own.is_some()),
         stages,
         estimate,
         margin: cfg.margin,

@@ -180,8 +180,14 @@ pub struct Verdict {
     pub on_battery: bool,
     /// A shutdown trigger that has fired (latched until mains is stable).
     pub trigger: Option<Trigger>,
-    /// Mains back for `stable_for` with enough charge.
+    /// Mains back for `stable_for` with enough charge and no `LB`: restore
+    /// may start VMs.
     pub mains_stable: bool,
+    /// Mains back for `stable_for`, whatever the battery: the outage is
+    /// over (the trigger latch clears), though restore may still be held by
+    /// the charge gate.
+    #[serde(default)]
+    pub mains_back: bool,
     /// Alerts.
     pub alerts: Vec<Alert>,
     /// The last status read, if any.
@@ -317,19 +323,23 @@ impl Policy {
             Some(c) => c >= self.config.restore_min_charge_pct,
             None => self.config.restore_without_charge,
         };
-        let mains_stable = !lost
+        let mains_back = !lost
             && self
                 .ol_since
                 .is_some_and(|t| now - t >= self.config.stable_for)
+            && !self.last.as_ref().is_some_and(|s| s.fsd);
+        let mains_stable = mains_back
             && charge_ok
             // LB may stay set for a while after mains returns (a drained
             // battery): not enough to carry another shutdown.
             && !self.last.as_ref().is_some_and(|s| s.fsd || s.low_battery);
         // A trigger latches until mains is stable again: a flapping supply
         // does not cancel a shutdown decision on its first on-line reading.
+        // A drained battery (no charge reading, LB that lingers) holds
+        // restore, not the end of the outage: a later outage must fire.
         if fired.is_some() && self.trigger.is_none() {
             self.trigger = fired;
-        } else if mains_stable {
+        } else if mains_back {
             self.trigger = None;
         }
         // Mains on line for `stable_for` ends the outage, whatever the
@@ -345,6 +355,7 @@ impl Policy {
             on_battery,
             trigger: self.trigger.clone(),
             mains_stable,
+            mains_back,
             alerts,
             last: self.last.clone(),
         }
@@ -483,7 +494,9 @@ mod tests {
                     (7, Some(st("OL LB CHRG", Some(50.0), Some(300)))),
                     (100, Some(st("OL LB CHRG", Some(50.0), Some(300)))),
                 ],
-                expect: (false, true, false),
+                // The outage is over (the latch clears, so a later outage
+                // fires), but restore is held.
+                expect: (false, false, false),
             },
             Case {
                 name: "stable once LB clears",
@@ -624,6 +637,7 @@ mod tests {
             on_battery: false,
             trigger: None,
             mains_stable: true,
+            mains_back: true,
             alerts: vec![],
             last: None,
         };

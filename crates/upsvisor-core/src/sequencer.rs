@@ -60,6 +60,11 @@ pub struct PowerView {
     /// when it no longer covers them.
     #[serde(default)]
     pub runtime_s: Option<u32>,
+    /// Every device has been on line for `stable_for`, whatever its
+    /// battery: the outage is over. Ends stopping before the commit point
+    /// and the *down* phase; restore then waits for `mains_stable`.
+    #[serde(default)]
+    pub mains_back: bool,
     /// A description of the trigger, for the audit log.
     pub reason: String,
 }
@@ -232,6 +237,9 @@ struct VmTrack {
     /// A guest shutdown request was delivered (it is not sent twice).
     #[serde(default)]
     asked: bool,
+    /// Join the current configuration's group when next located.
+    #[serde(default)]
+    regroup: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +273,9 @@ struct HostTrack {
     /// mode first, then the shutdown is sent again.
     #[serde(default)]
     needs_maint: bool,
+    /// A forced power cut under this host was logged already.
+    #[serde(default)]
+    cut_logged: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,9 +307,15 @@ impl FinalCmd {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "stage")]
 enum Stage {
-    Group { index: usize },
-    Hosts { management: bool },
+    Group {
+        index: usize,
+    },
+    Hosts {
+        management: bool,
+    },
     Final,
+    /// This controller's own host, after the power devices.
+    OwnHost,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,6 +351,14 @@ struct Episode {
     in_flight: BTreeMap<u64, Command>,
     committed: bool,
     finals: Vec<FinalCmd>,
+    /// Devices whose trigger fired during this episode. Journaled, so a
+    /// restarted controller (whose fresh policy has not fired yet) still
+    /// sends their final command.
+    #[serde(default)]
+    devices: BTreeSet<DeviceId>,
+    /// "Restore held" was said once.
+    #[serde(default)]
+    held_noted: bool,
 }
 
 /// Where an episode stands, for display.
@@ -556,6 +581,99 @@ impl Sequencer {
         t.into_iter().min()
     }
 
+    /// The host this controller's own VM runs on, when configured and in
+    /// this episode's scope.
+    fn own_host(&self, e: &Episode, table: &VmTable) -> Option<HostId> {
+        self.cfg.controller_vm.as_ref()?;
+        table
+            .vms()
+            .find(|(h, v)| e.scope.contains(*h) && self.cfg.is_controller(v))
+            .map(|(h, _)| h.clone())
+    }
+
+    /// This controller's own host, after the power-device command was
+    /// delivered: it is shut down with the controller's VM still on (its
+    /// hypervisor stops that VM), which is audited as a forced decision.
+    /// The controller normally dies here; nothing after it is needed.
+    fn step_own_host(
+        &mut self,
+        now: Instant,
+        e: &mut Episode,
+        table: &VmTable,
+        out: &mut Vec<Issued>,
+    ) -> bool {
+        let Some(h) = self.own_host(e, table) else {
+            return true;
+        };
+        if !self.cfg.shutdown_hosts {
+            return true;
+        }
+        if !e.finals.iter().all(|f| f.done) {
+            return false;
+        }
+        let Some(t) = e.hosts.get(&h).cloned() else {
+            return true;
+        };
+        match t.st {
+            HostSt::Up | HostSt::InMaint => {
+                if e.in_flight.values().any(|c| c.host() == Some(&h))
+                    || t.retry_at.is_some_and(|r| r > now)
+                {
+                    return false;
+                }
+                self.push(
+                    now,
+                    e.id,
+                    Audit::ForcedHostShutdown {
+                        host: h.clone(),
+                        reason: "this controller's own host, shut down last after the power-device command: its hypervisor stops this controller's VM with it".into(),
+                    },
+                );
+                e.committed = true;
+                if let Some(t) = e.hosts.get_mut(&h) {
+                    t.st = HostSt::ShutdownSent { at: now };
+                    t.forced = true;
+                    // Maintenance mode cannot be entered under a running
+                    // VM (this controller's): never try it here.
+                    t.no_maint = true;
+                }
+                self.issue(
+                    now,
+                    e,
+                    Command::Host {
+                        host: h,
+                        op: HostOp::ShutdownForce,
+                    },
+                    out,
+                );
+                false
+            }
+            HostSt::ShutdownSent { at } => {
+                seen_down(table, &h, at, self.cfg.observe_lag)
+                    || now >= at + self.cfg.host_down_wait
+            }
+            HostSt::Failed { error } => {
+                // The device command is out: its delayed cut comes whatever
+                // happens now, under a host that still answers.
+                if !t.cut_logged && e.finals.iter().any(|f| f.cut_at().is_some()) {
+                    if let Some(t) = e.hosts.get_mut(&h) {
+                        t.cut_logged = true;
+                    }
+                    self.push(
+                        now,
+                        e.id,
+                        Audit::ForcedPowerCut {
+                            host: h,
+                            reason: format!("this controller's own host refused its forced shutdown ({error}); the power-device command already sent cuts power under it"),
+                        },
+                    );
+                }
+                true
+            }
+            _ => true,
+        }
+    }
+
     /// The runtime left, when it no longer covers a guest shutdown plus
     /// the host's own (`host_down_wait`) with a margin: guests still
     /// shutting down are powered off.
@@ -590,6 +708,7 @@ impl Sequencer {
         }
         s.push(Stage::Hosts { management: true });
         s.push(Stage::Final);
+        s.push(Stage::OwnHost);
         s
     }
 
@@ -599,6 +718,7 @@ impl Sequencer {
             Some(Stage::Hosts { management: false }) => "hosts".into(),
             Some(Stage::Hosts { management: true }) => "management hosts".into(),
             Some(Stage::Final) => "power devices".into(),
+            Some(Stage::OwnHost) => "this controller's own host, last".into(),
             None => "-".into(),
         }
     }
@@ -629,19 +749,50 @@ impl Sequencer {
         let Some(mut e) = self.episode.take() else {
             return out;
         };
+        if !view.unhealthy.is_subset(&e.devices) {
+            e.devices.extend(view.unhealthy.iter().cloned());
+            self.dirty = true;
+        }
         let reappeared = {
             let index = table.index();
             let mut any = false;
             if std::mem::take(&mut self.regroup) {
-                for (id, t) in e.vms.iter_mut() {
+                for t in e.vms.values_mut() {
+                    t.regroup = true;
+                }
+            }
+            let groups = self.cfg.groups.len();
+            let mut revived = Vec::new();
+            let restoring = matches!(e.phase, Phase::Restoring { .. });
+            for (id, t) in e.vms.iter_mut() {
+                // After a restart with edited groups: each VM joins its
+                // current group when a list first shows it (an index from
+                // the old configuration is never trusted).
+                if t.regroup {
                     if let Some((_, v)) = locate(table, &index, id) {
                         t.group = self.cfg.group_of(&v);
+                        t.regroup = false;
+                        any = true;
+                    } else {
+                        t.group = t.group.min(groups);
                     }
                 }
-                any = true;
-            }
-            let mut revived = Vec::new();
-            for (id, t) in e.vms.iter_mut() {
+                // A VM we stopped that a fresh list shows running again
+                // (HA, host autostart, a person) is stopped again before
+                // its host goes down, whatever stage the episode is in.
+                if !restoring && t.st == VmSt::Off {
+                    if let Some((h, v)) = locate(table, &index, id) {
+                        if v.power == PowerState::PoweredOn
+                            && knows_vms_now(table, &h)
+                            && t.off_at.is_some_and(|o| o < table.taken_at)
+                        {
+                            t.st = VmSt::Pending;
+                            t.force_off = true;
+                            t.retry_at = None;
+                            any = true;
+                        }
+                    }
+                }
                 if t.unseen && index.contains_key(id) {
                     t.unseen = false;
                     any = true;
@@ -692,7 +843,8 @@ impl Sequencer {
         }
         // Decide nothing from a table older than the episode: it may show a
         // VM off that was just started, or miss one that just arrived.
-        if table.taken_at < e.started {
+        // (A table that was never polled says nothing at all.)
+        if table.taken_at < e.started || table.cycle == 0 {
             self.poll_wanted = true;
             self.episode = Some(e);
             return out;
@@ -707,7 +859,7 @@ impl Sequencer {
             let phase = e.phase.clone();
             match phase {
                 Phase::Stopping { stage } => {
-                    if !e.committed && view.mains_stable && view.at_risk.is_empty() {
+                    if !e.committed && view.mains_back && view.at_risk.is_empty() {
                         self.note(now, e.id, "mains stable before the commit point: aborting, restoring what was stopped".into());
                         e.phase = Phase::Restoring {
                             since: now,
@@ -734,6 +886,7 @@ impl Sequencer {
                             self.step_hosts(now, &mut e, table, view, management, &mut out)
                         }
                         Stage::Final => self.step_final(now, &mut e, table, view, &mut out),
+                        Stage::OwnHost => self.step_own_host(now, &mut e, table, &mut out),
                     };
                     if done {
                         e.phase = Phase::Stopping { stage: stage + 1 };
@@ -742,7 +895,7 @@ impl Sequencer {
                     break;
                 }
                 Phase::Down => {
-                    if view.mains_stable {
+                    if view.mains_back {
                         e.phase = Phase::Restoring {
                             since: now,
                             outlets_on: false,
@@ -822,8 +975,60 @@ impl Sequencer {
         if name != announced {
             self.push(now, e.id, Audit::Phase { phase: name });
         }
+        self.log_cuts_ahead(now, &mut e, table);
         self.episode = Some(e);
         out
+    }
+
+    /// A delayed cut that this episode ordered happens whatever the hosts
+    /// do meanwhile. A host in scope still answering shortly before it (its
+    /// shutdown failed or hung, or it came back) is named in a
+    /// `ForcedPowerCut` before the cut, once per host. (The engine steps at
+    /// least every status interval, well inside the lead.)
+    fn log_cuts_ahead(&mut self, now: Instant, e: &mut Episode, table: &VmTable) {
+        if matches!(e.phase, Phase::Restoring { .. }) {
+            return;
+        }
+        let lead = self.cfg.observe_lag * 2;
+        let Some(cut) = e
+            .finals
+            .iter()
+            .filter(|f| f.sent)
+            .filter_map(FinalCmd::cut_at)
+            .filter(|c| *c >= now && now + lead >= *c)
+            .min()
+        else {
+            return;
+        };
+        let mut named = Vec::new();
+        for (h, t) in e.hosts.iter_mut() {
+            if !e.scope.contains(h) || t.cut_logged || !knows_vms_now(table, h) {
+                continue;
+            }
+            if let HostSt::ShutdownSent { at } = t.st {
+                if seen_down(table, h, at, self.cfg.observe_lag) {
+                    continue;
+                }
+            }
+            if t.st == HostSt::Down {
+                continue;
+            }
+            t.cut_logged = true;
+            named.push(h.clone());
+        }
+        for host in named {
+            self.push(
+                now,
+                e.id,
+                Audit::ForcedPowerCut {
+                    host,
+                    reason: format!(
+                        "still answering {} s before the cut the power-device command orders",
+                        (cut - now).as_secs()
+                    ),
+                },
+            );
+        }
     }
 
     fn phase_name(&self, e: &Episode) -> String {
@@ -892,6 +1097,8 @@ impl Sequencer {
                     in_flight: BTreeMap::new(),
                     committed: false,
                     finals: Vec::new(),
+                    devices: view.unhealthy.clone(),
+                    held_noted: false,
                 };
                 self.track_new_vms(&mut e, table);
                 let reason = view.reason.clone();
@@ -928,8 +1135,13 @@ impl Sequencer {
                     name: v.name.clone(),
                     group,
                     was_on: v.power.is_on(),
-                    // A VM first seen during restore is not ours to touch.
-                    st: if restoring { VmSt::Left } else { VmSt::Pending },
+                    // A VM first seen during restore is not ours to touch;
+                    // this controller's own VM goes with its host, last.
+                    st: if restoring || self.cfg.is_controller(v) {
+                        VmSt::Left
+                    } else {
+                        VmSt::Pending
+                    },
                     attempts: 0,
                     retry_at: None,
                     force_off: false,
@@ -940,6 +1152,7 @@ impl Sequencer {
                     failed_at: None,
                     revivals: 0,
                     asked: false,
+                    regroup: false,
                 },
             );
         }
@@ -1198,10 +1411,12 @@ impl Sequencer {
                         .any(|v| self.cfg.group_props(self.cfg.group_of(v)).2)
                 })
         };
+        let own = self.own_host(e, table);
         let hosts: Vec<HostId> = e
             .scope
             .iter()
             .filter(|h| management || !mgmt_on(h))
+            .filter(|h| Some(*h) != own.as_ref())
             .cloned()
             .collect();
         let mut settled = true;
@@ -1218,7 +1433,7 @@ impl Sequencer {
             match track.st {
                 HostSt::Down | HostSt::Failed { .. } | HostSt::Skipped => continue,
                 HostSt::ShutdownSent { at } => {
-                    if seen_down(table, &h, at) {
+                    if seen_down(table, &h, at, self.cfg.observe_lag) {
                         if let Some(t) = e.hosts.get_mut(&h) {
                             t.st = HostSt::Down;
                         }
@@ -1371,14 +1586,24 @@ impl Sequencer {
             });
             let mut answering: Vec<(HostId, String)> = Vec::new();
             let mut wait = false;
+            let own = self.own_host(e, table).filter(|_| self.cfg.shutdown_hosts);
             for (h, t) in &e.hosts {
-                if !e.scope.contains(h) || !knows_vms_now(table, h) {
+                if !e.scope.contains(h) || Some(h) == own.as_ref() {
+                    // (this controller's own host is shut down after the
+                    // device command, by design)
+                    continue;
+                }
+                // A host that was never shut down may well be running even
+                // if it missed the latest poll: its cut is always logged.
+                // Any other host is judged by whether it answers now.
+                let never_shut = matches!(t.st, HostSt::Failed { .. } | HostSt::Skipped);
+                if !never_shut && !knows_vms_now(table, h) {
                     continue; // silent: not seen answering
                 }
                 let why = match &t.st {
-                    HostSt::Down => continue,
+                    HostSt::Down => "it answers again after it was seen going down".into(),
                     HostSt::ShutdownSent { at } => {
-                        if seen_down(table, h, *at) {
+                        if seen_down(table, h, *at, self.cfg.observe_lag) {
                             continue;
                         }
                         if now < *at + self.cfg.host_down_deadline && !last_call {
@@ -1410,6 +1635,7 @@ impl Sequencer {
         }
         if e.finals.is_empty() {
             e.committed = true;
+            let own = self.own_host(e, table);
             let mains_back = !view.on_battery && view.at_risk.is_empty();
             let devices: BTreeSet<DeviceId> = self
                 .inventory
@@ -1417,14 +1643,15 @@ impl Sequencer {
                 .iter()
                 .filter(|o| o.hosts.iter().any(|h| e.scope.contains(h)))
                 .map(|o| o.device.clone())
-                .filter(|d| view.unhealthy.contains(d) || mains_back)
+                .filter(|d| view.unhealthy.contains(d) || e.devices.contains(d) || mains_back)
                 .collect();
             for d in devices {
-                let outlets: Vec<&crate::model::Outlet> = self
+                let outlets: Vec<crate::model::Outlet> = self
                     .inventory
                     .outlets
                     .iter()
                     .filter(|o| o.device == d)
+                    .cloned()
                     .collect();
                 let whole = outlets
                     .iter()
@@ -1435,7 +1662,51 @@ impl Sequencer {
                     .map(|o| o.id.clone())
                     .collect();
                 let mut cmds = Vec::new();
-                match self.cfg.final_action {
+                // This controller's own host is shut down after this
+                // command: its delay must cover that shutdown.
+                let feeds_own = own
+                    .as_ref()
+                    .is_some_and(|h| outlets.iter().any(|o| o.hosts.contains(h)));
+                let final_action = match self.cfg.final_action {
+                    FinalAction::ShutdownReturn { delay } if feeds_own => {
+                        FinalAction::ShutdownReturn {
+                            delay: self.cfg.own_host_delay(delay),
+                        }
+                    }
+                    FinalAction::ShutdownStayOff { delay } if feeds_own => {
+                        FinalAction::ShutdownStayOff {
+                            delay: self.cfg.own_host_delay(delay),
+                        }
+                    }
+                    // Nothing would switch an outlet back on under this
+                    // controller's own host: the whole device cycles with
+                    // return instead, or that outlet is left on.
+                    FinalAction::OutletsOff { delay } if feeds_own && whole => {
+                        self.note(now, e.id, format!("{d} feeds this controller's own host: shutdown-with-return instead of outlets off, so the estate gets power back"));
+                        FinalAction::ShutdownReturn {
+                            delay: self.cfg.own_host_delay(delay),
+                        }
+                    }
+                    other => other,
+                };
+                let own_outlets: Vec<OutletId> = if feeds_own {
+                    outlets
+                        .iter()
+                        .filter(|o| own.as_ref().is_some_and(|h| o.hosts.contains(h)))
+                        .map(|o| o.id.clone())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let ours: Vec<OutletId> = ours
+                    .into_iter()
+                    .filter(|o| !own_outlets.contains(o))
+                    .collect();
+                if !own_outlets.is_empty() && matches!(final_action, FinalAction::OutletsOff { .. })
+                {
+                    self.note(now, e.id, format!("{d}: outlets {own_outlets:?} feed this controller's own host and stay on (nothing could switch them back)"));
+                }
+                match final_action {
                     FinalAction::None => {}
                     FinalAction::ShutdownReturn { delay } if whole => {
                         cmds.push(DeviceCommand::ShutdownReturn { delay })
@@ -1451,9 +1722,7 @@ impl Sequencer {
                     FinalAction::ShutdownReturn { delay }
                     | FinalAction::ShutdownStayOff { delay }
                     | FinalAction::OutletsOff { delay } => {
-                        if !whole
-                            && !matches!(self.cfg.final_action, FinalAction::OutletsOff { .. })
-                        {
+                        if !whole && !matches!(final_action, FinalAction::OutletsOff { .. }) {
                             self.note(now, e.id, format!("{d} also feeds hosts outside this episode: switching only its outlets that feed this episode's hosts"));
                         }
                         cmds.extend(
@@ -1538,6 +1807,10 @@ impl Sequencer {
         // on-battery debounce), LB, or a pending cut pause the restore,
         // and its waits start again once power is good.
         if !view.mains_stable || cut.is_some_and(|c| c >= now) {
+            if view.mains_back && !view.mains_stable && !e.held_noted {
+                e.held_noted = true;
+                self.note(now, e.id, "restore held: mains is back, but the battery is not ready for another outage (LB, charge under the gate, or no charge reading)".into());
+            }
             if wait_from.is_none_or(|w| w < now) {
                 e.phase = Phase::Restoring {
                     since,
@@ -1744,8 +2017,10 @@ impl Sequencer {
                     continue;
                 }
                 self.set_vm(e, id, |t| {
+                    if t.st != VmSt::StartPending {
+                        t.attempts = 0;
+                    }
                     t.st = VmSt::StartSent;
-                    t.attempts = 0;
                 });
                 self.issue(
                     now,
@@ -1938,10 +2213,33 @@ impl Sequencer {
                                 "{host} refused the shutdown ({err}): entering maintenance mode, then shutting down again"
                             ));
                         }
+                        (HostOp::Shutdown, Err(_)) if t.st == HostSt::Down => {
+                            // Seen down already: the call failed as the
+                            // host went away.
+                        }
+                        (HostOp::Shutdown, Err(err)) if err.kind() == ErrorKind::Timeout => {
+                            // It may have been delivered (a host halting
+                            // drops its connections): not resent; whether
+                            // it goes down is observed, up to
+                            // `host_down_deadline`.
+                            t.attempts += 1;
+                        }
                         (HostOp::Shutdown, Err(err)) => {
                             t.attempts += 1;
                             if err.is_transient() && t.attempts <= retries {
                                 t.st = if t.maint { HostSt::InMaint } else { HostSt::Up };
+                                t.retry_at = Some(now + backoff);
+                            } else {
+                                t.st = HostSt::Failed {
+                                    error: err.to_string(),
+                                };
+                            }
+                        }
+                        (HostOp::ShutdownForce, Ok(())) => {}
+                        (HostOp::ShutdownForce, Err(err)) => {
+                            t.attempts += 1;
+                            if err.is_transient() && t.attempts <= retries {
+                                t.st = HostSt::Up;
                                 t.retry_at = Some(now + backoff);
                             } else {
                                 t.st = HostSt::Failed {
@@ -2001,9 +2299,12 @@ const MAX_REVIVALS: u32 = 3;
 const BUDGET_MARGIN: Duration = Duration::from_secs(30);
 
 /// Whether `host` has been seen down since `since`: it stopped answering
-/// (its row went stale) at or after that moment.
-fn seen_down(table: &VmTable, host: &HostId, since: Instant) -> bool {
-    matches!(table.host(host).map(|r| &r.freshness), Some(Freshness::Stale { since: s, .. }) if *s >= since)
+/// at or after that moment and has stayed silent for at least `dwell` (one
+/// poll period): one missed poll of a host busy halting its VMs is not
+/// "down".
+fn seen_down(table: &VmTable, host: &HostId, since: Instant, dwell: Duration) -> bool {
+    matches!(table.host(host).map(|r| &r.freshness),
+        Some(Freshness::Stale { since: s, .. }) if *s >= since && table.taken_at >= *s + dwell)
 }
 
 /// Whether the table's list for `host` is evidence now: the host answered
@@ -2040,5 +2341,6 @@ fn new_host() -> HostTrack {
         lost: false,
         empty_since: None,
         needs_maint: false,
+        cut_logged: false,
     }
 }

@@ -71,15 +71,23 @@ pub enum HostOp {
     Shutdown,
     /// Reboot the host.
     Reboot,
+    /// Shut the host down even outside maintenance mode and with VMs still
+    /// running; the hypervisor's own guest autostop runs first. vSphere:
+    /// `ShutdownHost_Task` with `force = true`. Used only for this
+    /// controller's own host, which cannot enter maintenance mode under
+    /// the controller's running VM. A transport without a forced form
+    /// answers `Unsupported`.
+    ShutdownForce,
 }
 
 impl HostOp {
     /// Every operation.
-    pub const ALL: [HostOp; 4] = [
+    pub const ALL: [HostOp; 5] = [
         HostOp::EnterMaintenance,
         HostOp::ExitMaintenance,
         HostOp::Shutdown,
         HostOp::Reboot,
+        HostOp::ShutdownForce,
     ];
 }
 
@@ -90,6 +98,7 @@ impl fmt::Display for HostOp {
             HostOp::ExitMaintenance => "exit_maintenance",
             HostOp::Shutdown => "shutdown",
             HostOp::Reboot => "reboot",
+            HostOp::ShutdownForce => "shutdown_force",
         })
     }
 }

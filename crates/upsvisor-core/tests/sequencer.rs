@@ -60,6 +60,7 @@ fn failing(hosts: &[&str]) -> PowerView {
 fn stable() -> PowerView {
     let mut v = PowerView::default();
     v.mains_stable = true;
+    v.mains_back = true;
     v
 }
 
@@ -173,7 +174,19 @@ fn guest_shutdown_then_power_off_then_host_then_ups() {
         t(140),
     )
     .0;
-    let cmds = s.step(t(140), &t4, &failing(&["h1"]));
+    // One missed poll is not "down" (a host busy halting its VMs may miss
+    // one): power waits for it to stay silent for a poll period.
+    assert!(s.step(t(140), &t4, &failing(&["h1"])).is_empty());
+    let t5 = merge(
+        &t4,
+        [(
+            HostId::from("h1"),
+            HostOutcome::Failed(upsvisor_core::Error::unreachable("h1", "down")),
+        )],
+        t(156),
+    )
+    .0;
+    let cmds = s.step(t(156), &t5, &failing(&["h1"]));
     assert_eq!(ops(&cmds), vec!["ups ShutdownReturn { delay: 30s }"]);
     let audit = s.take_audit();
     assert!(audit.iter().any(|a| matches!(&a.what, Audit::Note { text } if text.contains("did not stop within its timeout"))));
@@ -571,7 +584,16 @@ fn resume_uses_the_current_config_not_the_journaled_one() {
         t(20),
     )
     .0;
-    for c in back.step(t(20), &dark, &failing(&["h1"])) {
+    let dark = merge(
+        &dark,
+        [(
+            HostId::from("h1"),
+            HostOutcome::Failed(upsvisor_core::Error::unreachable("h1", "down")),
+        )],
+        t(40),
+    )
+    .0;
+    for c in back.step(t(40), &dark, &failing(&["h1"])) {
         sent.extend(ops(std::slice::from_ref(&c)));
     }
     assert!(sent.contains(&"shutdown h1".to_string()), "{sent:?}");
@@ -580,4 +602,61 @@ fn resume_uses_the_current_config_not_the_journaled_one() {
         "the edited final action is the one in force: {sent:?}"
     );
     assert!(!sent.iter().any(|o| o.contains("StayOff")), "{sent:?}");
+}
+
+/// Rule: a VM that was stopped and comes back (HA, host autostart, a
+/// person) is stopped again before its host is shut down, even when its
+/// group's stage is over.
+#[test]
+fn a_vm_restarted_after_its_stage_is_stopped_again() {
+    let cfg = SequencerConfig::default()
+        .force_host_after(None)
+        .default_action(upsvisor_core::VmAction::PowerOff);
+    let mut s = Sequencer::new(cfg, inventory(&["h1"]));
+    let mut tab = table(&VmTable::default(), 1, &[("h1", vec![vm("a", ON, TOOLS)])]);
+    s.step(t(0), &VmTable::default(), &failing(&["h1"]));
+    let cmds = s.step(t(1), &tab, &failing(&["h1"]));
+    assert_eq!(ops(&cmds), vec!["power_off a"]);
+    s.complete(t(1), cmds[0].id, Ok(()));
+    // Off; the host stage confirms with a newer table.
+    tab = table(&tab, 5, &[("h1", vec![vm("a", OFF, TOOLS)])]);
+    assert!(s.step(t(5), &tab, &failing(&["h1"])).is_empty());
+    // HA starts it again before the confirming table.
+    tab = table(&tab, 10, &[("h1", vec![vm("a", ON, TOOLS)])]);
+    let cmds = s.step(t(10), &tab, &failing(&["h1"]));
+    assert_eq!(ops(&cmds), vec!["power_off a"], "stopped again, host held");
+}
+
+/// Rule: a battery that holds restore (no charge reading, lingering LB)
+/// ends the outage all the same, and a later outage opens a new episode;
+/// nothing stays stuck in "down".
+#[test]
+fn restore_held_by_the_battery_still_answers_a_new_outage() {
+    let mut cfg = SequencerConfig::default()
+        .force_host_after(None)
+        .final_action(upsvisor_core::FinalAction::None);
+    cfg.shutdown_hosts = false;
+    let mut s = Sequencer::new(cfg, inventory(&["h1"]));
+    let mut tab = table(&VmTable::default(), 1, &[("h1", vec![vm("a", ON, TOOLS)])]);
+    s.step(t(0), &VmTable::default(), &failing(&["h1"]));
+    let cmds = s.step(t(1), &tab, &failing(&["h1"]));
+    assert_eq!(ops(&cmds), vec!["shutdown_guest a"]);
+    s.complete(t(1), cmds[0].id, Ok(()));
+    tab = table(&tab, 30, &[("h1", vec![vm("a", OFF, TOOLS)])]);
+    for at in [30, 31, 32] {
+        tab = table(&tab, at, &[("h1", vec![vm("a", OFF, TOOLS)])]);
+        for c in s.step(t(at), &tab, &failing(&["h1"])) {
+            s.complete(t(at), c.id, Ok(()));
+        }
+    }
+    // Mains back, battery not good enough: the outage is over, restore held.
+    let mut held = PowerView::default();
+    held.mains_back = true;
+    tab = table(&tab, 100, &[("h1", vec![vm("a", OFF, TOOLS)])]);
+    assert!(s.step(t(100), &tab, &held).is_empty(), "nothing started");
+    assert!(s.status().is_some_and(|st| st.phase == "restoring"));
+    // A new outage: a new episode.
+    tab = table(&tab, 200, &[("h1", vec![vm("a", OFF, TOOLS)])]);
+    s.step(t(200), &tab, &failing(&["h1"]));
+    assert_eq!(s.status().map(|st| st.id), Some(2), "a new episode opened");
 }

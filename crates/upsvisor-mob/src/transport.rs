@@ -250,6 +250,7 @@ impl HostTransport for MobTransport {
                 HostOp::ExitMaintenance,
                 HostOp::Shutdown,
                 HostOp::Reboot,
+                HostOp::ShutdownForce,
             ])
     }
 
@@ -439,7 +440,7 @@ impl HostTransport for MobTransport {
 /// VMs.
 fn host_method(op: HostOp) -> Option<(&'static str, &'static str)> {
     Some(match op {
-        HostOp::Shutdown => ("ShutdownHost_Task", "&force=true"),
+        HostOp::Shutdown | HostOp::ShutdownForce => ("ShutdownHost_Task", "&force=true"),
         HostOp::Reboot => ("RebootHost_Task", "&force=true"),
         HostOp::EnterMaintenance => (
             "EnterMaintenanceMode_Task",

@@ -98,7 +98,8 @@ pub struct Demo {
     /// restore after mains is stable for 2 min.
     pub policy: PolicyConfig,
     /// Groups `batch` (shed on battery), `databases`, `management`
-    /// (vCenter, last); maintenance mode; shutdown with return at the end.
+    /// (vCenter, last); maintenance mode; shutdown with return; then this
+    /// controller's own VM (`upsvisor`, on the last host) with its host.
     pub sequencer: SequencerConfig,
     /// How often the UPS is read.
     pub status_interval: Duration,
@@ -126,6 +127,20 @@ impl Demo {
         vc.guest_os = Some("VMware Photon OS (64-bit)".into());
         if let Some(first) = ids.first() {
             estate.add_vm(first, vc, Guest::Cooperative(Duration::from_secs(90)));
+        }
+        // This controller itself, as a VM on the last host (the most common
+        // deployment); that host's autostop shuts its guests down.
+        if let Some(last) = ids.last() {
+            let mut me = VmInfo::new(
+                "4210ffff-0000-4000-8000-0000upsvisor",
+                "upsvisor",
+                PowerState::PoweredOn,
+            );
+            me.vcpus = Some(1);
+            me.memory_mib = Some(512);
+            me.guest_os = Some("Debian GNU/Linux 12 (64-bit)".into());
+            estate.add_vm(last, me, Guest::Cooperative(Duration::from_secs(10)));
+            estate.set_autostop(last, true);
         }
         let ups = SimUps::install(
             &estate,
@@ -169,6 +184,7 @@ impl Demo {
                 timeout: Duration::from_secs(120),
             })
             .use_maintenance(true)
+            .controller_vm(Some(Matcher::Name("upsvisor".into())))
             .final_action(FinalAction::ShutdownReturn {
                 delay: Duration::from_secs(60),
             });

@@ -60,6 +60,11 @@ pub struct SimHostConfig {
     /// used only when the host is in maintenance mode" (VMware, esxcli
     /// command reference, `system shutdown poweroff`).
     pub shutdown_needs_maintenance: bool,
+    /// On a shutdown request the host first asks its running guests to
+    /// shut down (ESXi's VM autostop with "Guest Shutdown", libvirt-guests
+    /// with `ON_SHUTDOWN=shutdown`); a guest that has not stopped when the
+    /// host halts loses power.
+    pub autostop: bool,
     /// Product, version.
     pub info: HostInfo,
 }
@@ -72,6 +77,7 @@ impl Default for SimHostConfig {
             boot_time: Duration::from_secs(90),
             shutdown_time: Duration::from_secs(20),
             shutdown_needs_maintenance: false,
+            autostop: false,
             info: HostInfo::new("Simulated ESXi", "8.0.2"),
         }
     }
@@ -92,6 +98,11 @@ impl SimHostConfig {
     /// take many minutes: ESXi first stops its VMs per its autostop order).
     pub fn shutdown_time(mut self, d: Duration) -> Self {
         self.shutdown_time = d;
+        self
+    }
+    /// Sets whether the host shuts its guests down before halting.
+    pub fn autostop(mut self, yes: bool) -> Self {
+        self.autostop = yes;
         self
     }
     /// Sets whether a shutdown is refused outside maintenance mode (ESXi).
@@ -606,6 +617,14 @@ impl Estate {
         }
     }
 
+    /// Sets whether a host shuts its guests down before halting (see
+    /// [`SimHostConfig::autostop`]).
+    pub fn set_autostop(&self, host: &HostId, yes: bool) {
+        if let Some(h) = lock(&self.state).hosts.get_mut(host) {
+            h.cfg.autostop = yes;
+        }
+    }
+
     /// Sets a host's latency.
     pub fn set_latency(&self, host: &HostId, d: Duration) {
         if let Some(h) = lock(&self.state).hosts.get_mut(host) {
@@ -663,6 +682,24 @@ impl Estate {
         let mut st = lock(&self.state);
         st.catch_up(now);
         st.unclean.clone()
+    }
+
+    /// Powers a VM on as its host's autostart does at boot (no request, no
+    /// latency). False when the platform refuses: host down or halting, in
+    /// maintenance mode, or the VM already on.
+    pub fn autostart(&self, vm: &VmId) -> bool {
+        let now = self.clock.now();
+        let mut st = lock(&self.state);
+        st.catch_up(now);
+        let Some(host) = st.vms.get(vm).map(|v| v.host.clone()) else {
+            return false;
+        };
+        if !st.hosts.get(&host).is_some_and(|h| h.up) {
+            return false;
+        }
+        let r = vm_op(&mut st, &host, vm, VmOp::PowerOn);
+        st.record(host.as_str(), Some(vm), "autostart", &r);
+        r.is_ok()
     }
 
     /// Power cuts under hosts whose OS was still running.
@@ -853,12 +890,26 @@ impl HostTransport for SimHost {
                     self.host
                 )))
             }
-            HostOp::Shutdown | HostOp::Reboot => {
+            HostOp::Shutdown | HostOp::ShutdownForce | HostOp::Reboot => {
                 let d = st
                     .hosts
                     .get(&self.host)
                     .map(|h| h.cfg.shutdown_time)
                     .unwrap_or_default();
+                if st.hosts.get(&self.host).is_some_and(|h| h.cfg.autostop) {
+                    let guests: Vec<(VmId, Duration)> = st
+                        .vms
+                        .iter()
+                        .filter(|(_, v)| v.host == self.host && v.info.power.is_on())
+                        .filter_map(|(id, v)| match v.guest {
+                            Guest::Cooperative(g) | Guest::Acpi(g) => Some((id.clone(), g)),
+                            _ => None,
+                        })
+                        .collect();
+                    for (vm, g) in guests {
+                        st.schedule(now + g, Action::GuestOff { vm });
+                    }
+                }
                 st.schedule(
                     now + d,
                     Action::HostHalt {

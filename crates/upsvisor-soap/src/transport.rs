@@ -828,7 +828,8 @@ impl Inner {
         let name = match op {
             HostOp::EnterMaintenance => "EnterMaintenanceMode_Task",
             HostOp::ExitMaintenance => "ExitMaintenanceMode_Task",
-            HostOp::Shutdown => "ShutdownHost_Task",
+            // The call is always made with force = true (see host_call).
+            HostOp::Shutdown | HostOp::ShutdownForce => "ShutdownHost_Task",
             HostOp::Reboot => "RebootHost_Task",
             _ => return Err(Error::unsupported(format!("host operation {op}")).into()),
         };
@@ -845,8 +846,10 @@ impl Inner {
         let t = codec::parse_moref(&el).map_err(|e| Error::protocol(&self.target, e))?;
         match self.wait_task(&s, &t, name).await {
             Err(CallError::Other(e))
-                if matches!(op, HostOp::Shutdown | HostOp::Reboot)
-                    && matches!(e.kind(), ErrorKind::Unreachable | ErrorKind::Timeout) =>
+                if matches!(
+                    op,
+                    HostOp::Shutdown | HostOp::ShutdownForce | HostOp::Reboot
+                ) && matches!(e.kind(), ErrorKind::Unreachable | ErrorKind::Timeout) =>
             {
                 // The host accepted the task and went away: that is the point.
                 info!(target = %self.target, %op, "host stopped answering after accepting {name}");

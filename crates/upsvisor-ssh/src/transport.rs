@@ -622,13 +622,15 @@ impl Inner {
                 "reboot",
                 "--reason=upsvisor power event",
             ]),
-            (Dialect::Libvirt | Dialect::Proxmox, HostOp::Shutdown) => {
+            // `systemctl poweroff` stops running guests through
+            // libvirt-guests / pve-guests first, in or out of any mode.
+            (Dialect::Libvirt | Dialect::Proxmox, HostOp::Shutdown | HostOp::ShutdownForce) => {
                 sh_line(&["systemctl", "poweroff"])
             }
             (Dialect::Libvirt | Dialect::Proxmox, HostOp::Reboot) => {
                 sh_line(&["systemctl", "reboot"])
             }
-            (Dialect::HyperV, HostOp::Shutdown) => {
+            (Dialect::HyperV, HostOp::Shutdown | HostOp::ShutdownForce) => {
                 powershell(&hyperv::wrap("Stop-Computer -Force"))
             }
             (Dialect::HyperV, HostOp::Reboot) => {
@@ -638,7 +640,10 @@ impl Inner {
         };
         let what = format!("{op} host");
         let out = self.run(&line, &what).await?;
-        let going_down = matches!(op, HostOp::Shutdown | HostOp::Reboot);
+        let going_down = matches!(
+            op,
+            HostOp::Shutdown | HostOp::ShutdownForce | HostOp::Reboot
+        );
         // A host going down may drop the session before reporting a status.
         if out.success() || (going_down && out.status.is_none() && out.signal.is_none()) {
             if going_down {

@@ -324,6 +324,9 @@ pub struct SequencerSection {
     /// How long the power-device action waits for a host to be seen down
     /// (stop answering); past it power is cut anyway, logged as forced.
     pub host_down_deadline_s: u64,
+    /// This controller's own VM when it runs inside the estate: a VM name
+    /// glob, or `id:<vm id>`. Empty: it runs outside.
+    pub controller_vm: String,
     /// `none`, `shutdown_return`, `shutdown_stay_off`, `outlets_off`.
     pub final_action: String,
     /// Delay for the final device action.
@@ -343,6 +346,7 @@ impl Default for SequencerSection {
             force_host_after_s: 0,
             host_down_wait_s: 120,
             host_down_deadline_s: 900,
+            controller_vm: String::new(),
             final_action: "none".into(),
             final_delay_s: 60,
             call_deadline_s: 30,
@@ -1307,6 +1311,13 @@ impl Config {
             )
             .host_down_wait(Duration::from_secs(s.host_down_wait_s.max(1)))
             .host_down_deadline(Duration::from_secs(s.host_down_deadline_s.max(1)))
+            .controller_vm(match s.controller_vm.trim() {
+                "" => None,
+                v => Some(match v.strip_prefix("id:") {
+                    Some(id) => upsvisor_core::Matcher::Id(id.trim().into()),
+                    None => upsvisor_core::Matcher::Name(v.into()),
+                }),
+            })
             .call_deadline(Duration::from_secs(s.call_deadline_s.max(1)))
             .margin(Duration::from_secs(s.margin_s));
         c.shutdown_hosts = s.shutdown_hosts;

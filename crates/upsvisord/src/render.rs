@@ -260,6 +260,21 @@ pub fn plan(p: &Plan, runtime_s: Option<u32>) -> String {
             let _ = writeln!(o, " (no runtime reading from any device)");
         }
     }
+    match p.controller_found {
+        Some(true) => {
+            let _ = writeln!(
+                o,
+                "this controller's own VM was found in the estate: its host goes last, after the power-device command"
+            );
+        }
+        Some(false) => {
+            let _ = writeln!(
+                o,
+                "this controller's own VM (sequencer.controller_vm) was NOT found in the estate: nothing is held back for it"
+            );
+        }
+        None => {}
+    }
     o
 }
 

@@ -304,6 +304,12 @@ pub fn event_json(ev: &EngineEvent) -> Vec<Value> {
             "episode": a.episode,
             "what": a.what,
         })],
+        EngineEvent::DeviceError { at, device, error } => vec![json!({
+            "type": "device_error",
+            "at_ms": at.as_millis(),
+            "device": device,
+            "error": error,
+        })],
         other => vec![json!({"type": "other", "debug": format!("{other:?}")})],
     }
 }
