@@ -517,6 +517,22 @@ impl Engine {
                     futures::future::ready(Err(Error::not_found(format!("host {host}")))).boxed()
                 }
             },
+            Command::Detach { device } | Command::Attach { device } => {
+                match self.devices.iter().find(|(d, _)| d == device) {
+                    Some((_, d)) => {
+                        let d = d.clone();
+                        if matches!(cmd, Command::Detach { .. }) {
+                            async move { d.detach().await }.boxed()
+                        } else {
+                            async move { d.attach().await }.boxed()
+                        }
+                    }
+                    None => futures::future::ready(Err(Error::not_found(format!(
+                        "power device {device}"
+                    ))))
+                    .boxed(),
+                }
+            }
             Command::Device { device, cmd } => match self.devices.iter().find(|(d, _)| d == device)
             {
                 Some((_, d)) => {

@@ -170,6 +170,13 @@ pub enum Alert {
     },
     /// The device reports stale data.
     StaleData,
+    /// The device does not say where its output comes from (an SNMP value
+    /// outside the MIB's enumeration, "other" without battery evidence, a
+    /// rack PDU): neither on line nor on battery.
+    SourceUnknown {
+        /// For how long, in seconds.
+        for_s: u64,
+    },
 }
 
 /// The policy's judgement after an observation.
@@ -214,6 +221,9 @@ pub struct Policy {
     /// First on-battery reading since mains was last stable: the outage.
     #[serde(default)]
     outage_since: Option<Instant>,
+    /// First reading of the current run of "source unknown" ones.
+    #[serde(default)]
+    unknown_since: Option<Instant>,
     trigger: Option<Trigger>,
     created: Instant,
 }
@@ -228,6 +238,7 @@ impl Policy {
             ob_since: None,
             ol_since: None,
             outage_since: None,
+            unknown_since: None,
             trigger: None,
             created: now,
         }
@@ -251,14 +262,29 @@ impl Policy {
                         self.ob_since.get_or_insert(now);
                         self.outage_since.get_or_insert(now);
                         self.ol_since = None;
+                        self.unknown_since = None;
                     }
                     PowerSource::OnLine | PowerSource::Bypass => {
                         self.ol_since.get_or_insert(now);
                         self.ob_since = None;
+                        self.unknown_since = None;
                     }
-                    // Output off or unknown: neither a stable mains nor a
-                    // proof of battery; keep the runs as they are.
-                    PowerSource::Off | PowerSource::Unknown => {}
+                    // Unknown source is evidence of neither: it starts no
+                    // outage, counts as no battery time (see `on_battery`
+                    // below), and once it has lasted `stable_for` the
+                    // outage it interrupted is no longer evidenced either.
+                    PowerSource::Unknown => {
+                        let since = *self.unknown_since.get_or_insert(now);
+                        if now - since >= self.config.stable_for {
+                            self.ob_since = None;
+                            self.outage_since = None;
+                        }
+                        alerts.push(Alert::SourceUnknown {
+                            for_s: (now - since).as_secs(),
+                        });
+                    }
+                    // Output off: neither stable mains nor battery.
+                    PowerSource::Off => {}
                 }
             }
             Some(_) => alerts.push(Alert::StaleData),
@@ -269,7 +295,11 @@ impl Policy {
         let last_on_battery = self.last.as_ref().is_some_and(|s| s.on_battery());
         let on_battery = self
             .ob_since
-            .is_some_and(|since| now - since >= self.config.debounce);
+            .is_some_and(|since| now - since >= self.config.debounce)
+            && !self
+                .last
+                .as_ref()
+                .is_some_and(|s| s.source == PowerSource::Unknown);
 
         let mut fired = None;
         if let Some(s) = self.last.as_ref().filter(|_| !lost) {
@@ -584,6 +614,41 @@ mod tests {
         let last = v.last().unwrap();
         assert!(last.trigger.is_none());
         assert_eq!(last.alerts, vec![Alert::LostContact { silent_s: 34 }]);
+    }
+
+    #[test]
+    fn unknown_source_neither_starts_nor_extends_an_outage() {
+        let unknown = || {
+            let mut s = st("", Some(100.0), Some(1200));
+            s.source = PowerSource::Unknown;
+            Some(s)
+        };
+        let ob = Some(st("OB DISCHRG", Some(80.0), Some(900)));
+        let cfg = PolicyConfig::default().on_battery_for(Some(Duration::from_secs(120)));
+        // Unknown alone: no outage, an alert.
+        let v = run(cfg.clone(), &[(0, unknown()), (300, unknown())]);
+        let last = v.last().unwrap();
+        assert!(!last.on_battery && last.trigger.is_none());
+        assert!(matches!(
+            last.alerts[..],
+            [Alert::SourceUnknown { for_s: 300 }]
+        ));
+        // An outage interrupted by unknown readings does not keep counting
+        // as battery time, and after stable_for it is no longer evidenced:
+        // a later on-battery reading starts afresh.
+        let v = run(
+            cfg,
+            &[
+                (0, ob.clone()),
+                (6, ob.clone()),
+                (10, unknown()),
+                (100, unknown()),
+                (101, ob.clone()),
+                (130, ob),
+            ],
+        );
+        assert!(!v[2].on_battery, "unknown is not battery");
+        assert!(v.last().unwrap().trigger.is_none(), "{:?}", v.last());
     }
 
     #[test]

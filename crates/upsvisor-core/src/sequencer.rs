@@ -99,6 +99,20 @@ pub enum Command {
         /// Command.
         cmd: DeviceCommand,
     },
+    /// Every host this device feeds in the episode is down: stop holding
+    /// its other clients back ([`crate::PowerDevice::detach`]; NUT:
+    /// `LOGOUT`, so a primary `upsmon` waiting in `FSD` for its secondaries
+    /// goes ahead).
+    Detach {
+        /// Device.
+        device: DeviceId,
+    },
+    /// The restore is done: be counted again
+    /// ([`crate::PowerDevice::attach`]; NUT: `LOGIN`).
+    Attach {
+        /// Device.
+        device: DeviceId,
+    },
 }
 
 impl Command {
@@ -106,7 +120,7 @@ impl Command {
     pub fn host(&self) -> Option<&HostId> {
         match self {
             Command::Vm { host, .. } | Command::Host { host, .. } => Some(host),
-            Command::Device { .. } => None,
+            Command::Device { .. } | Command::Detach { .. } | Command::Attach { .. } => None,
         }
     }
 }
@@ -359,6 +373,10 @@ struct Episode {
     /// "Restore held" was said once.
     #[serde(default)]
     held_noted: bool,
+    /// Devices detached (their clients no longer wait for us); attached
+    /// again when the restore is done.
+    #[serde(default)]
+    detached: BTreeSet<DeviceId>,
 }
 
 /// Where an episode stands, for display.
@@ -925,6 +943,7 @@ impl Sequencer {
                             .filter(|(_, t)| t.maint)
                             .map(|(h, _)| h.clone())
                             .collect();
+                        let detached = std::mem::take(&mut e.detached);
                         self.push(
                             now,
                             e.id,
@@ -947,10 +966,14 @@ impl Sequencer {
                             for h in in_maint {
                                 next.hosts.entry(h).or_insert_with(new_host).maint = true;
                             }
+                            next.detached.extend(detached);
                         }
                         return self.step(now, table, view).into_iter().chain(out).collect();
                     }
                     if self.step_restore(now, &mut e, table, view, &mut out) {
+                        for device in std::mem::take(&mut e.detached) {
+                            self.issue(now, &mut e, Command::Attach { device }, &mut out);
+                        }
                         let stopped = e.vms.values().filter(|v| v.stopped_by_us).count();
                         let started = e.vms.values().filter(|v| v.st == VmSt::Started).count();
                         let failed = e
@@ -1099,6 +1122,7 @@ impl Sequencer {
                     finals: Vec::new(),
                     devices: view.unhealthy.clone(),
                     held_noted: false,
+                    detached: BTreeSet::new(),
                 };
                 self.track_new_vms(&mut e, table);
                 let reason = view.reason.clone();
@@ -1565,7 +1589,35 @@ impl Sequencer {
         settled
     }
 
+    /// The power-device stage; once it is done, the devices feeding the
+    /// episode's hosts are detached (their hosts are down or forced).
     fn step_final(
+        &mut self,
+        now: Instant,
+        e: &mut Episode,
+        table: &VmTable,
+        view: &PowerView,
+        out: &mut Vec<Issued>,
+    ) -> bool {
+        let done = self.step_final_actions(now, e, table, view, out);
+        if done {
+            let devices: BTreeSet<DeviceId> = self
+                .inventory
+                .outlets
+                .iter()
+                .filter(|o| o.hosts.iter().any(|h| e.scope.contains(h)))
+                .map(|o| o.device.clone())
+                .collect();
+            for device in devices {
+                if e.detached.insert(device.clone()) {
+                    self.issue(now, e, Command::Detach { device }, out);
+                }
+            }
+        }
+        done
+    }
+
+    fn step_final_actions(
         &mut self,
         now: Instant,
         e: &mut Episode,
@@ -2261,6 +2313,8 @@ impl Sequencer {
                     }
                 }
             }
+            // Nothing depends on them: a failure is in the audit.
+            (Command::Detach { .. } | Command::Attach { .. }, _) => {}
             (Command::Device { device, cmd: dc }, r) => {
                 if let Some(f) = e
                     .finals

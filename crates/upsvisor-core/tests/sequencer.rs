@@ -74,6 +74,8 @@ fn ops(cmds: &[upsvisor_core::Issued]) -> Vec<String> {
             Command::Vm { vm, op, .. } => format!("{op} {vm}"),
             Command::Host { host, op } => format!("{op} {host}"),
             Command::Device { device, cmd } => format!("{device} {cmd:?}"),
+            Command::Detach { device } => format!("detach {device}"),
+            Command::Attach { device } => format!("attach {device}"),
             _ => "?".into(),
         })
         .collect()
@@ -659,4 +661,40 @@ fn restore_held_by_the_battery_still_answers_a_new_outage() {
     tab = table(&tab, 200, &[("h1", vec![vm("a", OFF, TOOLS)])]);
     s.step(t(200), &tab, &failing(&["h1"]));
     assert_eq!(s.status().map(|st| st.id), Some(2), "a new episode opened");
+}
+
+/// Rule (NUT as its users expect): upsvisor holds a primary `upsmon`
+/// back only while it still has hosts to stop. Once the hosts are down and
+/// the power-device command is out, each device feeding them is detached
+/// (NUT `LOGOUT`); it is attached again (`LOGIN`) when the restore is done.
+#[test]
+fn devices_are_detached_once_hosts_are_down_and_attached_after_restore() {
+    let mut cfg = SequencerConfig::default().force_host_after(None);
+    cfg.shutdown_hosts = false;
+    let mut s = Sequencer::new(cfg, inventory(&["h1"]));
+    let mut tab = table(&VmTable::default(), 1, &[("h1", vec![vm("a", OFF, TOOLS)])]);
+    s.step(t(0), &VmTable::default(), &failing(&["h1"]));
+    let mut sent = Vec::new();
+    for at in [1, 2, 3] {
+        tab = table(&tab, at, &[("h1", vec![vm("a", OFF, TOOLS)])]);
+        for c in s.step(t(at), &tab, &failing(&["h1"])) {
+            sent.extend(ops(std::slice::from_ref(&c)));
+            s.complete(t(at), c.id, Ok(()));
+        }
+    }
+    let ups = sent.iter().position(|o| o.contains("ShutdownReturn"));
+    let detach = sent.iter().position(|o| o == "detach ups");
+    assert!(ups.is_some() && detach > ups, "{sent:?}");
+    assert!(!sent.iter().any(|o| o.starts_with("attach")), "{sent:?}");
+    // Mains back for good: restore, then attach.
+    let mut all = Vec::new();
+    for at in [400, 401, 402, 403] {
+        tab = table(&tab, at, &[("h1", vec![vm("a", OFF, TOOLS)])]);
+        for c in s.step(t(at), &tab, &stable()) {
+            all.extend(ops(std::slice::from_ref(&c)));
+            s.complete(t(at), c.id, Ok(()));
+        }
+    }
+    assert!(all.contains(&"attach ups".to_string()), "{all:?}");
+    assert!(!s.busy(), "the episode ended");
 }
