@@ -3,7 +3,9 @@
 //!
 //! Hosts `esx01..` with VMs (every 41st guest ignores shutdown, every 23rd
 //! has no guest tools, every 11th is off), a vCenter appliance on `esx01`
-//! (a management VM, shut down last), one UPS `ups1` feeding every host,
+//! (a management VM, shut down last), this controller itself as the VM
+//! `upsvisor` on the last host (its host goes last, after the UPS
+//! command; the host's autostop is on), one UPS `ups1` feeding every host,
 //! mains lost after 5 minutes and back after 45, and the policy and
 //! sequencer settings that go with them.
 //!
@@ -15,7 +17,8 @@
 //! let clock = SimClock::new();
 //! let d = Demo::build(Arc::new(clock.clone()), &DemoSpec::default().hosts(2).vms_per_host(3));
 //! assert_eq!(d.inventory.hosts.len(), 2);
-//! assert_eq!(d.estate.truth().len(), 2 * 3 + 1); // and the vCenter appliance
+//! // and the vCenter appliance, and upsvisor itself as a VM
+//! assert_eq!(d.estate.truth().len(), 2 * 3 + 2);
 //! let engine = Engine::new(Arc::new(clock), d.inventory, d.poller, d.policy, d.sequencer);
 //! assert!(engine.is_ok());
 //! ```

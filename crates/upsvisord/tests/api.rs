@@ -102,8 +102,8 @@ fn read_endpoints_and_page() {
     let vms = d.get("/api/vms");
     assert_eq!(
         vms["vms"].as_array().unwrap().len(),
-        201,
-        "10 x 20 + vCenter"
+        202,
+        "10 x 20 + vCenter + this controller's own VM"
     );
     assert!(vms["vms"][0]["host"].is_string());
     let hosts = d.get("/api/hosts");
@@ -178,7 +178,7 @@ fn sse_delivers_engine_events() {
                 serde_json::from_str(line.trim().strip_prefix("data: ").unwrap()).unwrap();
             assert_eq!(v["type"], "table");
             assert!(v["cycle"].as_u64().unwrap() >= 2);
-            assert_eq!(v["vms"], 201);
+            assert_eq!(v["vms"], 202);
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(20), "no table event");
