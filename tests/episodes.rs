@@ -876,7 +876,15 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
     // exceptions: a battery that holds restore by configuration (no charge
     // reading), and a controller whose own host never got power back.
     let held = pf.no_charge && !pf.restore_without_charge;
-    if mains_back_for_good && busy && !held && !dead {
+    // A committed episode may run to its forced deadline after mains
+    // returns: restore then needs its own waits (hosts, then groups).
+    let restore_began = audit
+        .iter()
+        .rev()
+        .find(|a| matches!(&a.what, Audit::Phase { phase } if phase == "restoring"))
+        .map(|a| a.at);
+    let had_time = restore_began.is_none_or(|r| at(end) >= r + secs(900 + 3 * 180 + 120));
+    if mains_back_for_good && busy && !held && !dead && had_time {
         return fail(format!(
             "the episode never ended after mains returned: {:?}",
             engine.sequencer().status()

@@ -800,9 +800,12 @@ impl Sequencer {
                 // its host goes down, whatever stage the episode is in.
                 if !restoring && t.st == VmSt::Off {
                     if let Some((h, v)) = locate(table, &index, id) {
+                        // (A VM handed on from an interrupted restore is
+                        // `Off` without a time: its stop may never have
+                        // finished.)
                         if v.power == PowerState::PoweredOn
                             && knows_vms_now(table, &h)
-                            && t.off_at.is_some_and(|o| o < table.taken_at)
+                            && t.off_at.is_none_or(|o| o < table.taken_at)
                         {
                             t.st = VmSt::Pending;
                             t.force_off = true;
@@ -851,6 +854,7 @@ impl Sequencer {
             }
             any
         };
+        self.log_late_arrivals(now, &mut e, table);
         if self.track_new_vms(&mut e, table) || reappeared {
             if let Phase::Stopping { stage } = &mut e.phase {
                 // A VM arrived (first answer, migration into scope) after its
@@ -1003,6 +1007,45 @@ impl Sequencer {
         out
     }
 
+    /// A VM that arrived on a host after its shutdown was decided (a live
+    /// migration switching over in between) goes down with the host: said
+    /// at once, as a forced decision naming it. Maintenance mode keeps
+    /// migrations out; the confirming table is at most
+    /// [`CONFIRM_MAX_AGE`] old, which keeps the window small.
+    fn log_late_arrivals(&mut self, now: Instant, e: &mut Episode, table: &VmTable) {
+        let mut late = Vec::new();
+        for (h, t) in e.hosts.iter_mut() {
+            let HostSt::ShutdownSent { at } = t.st else {
+                continue;
+            };
+            if t.forced {
+                continue;
+            }
+            let on: Vec<String> = table
+                .host(h)
+                .filter(|r| r.is_fresh() && r.last_seen.is_some_and(|s| s > at))
+                .map(|r| r.vms_on().map(|v| v.name.clone()).collect())
+                .unwrap_or_default();
+            if !on.is_empty() {
+                t.forced = true;
+                late.push((h.clone(), on));
+            }
+        }
+        for (host, on) in late {
+            self.push(
+                now,
+                e.id,
+                Audit::ForcedHostShutdown {
+                    host,
+                    reason: format!(
+                        "VM(s) arrived after its shutdown was sent: {}; use maintenance mode to keep migrations out",
+                        on.join(", ")
+                    ),
+                },
+            );
+        }
+    }
+
     /// A delayed cut that this episode ordered happens whatever the hosts
     /// do meanwhile. A host in scope still answering shortly before it (its
     /// shutdown failed or hung, or it came back) is named in a
@@ -1028,13 +1071,12 @@ impl Sequencer {
             if !e.scope.contains(h) || t.cut_logged || !knows_vms_now(table, h) {
                 continue;
             }
+            // (A host seen down that answers again is named too: it came
+            // back, or it only failed to answer for a while.)
             if let HostSt::ShutdownSent { at } = t.st {
                 if seen_down(table, h, at, self.cfg.observe_lag) {
                     continue;
                 }
-            }
-            if t.st == HostSt::Down {
-                continue;
             }
             t.cut_logged = true;
             named.push(h.clone());
@@ -1508,7 +1550,14 @@ impl Sequencer {
                 let via_maintenance = self.cfg.use_maintenance && !track.no_maint;
                 if track.st == HostSt::Up && !via_maintenance {
                     match track.empty_since {
-                        Some(t0) if table.taken_at > t0 => {}
+                        // A recent table: the older the confirming list,
+                        // the wider the window for a VM to move in.
+                        Some(t0)
+                            if table.taken_at > t0 && now <= table.taken_at + CONFIRM_MAX_AGE => {}
+                        Some(t0) if table.taken_at > t0 => {
+                            self.poll_wanted = true;
+                            continue;
+                        }
                         Some(_) => {
                             self.poll_wanted = true;
                             continue;
@@ -2344,6 +2393,10 @@ impl Sequencer {
         self.episode = Some(e);
     }
 }
+
+/// How old the table that confirms a host empty may be when its shutdown
+/// is sent.
+const CONFIRM_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// How often a VM whose commands failed is taken up again when its host
 /// answers with it still on.
