@@ -254,6 +254,10 @@ struct VmTrack {
     /// Join the current configuration's group when next located.
     #[serde(default)]
     regroup: bool,
+    /// First table (all hosts answering) in which it was in no list: a
+    /// live migration can make a VM miss one table.
+    #[serde(default)]
+    missing_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -814,6 +818,9 @@ impl Sequencer {
                         }
                     }
                 }
+                if t.missing_since.is_some() && index.contains_key(id) {
+                    t.missing_since = None;
+                }
                 if t.unseen && index.contains_key(id) {
                     t.unseen = false;
                     any = true;
@@ -1219,6 +1226,7 @@ impl Sequencer {
                     revivals: 0,
                     asked: false,
                     regroup: false,
+                    missing_since: None,
                 },
             );
         }
@@ -1306,6 +1314,24 @@ impl Sequencer {
                         );
                     }
                     continue;
+                }
+                // Every host answered and none lists it. A live migration
+                // can make a VM miss one table (gone from the source, not
+                // yet on the target): it is left alone only when a table a
+                // poll period later still has it nowhere.
+                match t.missing_since {
+                    None => {
+                        let at = table.taken_at;
+                        self.set_vm(e, &id, |t| t.missing_since = Some(at));
+                        self.poll_wanted = true;
+                        settled = false;
+                        continue;
+                    }
+                    Some(m) if table.taken_at < m + self.cfg.observe_lag => {
+                        settled = false;
+                        continue;
+                    }
+                    Some(_) => {}
                 }
                 self.set_vm(e, &id, |t| t.st = VmSt::Left);
                 self.note(
