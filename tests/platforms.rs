@@ -57,18 +57,49 @@ fn run(
     seq: SequencerConfig,
     end: u64,
 ) -> Run {
+    let power_on = host.power_on;
+    run_hosts(
+        vec![("h1", host, power_on, vms)],
+        ups,
+        script,
+        policy,
+        seq,
+        end,
+    )
+}
+
+/// One host of [`run_hosts`]: `(id, platform, the inventory lists a
+/// power-on method, VMs)`.
+type SimHostSpec<'a> = (&'a str, SimHostConfig, bool, Vec<(VmInfo, Guest)>);
+
+/// Several hosts on one outlet. A method in the inventory that the platform
+/// lacks is a BMC that refuses every power-on (`Unsupported`, as a wrong
+/// password's `Auth` is: sending it again cannot help).
+fn run_hosts(
+    hosts: Vec<SimHostSpec<'_>>,
+    ups: UpsConfig,
+    script: UpsScript,
+    policy: PolicyConfig,
+    seq: SequencerConfig,
+    end: u64,
+) -> Run {
     let clock = SimClock::new();
     let estate = Estate::new(Arc::new(clock.clone()));
-    let h = HostId::from("h1");
-    let power_on = host.power_on;
-    estate.add_host(h.clone(), host);
-    for (v, g) in vms {
-        estate.add_vm(&h, v, g);
+    let mut entries = Vec::new();
+    let mut ids = Vec::new();
+    for (id, cfg, power_on, vms) in hosts {
+        let h = HostId::from(id);
+        estate.add_host(h.clone(), cfg);
+        for (v, g) in vms {
+            estate.add_vm(&h, v, g);
+        }
+        entries.push(HostEntry::new(id, id, TransportKind::Sim).with_power_on(power_on));
+        ids.push(h);
     }
     let ups = SimUps::install(&estate, ups, script);
     let inventory = Inventory::new(
-        vec![HostEntry::new("h1", "h1", TransportKind::Sim).with_power_on(power_on)],
-        vec![upsvisor::Outlet::new("ups", "main", vec![h.clone()])],
+        entries,
+        vec![upsvisor::Outlet::new("ups", "main", ids.clone())],
     );
     let poller = PollerConfig::default()
         .period(secs(60))
@@ -77,9 +108,11 @@ fn run(
     let mut engine = Engine::new(Arc::new(clock.clone()), inventory, poller, policy, seq)
         .expect("valid inventory")
         .with_config(EngineConfig::default().status_interval(secs(5)));
-    engine
-        .add_host(&h, Arc::new(estate.transport(&h)))
-        .expect("known host");
+    for h in &ids {
+        engine
+            .add_host(h, Arc::new(estate.transport(h)))
+            .expect("known host");
+    }
     engine.add_device(DeviceId::from("ups"), Arc::new(ups));
     let mut events = engine.subscribe(1 << 16);
     let mut audit = Vec::new();
@@ -437,5 +470,69 @@ fn restore_powers_on_a_halted_host_out_of_band() {
     assert!(
         !r.estate.host_up(&HostId::from("h1")),
         "stays off without a method"
+    );
+}
+
+/// Issue 14: a bad power-on method (a wrong BMC password, an unknown
+/// system) never blocks other hosts. h2's BMC refuses every power-on; h1's
+/// works. Restore powers h1 on and starts its VM as soon as h1 answers,
+/// not after h2's restore wait (900 s); h2 is asked once (a refusal for
+/// good is not sent again), holds only its own VM, and is given up at its
+/// wait.
+#[test]
+fn a_host_whose_bmc_refuses_holds_only_its_own_vms() {
+    let stays_off = || SimHostConfig::default().boots_on_power_return(false);
+    let r = run_hosts(
+        vec![
+            (
+                "h1",
+                stays_off().power_on(true),
+                true,
+                vec![(on("a"), Guest::Cooperative(secs(20)))],
+            ),
+            (
+                "h2",
+                stays_off().power_on(false),
+                true,
+                vec![(on("b"), Guest::Cooperative(secs(20)))],
+            ),
+        ],
+        UpsConfig::feeding("ups", vec!["h1".into(), "h2".into()], secs(3600)),
+        outage(10, Some(400)),
+        quick_policy(),
+        SequencerConfig::default().final_action(FinalAction::None),
+        1800,
+    );
+    let refused = r.first("h2 power_on -> ").expect("h2's BMC asked");
+    let powered = r.first("h1 power_on -> ok").expect("h1 powered on");
+    let started = r.first("h1 a power_on -> ok").expect("h1's VM started");
+    assert!(
+        started > powered && started < at(400 + 300),
+        "h1's VM as soon as h1 is back, not at h2's restore wait: {started} {:?}",
+        r.log()
+    );
+    assert!(refused < started + secs(60), "{refused}");
+    assert_eq!(
+        r.log()
+            .iter()
+            .filter(|(_, l)| l.starts_with("h2 power_on"))
+            .count(),
+        1,
+        "a refusal for good is not sent again: {:?}",
+        r.log()
+    );
+    assert!(
+        r.first("h2 b power_on").is_none(),
+        "h2's VM is never started"
+    );
+    assert!(
+        r.audit.iter().any(|a| matches!(&a.what, Audit::Note { text } if text.starts_with("h2 did not answer within the restore wait"))),
+        "{:?}",
+        r.audit
+    );
+    assert!(
+        r.audit.iter().any(|a| matches!(&a.what, Audit::EpisodeEnded { outcome } if outcome.starts_with("restored: 1 of 2"))),
+        "{:?}",
+        r.audit
     );
 }

@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bmc;
 pub mod corpus;
 pub mod libvirtd;
+pub mod megatec;
 pub mod nut;
 pub mod relay;
 

@@ -60,31 +60,48 @@ pub fn start_nut(d: &Path) -> Option<Nut> {
         &["/lib/nut/dummy-ups", "/usr/lib/nut/dummy-ups"],
         "nut-server",
     )?;
-    let port = free_port();
     std::fs::write(d.join("ups1.dev"), dev("OL", 100)).unwrap();
-    std::fs::write(
-        d.join("ups.conf"),
+    Some(start_upsd(
+        d,
+        &upsd,
+        &driver,
         "[ups1]\n  driver = dummy-ups\n  port = ups1.dev\n  desc = \"e2e\"\n",
-    )
-    .unwrap();
-    std::fs::write(d.join("upsd.conf"), format!("LISTEN 127.0.0.1 {port}\n")).unwrap();
-    std::fs::write(
-        d.join("upsd.users"),
         "[upsmon]\n  password = monpw\n  upsmon secondary\n",
-    )
-    .unwrap();
-    let driver = KillOnDrop(nut_cmd(&driver, d).args(["-a", "ups1"]).spawn().unwrap());
+        "dummy-ups-ups1",
+    ))
+}
+
+/// Writes `ups.conf` and `upsd.users`, starts `driver -a ups1`, waits for
+/// its socket `sock`, then starts upsd on a free loopback port.
+fn start_upsd(
+    d: &Path,
+    upsd: &Path,
+    driver: &Path,
+    ups_conf: &str,
+    users: &str,
+    sock: &str,
+) -> Nut {
+    let port = free_port();
+    std::fs::write(d.join("ups.conf"), ups_conf).unwrap();
+    std::fs::write(d.join("upsd.conf"), format!("LISTEN 127.0.0.1 {port}\n")).unwrap();
+    std::fs::write(d.join("upsd.users"), users).unwrap();
+    let driver_child = KillOnDrop(nut_cmd(driver, d).args(["-a", "ups1"]).spawn().unwrap());
     let t0 = Instant::now();
-    while !d.join("dummy-ups-ups1").exists() {
+    while !d.join(sock).exists() {
         assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "dummy-ups did not start"
+            t0.elapsed() < Duration::from_secs(30),
+            "{} did not start",
+            driver.display()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let upsd = KillOnDrop(nut_cmd(&upsd, d).spawn().unwrap());
+    let upsd = KillOnDrop(nut_cmd(upsd, d).spawn().unwrap());
     wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10)).unwrap();
-    Some(Nut { upsd, driver, port })
+    Nut {
+        upsd,
+        driver: driver_child,
+        port,
+    }
 }
 
 impl Nut {
@@ -111,4 +128,35 @@ impl Nut {
         }
         panic!("upsd never served ups.status {want:?} (last answer {last:?})");
     }
+}
+
+/// Starts upsd on a free loopback port with NUT's `nutdrv_qx` driver
+/// (`protocol = megatec`; `ondelay = 0`: after a cut the output returns
+/// as soon as mains is back) for `ups1` on the serial port `tty` (a
+/// [`crate::megatec::MegatecUps`]). `upsd.users` has `upsmon`
+/// (`upsmon secondary`, password `monpw`) and `admin` (password
+/// `adminpw`, `actions = SET FSD`, `instcmds = ALL`), so that `SET VAR
+/// ups.delay.shutdown` and `INSTCMD shutdown.return` are allowed.
+/// `None` when nut-server is missing outside CI.
+pub fn start_nut_megatec(d: &Path, tty: &Path) -> Option<Nut> {
+    let upsd = require_peer(
+        &["/lib/nut/upsd", "/usr/lib/nut/upsd", "/usr/sbin/upsd"],
+        "nut-server",
+    )?;
+    let driver = require_peer(
+        &["/lib/nut/nutdrv_qx", "/usr/lib/nut/nutdrv_qx"],
+        "nut-server",
+    )?;
+    Some(start_upsd(
+        d,
+        &upsd,
+        &driver,
+        &format!(
+            "[ups1]\n  driver = nutdrv_qx\n  protocol = megatec\n  port = {}\n  pollinterval = 1\n  ondelay = 0\n  desc = \"e2e megatec\"\n",
+            tty.display()
+        ),
+        "[upsmon]\n  password = monpw\n  upsmon secondary\n\
+         [admin]\n  password = adminpw\n  actions = SET FSD\n  instcmds = ALL\n",
+        "nutdrv_qx-ups1",
+    ))
 }

@@ -3,8 +3,9 @@
 //!
 //! Checked strictly with the rest of the config; `check` builds each
 //! method and runs its harmless probe (IPMI chassis status, Redfish `GET`
-//! of the system; Wake-on-LAN has none). The engine's restore does not use
-//! these yet.
+//! of the system; Wake-on-LAN has none). Restore sends `HostOp::PowerOn`,
+//! which [`WithPowerOn`] routes to the method (the whole cycle over real
+//! BMCs: `tests/restore_e2e.rs`).
 //!
 //! | key | methods | meaning |
 //! |---|---|---|

@@ -16,25 +16,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 
-use common::nut::{audit_lines, dev, get, rewrite, start_daemon, start_nut, wait};
+use common::nut::{audit_lines, dev, get, rewrite, start_daemon, start_nut, vm_power, wait};
 use common::ssh::{Libvirtd, Sshd};
 use serde_json::Value;
 use upsvisor_testkit::TempDir;
-
-fn vm_power(base: &str, name: &str) -> String {
-    ureq::get(&format!("{base}/api/vms"))
-        .call()
-        .ok()
-        .and_then(|r| r.into_json::<Value>().ok())
-        .and_then(|v| {
-            v["vms"]
-                .as_array()?
-                .iter()
-                .find(|v| v["name"] == name)
-                .map(|v| v["power"].as_str().unwrap_or("").to_string())
-        })
-        .unwrap_or_default()
-}
 
 fn unix_ms() -> u64 {
     SystemTime::now()

@@ -10,20 +10,10 @@
 
 mod common;
 
-use common::nut::{audit_lines, dev, get, rewrite, start_daemon, start_nut, wait};
+use common::nut::{audit_lines, dev, get, rewrite, start_daemon, start_nut, vm_power, wait};
 use common::ssh::{Libvirtd, Sshd};
 use serde_json::Value;
 use upsvisor_testkit::TempDir;
-
-fn vm_power(base: &str, name: &str) -> String {
-    get(&format!("{base}/api/vms"))["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name)
-        .map(|v| v["power"].as_str().unwrap_or("").to_string())
-        .unwrap_or_default()
-}
 
 #[test]
 fn outage_with_upsd_and_libvirt_over_ssh() {

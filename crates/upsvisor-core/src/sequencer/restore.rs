@@ -118,8 +118,12 @@ impl Sequencer {
                 wait_from: Some(wait_from),
             };
         }
-        // Hosts: wait for them to answer; exit maintenance.
-        let mut hosts_ready = true;
+        // Hosts: wait for them to answer; exit maintenance. A host not
+        // ready yet holds its own VMs (and, through group order, later
+        // groups), never another host's: one host whose BMC refuses us
+        // (a wrong password) or that is slow to boot does not keep the
+        // VMs of the hosts that are back off for its whole restore wait.
+        let mut not_ready: BTreeSet<HostId> = BTreeSet::new();
         let hosts: Vec<HostId> = e.hosts.keys().cloned().collect();
         for h in hosts {
             let Some(t) = e.hosts.get(&h).cloned() else {
@@ -148,7 +152,7 @@ impl Sequencer {
                         x.halted_at = t.halted_at;
                     }
                 } else if has_method && cut.is_none() && now < at + self.cfg.host_down_deadline {
-                    hosts_ready = false;
+                    not_ready.insert(h.clone());
                     continue;
                 }
             }
@@ -207,7 +211,7 @@ impl Sequencer {
                         format!("{h} did not answer within the restore wait; its VMs stay off"),
                     );
                 } else {
-                    hosts_ready = false;
+                    not_ready.insert(h.clone());
                 }
                 continue;
             }
@@ -230,7 +234,7 @@ impl Sequencer {
                 if t.retry_at.is_some_and(|r| r > now)
                     || e.in_flight.values().any(|c| c.host() == Some(&h))
                 {
-                    hosts_ready = false;
+                    not_ready.insert(h.clone());
                     continue;
                 }
                 if let Some(t) = e.hosts.get_mut(&h) {
@@ -245,13 +249,10 @@ impl Sequencer {
                     },
                     out,
                 );
-                hosts_ready = false;
+                not_ready.insert(h.clone());
             } else if t.maint {
-                hosts_ready = false; // exit maintenance in flight
+                not_ready.insert(h.clone()); // exit maintenance in flight
             }
-        }
-        if !hosts_ready {
-            return false;
         }
         // VMs, groups in reverse stop order.
         let order: Vec<usize> = self.cfg.stop_order().into_iter().rev().collect();
@@ -268,6 +269,10 @@ impl Sequencer {
                 _ => now,
             };
             let mut settled = true;
+            // A VM whose host is not ready yet holds the group as long as
+            // the host has its restore wait (then the host is lost and the
+            // VM failed), whatever the group's own wait says.
+            let mut host_pending = false;
             for id in &ids {
                 let Some(t) = e.vms.get(id).cloned() else {
                     continue;
@@ -278,6 +283,14 @@ impl Sequencer {
                     _ => {}
                 }
                 let Some((host, info)) = loc else {
+                    // A host not back yet may hold it (a halted host lists
+                    // nothing): wait for that host, or for its restore
+                    // wait to give it up.
+                    if !not_ready.is_empty() {
+                        settled = false;
+                        host_pending = true;
+                        continue;
+                    }
                     self.set_vm(e, id, |t| {
                         t.st = VmSt::StartFailed {
                             error: "in no host's list".into(),
@@ -291,6 +304,11 @@ impl Sequencer {
                             error: format!("{host} did not come back"),
                         }
                     });
+                    continue;
+                }
+                if not_ready.contains(host) {
+                    settled = false;
+                    host_pending = true;
                     continue;
                 }
                 // Found running (our start landed, or HA, autostart or a
@@ -429,7 +447,7 @@ impl Sequencer {
                         Some(VmSt::StartAccepted { .. })
                     )
             });
-            if !settled && (now < gs + self.cfg.restore_vm_wait || guest_pending) {
+            if !settled && (now < gs + self.cfg.restore_vm_wait || guest_pending || host_pending) {
                 e.phase = Phase::Restoring {
                     since,
                     outlets_on: true,
@@ -458,7 +476,9 @@ impl Sequencer {
             group_since: None,
             wait_from: Some(wait_from),
         };
-        // Wait for outstanding starts to report.
-        e.in_flight.is_empty()
+        // Wait for outstanding starts to report, and for hosts not back yet
+        // (a host without VMs, such as a NAS, is still powered on and
+        // waited for).
+        e.in_flight.is_empty() && not_ready.is_empty()
     }
 }

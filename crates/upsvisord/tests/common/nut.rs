@@ -27,6 +27,23 @@ pub fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A VM's power state by name in `/api/vms` (`""` when absent or the
+/// daemon does not answer).
+pub fn vm_power(base: &str, name: &str) -> String {
+    ureq::get(&format!("{base}/api/vms"))
+        .call()
+        .ok()
+        .and_then(|r| r.into_json::<Value>().ok())
+        .and_then(|v| {
+            v["vms"]
+                .as_array()?
+                .iter()
+                .find(|v| v["name"] == name)
+                .map(|v| v["power"].as_str().unwrap_or("").to_string())
+        })
+        .unwrap_or_default()
+}
+
 pub fn vms_on(base: &str) -> usize {
     get(&format!("{base}/api/vms"))["vms"]
         .as_array()
