@@ -9,16 +9,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::clock::Instant;
 use crate::model::{DeviceId, HostId, Inventory};
 use crate::{PowerSource, PowerStatus};
 
 /// What to do when a device has not been heard from past the dead time and
 /// was last seen on battery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum LostContactOnBattery {
     /// Treat the device as critical: start the shutdown (NUT's behaviour).
     Critical,
@@ -28,7 +27,8 @@ pub enum LostContactOnBattery {
 
 /// Policy settings. Every trigger is optional; any one that fires starts an
 /// episode.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct PolicyConfig {
     /// The outage has lasted this long and the device is on battery now.
@@ -53,7 +53,7 @@ pub struct PolicyConfig {
     /// Whether a device that reports no charge at all (Q1 serial UPSes,
     /// most PDUs) passes the charge gate. Off by default: unknown is not
     /// enough to carry another shutdown.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub restore_without_charge: bool,
     /// A device not heard from for this long has lost contact.
     pub dead_time: Duration,
@@ -128,8 +128,9 @@ impl PolicyConfig {
 }
 
 /// Why a shutdown was triggered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "trigger")]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "trigger"))]
 #[non_exhaustive]
 pub enum Trigger {
     /// On battery for longer than allowed.
@@ -159,8 +160,9 @@ pub enum Trigger {
 }
 
 /// An alert that needs a human but no action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "alert")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "alert"))]
 #[non_exhaustive]
 pub enum Alert {
     /// No word from the device past the dead time; last seen on line.
@@ -180,7 +182,8 @@ pub enum Alert {
 }
 
 /// The policy's judgement after an observation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Verdict {
     /// On battery, debounced.
@@ -193,7 +196,7 @@ pub struct Verdict {
     /// Mains back for `stable_for`, whatever the battery: the outage is
     /// over (the trigger latch clears), though restore may still be held by
     /// the charge gate.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub mains_back: bool,
     /// Alerts.
     pub alerts: Vec<Alert>,
@@ -213,9 +216,10 @@ impl Verdict {
 /// Serialises its state only (the engine journals it so that a restart
 /// keeps the outage's start, the last reading and when it was heard); the
 /// configuration is the one in force, given again by [`Policy::resume_with`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Policy {
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     config: PolicyConfig,
     last_heard: Option<Instant>,
     last: Option<PowerStatus>,
@@ -224,10 +228,10 @@ pub struct Policy {
     /// First on-line reading of the current run of them.
     ol_since: Option<Instant>,
     /// First on-battery reading since mains was last stable: the outage.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     outage_since: Option<Instant>,
     /// First reading of the current run of "source unknown" ones.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     unknown_since: Option<Instant>,
     trigger: Option<Trigger>,
     created: Instant,

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tracing::Instrument;
 
 use crate::Error;
 use crate::HostTransport;
 use crate::bus::{Bus, Subscription, Update};
 use crate::clock::{Clock, with_deadline};
-use crate::merge::{Event, HostOutcome, merge};
+use crate::logging;
+use crate::merge::{HostOutcome, merge};
 use crate::model::{HostId, VmTable};
 
 /// Poller settings.
@@ -153,17 +153,22 @@ impl Poller {
 
     /// Runs one cycle: polls every host, merges, publishes, returns the update.
     pub async fn poll_once(&mut self) -> Arc<Update> {
-        let cycle = self.table.cycle + 1;
-        let span = tracing::debug_span!("cycle", n = cycle, hosts = self.hosts.len());
-        let started = self.clock.now();
-        let outcomes = collect_outcomes(&*self.clock, &self.config, &self.hosts)
-            .instrument(span.clone())
-            .await;
+        let collect = collect_outcomes(&*self.clock, &self.config, &self.hosts);
+        #[cfg(feature = "tracing")]
+        let (span, started) = (
+            tracing::debug_span!("cycle", n = self.table.cycle + 1, hosts = self.hosts.len()),
+            self.clock.now(),
+        );
+        #[cfg(feature = "tracing")]
+        let collect = tracing::Instrument::instrument(collect, span.clone());
+        let outcomes = collect.await;
         let now = self.clock.now();
         let (table, events) = merge(&self.table, outcomes, now);
+        #[cfg(feature = "tracing")]
         let _g = span.enter();
+        #[cfg(feature = "tracing")]
         log_events(&events);
-        tracing::debug!(
+        logging::debug!(
             vms = table.vm_count(),
             events = events.len(),
             took_ms = (now - started).as_millis() as u64,
@@ -179,17 +184,19 @@ impl Poller {
     }
 }
 
-fn log_events(events: &[Event]) {
+#[cfg(feature = "tracing")]
+fn log_events(events: &[crate::merge::Event]) {
+    use crate::merge::Event;
     for e in events {
         match e {
             Event::HostUnreachable { host, kind, error } => {
-                tracing::info!(%host, ?kind, %error, "host unreachable; keeping its last VMs as stale")
+                logging::info!(%host, ?kind, %error, "host unreachable; keeping its last VMs as stale")
             }
-            Event::HostRecovered { host, .. } => tracing::info!(%host, "host recovered"),
+            Event::HostRecovered { host, .. } => logging::info!(%host, "host recovered"),
             Event::VmMigrated { vm, name, from, to } => {
-                tracing::info!(%vm, %name, %from, %to, "VM migrated")
+                logging::info!(%vm, %name, %from, %to, "VM migrated")
             }
-            _ => tracing::trace!(?e, "change"),
+            _ => logging::trace!(?e, "change"),
         }
     }
 }
@@ -200,8 +207,7 @@ async fn collect_outcomes(
     hosts: &[(HostId, Arc<dyn HostTransport>)],
 ) -> Vec<(HostId, HostOutcome)> {
     futures_util::stream::iter(hosts.iter().map(|(id, t)| {
-        let span = tracing::trace_span!("host", host = %id);
-        async move {
+        let poll = async move {
             let deadline = clock.now() + config.host_deadline;
             let r = with_deadline(clock, deadline, t.inventory()).await;
             let outcome = match r {
@@ -212,10 +218,12 @@ async fn collect_outcomes(
                     config.host_deadline,
                 )),
             };
-            tracing::trace!(ok = matches!(outcome, HostOutcome::Answered(_)), "polled");
+            logging::trace!(ok = matches!(outcome, HostOutcome::Answered(_)), "polled");
             (id.clone(), outcome)
-        }
-        .instrument(span)
+        };
+        #[cfg(feature = "tracing")]
+        let poll = tracing::Instrument::instrument(poll, tracing::trace_span!("host", host = %id));
+        poll
     }))
     .buffer_unordered(config.max_concurrency.max(1))
     .collect()

@@ -313,6 +313,8 @@ fn migrated_vm_is_followed_to_its_new_host() {
     );
 }
 
+// The journal's encoding: serde (serde_json stands in for it here).
+#[cfg(feature = "serde")]
 #[test]
 fn restart_resumes_without_resending() {
     let mut s = Sequencer::new(SequencerConfig::default(), inventory(&["h1"]));
@@ -546,6 +548,8 @@ fn silent_host_is_not_shut_down_and_its_vms_are_not_dropped() {
 /// puts the caller's current configuration in force (an edited final
 /// action applies), and a host removed from the inventory is dropped from
 /// the episode with a note.
+// The journal's encoding: serde (serde_json stands in for it here).
+#[cfg(feature = "serde")]
 #[test]
 fn resume_uses_the_current_config_not_the_journaled_one() {
     use upsvisor_core::FinalAction;

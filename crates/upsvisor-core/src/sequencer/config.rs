@@ -5,13 +5,12 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::model::{HostId, VmId, VmInfo, VmTable};
 
 /// Picks VMs for a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Matcher {
     /// This exact VM id.
@@ -40,13 +39,14 @@ impl Matcher {
 /// its SMBIOS system UUID (Linux `/sys/class/dmi/id/product_uuid`, readable
 /// by root) and, as the fallback when that is unknown, its own IP
 /// addresses.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MachineIdentity {
     /// The SMBIOS system UUID as this machine reads it.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub bios_uuid: Option<String>,
     /// This machine's own addresses (loopback and link-local left out).
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub ips: Vec<std::net::IpAddr>,
 }
 
@@ -147,14 +147,15 @@ pub(crate) fn glob(pattern: &str, text: &str) -> bool {
 }
 
 /// What to do with a running VM on the way down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "action")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "action"))]
 #[non_exhaustive]
 pub enum VmAction {
     /// Guest shutdown; power off if still on after `timeout`.
     Shutdown {
         /// How long the guest gets.
-        #[serde(with = "secs")]
+        #[cfg_attr(feature = "serde", serde(with = "secs"))]
         timeout: Duration,
     },
     /// Power off at once.
@@ -164,7 +165,8 @@ pub enum VmAction {
 }
 
 /// A VM group: which VMs, in which order, how.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct VmGroup {
     /// Name (shown in plans and logs).
@@ -219,8 +221,9 @@ impl VmGroup {
 }
 
 /// What the power devices do once the hosts are down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "action")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "action"))]
 #[non_exhaustive]
 pub enum FinalAction {
     /// Nothing.
@@ -228,27 +231,28 @@ pub enum FinalAction {
     /// UPS off after `delay`, back on when mains returns.
     ShutdownReturn {
         /// Delay.
-        #[serde(with = "secs")]
+        #[cfg_attr(feature = "serde", serde(with = "secs"))]
         delay: Duration,
     },
     /// UPS off after `delay` and stays off (if mains is already back when it
     /// is sent, shutdown-with-return is sent instead so hosts get power back).
     ShutdownStayOff {
         /// Delay.
-        #[serde(with = "secs")]
+        #[cfg_attr(feature = "serde", serde(with = "secs"))]
         delay: Duration,
     },
     /// The outlets feeding the hosts off after `delay`; on again at restore.
     OutletsOff {
         /// Delay.
-        #[serde(with = "secs")]
+        #[cfg_attr(feature = "serde", serde(with = "secs"))]
         delay: Duration,
     },
 }
 
 /// When an episode stops being abortable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum CommitPoint {
     /// The first VM command: once anything is stopped, go to the end.
@@ -261,7 +265,8 @@ pub enum CommitPoint {
 }
 
 /// Shutdown and restore settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct SequencerConfig {
     /// VM groups.
@@ -276,18 +281,21 @@ pub struct SequencerConfig {
     /// long the next stage may begin (estimates and battery budgets use it
     /// too). Power is still cut only once the host is *seen* down, see
     /// [`SequencerConfig::host_down_deadline`].
-    #[serde(with = "secs")]
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub host_down_wait: Duration,
     /// How long the power-device action waits, after a host's shutdown was
     /// sent, for the host to stop answering. Past it (or once the battery's
     /// runtime only covers the device's own delay) power is cut anyway,
     /// logged as [`crate::Audit::ForcedPowerCut`] naming the host. Hosts
     /// may take many minutes to halt (ESXi waits for its VMs' autostop).
-    #[serde(with = "secs", default = "default_host_down_deadline")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(with = "secs", default = "default_host_down_deadline")
+    )]
     pub host_down_deadline: Duration,
     /// Shut a host down even with VMs on, this long after the episode began
     /// (logged with the reason). `None`: never.
-    #[serde(with = "opt_secs")]
+    #[cfg_attr(feature = "serde", serde(with = "opt_secs"))]
     pub force_host_after: Option<Duration>,
     /// The power-device action.
     pub final_action: FinalAction,
@@ -297,7 +305,7 @@ pub struct SequencerConfig {
     /// power-device command (whose delay is stretched to cover the host's
     /// shutdown), and that host's hypervisor stops the controller's VM with
     /// it (configure its autostop / `libvirt-guests` to shut guests down).
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub controller_vm: Option<Matcher>,
     /// When the episode can no longer be aborted.
     pub commit_point: CommitPoint,
@@ -306,25 +314,25 @@ pub struct SequencerConfig {
     /// Commands in flight at once, per host.
     pub per_host_in_flight: usize,
     /// Deadline for one command.
-    #[serde(with = "secs")]
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub call_deadline: Duration,
     /// Retries of a command that failed transiently (unreachable, timeout).
     pub retries: u32,
     /// Pause before a retry.
-    #[serde(with = "secs")]
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub retry_backoff: Duration,
     /// How long restore waits for a host to answer again.
-    #[serde(with = "secs")]
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub restore_host_wait: Duration,
     /// How long restore waits for a started VM before going to the next group.
-    #[serde(with = "secs")]
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub restore_vm_wait: Duration,
     /// Safety margin subtracted from the runtime when judging a plan.
-    #[serde(with = "secs")]
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub margin: Duration,
     /// How long it takes to see a change in the table (the on-battery poll
     /// period; the engine raises it to that). Part of every estimate.
-    #[serde(with = "secs")]
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub observe_lag: Duration,
     /// Whether this controller acts. Disarmed (`false`), the sequencer
     /// starts no episode and sends nothing: when power is at risk it says
@@ -334,10 +342,11 @@ pub struct SequencerConfig {
     /// Polling, power readings, the plan and events go on. For setting a
     /// site up (`upsvisord` starts a fresh config disarmed, PowerChute and
     /// NUT's `upsmon` have no such state and act at once). Default `true`.
-    #[serde(default = "armed_by_default")]
+    #[cfg_attr(feature = "serde", serde(default = "armed_by_default"))]
     pub armed: bool,
 }
 
+#[cfg(feature = "serde")]
 fn armed_by_default() -> bool {
     true
 }
@@ -556,6 +565,7 @@ impl SequencerConfig {
     }
 }
 
+#[cfg(feature = "serde")]
 pub(crate) mod secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
@@ -569,6 +579,7 @@ pub(crate) mod secs {
     }
 }
 
+#[cfg(feature = "serde")]
 pub(crate) mod opt_secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;

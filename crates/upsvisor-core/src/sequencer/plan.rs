@@ -5,14 +5,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::config::{secs, *};
+#[cfg(feature = "serde")]
+use super::config::secs;
+use super::config::*;
 use crate::model::{HostId, Inventory, VmId, VmInfo, VmTable};
 use crate::{Capabilities, HostOp, VmOp};
 
 /// One line of a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct PlanItem {
     /// Host (for VM and host items).
@@ -22,13 +23,14 @@ pub struct PlanItem {
     /// What will be done.
     pub action: String,
     /// Expected time for this item.
-    #[serde(with = "secs")]
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub estimate: Duration,
 }
 
 /// One stage of a plan: its items run concurrently (within limits); stages
 /// run one after another.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct PlanStage {
     /// Stage name.
@@ -36,25 +38,26 @@ pub struct PlanStage {
     /// Items.
     pub items: Vec<PlanItem>,
     /// Expected time of the stage.
-    #[serde(with = "secs")]
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub estimate: Duration,
 }
 
 /// The ordered shutdown plan for the live table, with its estimate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Plan {
     /// Stages in order.
     pub stages: Vec<PlanStage>,
     /// Sum of stage estimates.
-    #[serde(with = "secs")]
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub estimate: Duration,
     /// Margin from the configuration.
-    #[serde(with = "secs")]
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub margin: Duration,
     /// Whether this controller's own VM (when configured) was found in the
     /// table, in scope; `None` when none is configured.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub controller_found: Option<bool>,
 }
 
