@@ -70,13 +70,14 @@ fn run(
         vec![HostEntry::new("h1", "h1", TransportKind::Sim).with_power_on(power_on)],
         vec![upsvisor::Outlet::new("ups", "main", vec![h.clone()])],
     );
-    let poller = PollerConfig::default()
+    let mut poller = PollerConfig::default();
+    poller
         .period(secs(60))
         .on_battery_period(secs(15))
         .host_deadline(secs(10));
     let mut engine = Engine::new(Arc::new(clock.clone()), inventory, poller, policy, seq)
         .expect("valid inventory")
-        .with_config(EngineConfig::default().status_interval(secs(5)));
+        .with_config(EngineConfig::default().status_interval(secs(5)).clone());
     engine
         .add_host(&h, Arc::new(estate.transport(&h)))
         .expect("known host");
@@ -113,6 +114,7 @@ fn quick_policy() -> PolicyConfig {
         .on_battery_for(Some(secs(30)))
         .stable_for(secs(30))
         .restore_min_charge_pct(0.0)
+        .clone()
 }
 
 /// Report: hosts took 300 s to halt; after `host_down_wait` (120 s) they
@@ -128,7 +130,8 @@ fn ups_waits_for_a_slow_host_to_be_seen_down() {
         quick_policy(),
         SequencerConfig::default()
             .host_down_wait(secs(120))
-            .final_action(FinalAction::ShutdownReturn { delay: secs(0) }),
+            .final_action(FinalAction::ShutdownReturn { delay: secs(0) })
+            .clone(),
         1200,
     );
     let host_shutdown = r.first("h1 shutdown -> ok").expect("host shut down");
@@ -161,7 +164,8 @@ fn esxi_refusing_shutdown_outside_maintenance_is_remedied() {
         quick_policy(),
         SequencerConfig::default()
             .use_maintenance(false)
-            .final_action(FinalAction::ShutdownReturn { delay: secs(0) }),
+            .final_action(FinalAction::ShutdownReturn { delay: secs(0) })
+            .clone(),
         1200,
     );
     let log: Vec<String> = r
@@ -223,8 +227,9 @@ fn restore_waits_while_lb_and_without_a_charge_reading() {
         .at(secs(1500), UpsStep::LowBattery(false));
     // Hosts stay up (no power cycle in this drill): only the VMs' restore
     // is at stake.
-    let mut seq = SequencerConfig::default().final_action(FinalAction::None);
-    seq.shutdown_hosts = false;
+    let mut seq = SequencerConfig::default();
+    seq.final_action(FinalAction::None);
+    seq.shutdown_hosts(false);
     let r = run(
         SimHostConfig::default(),
         vec![(on("a"), Guest::Cooperative(secs(20)))],
@@ -245,7 +250,7 @@ fn restore_waits_while_lb_and_without_a_charge_reading() {
         vec![(on("a"), Guest::Cooperative(secs(20)))],
         no_charge(),
         outage(10, Some(400)),
-        quick_policy().on_battery_for(Some(secs(30))),
+        quick_policy().on_battery_for(Some(secs(30))).clone(),
         seq.clone(),
         2400,
     );
@@ -259,7 +264,7 @@ fn restore_waits_while_lb_and_without_a_charge_reading() {
         vec![(on("a"), Guest::Cooperative(secs(20)))],
         no_charge(),
         outage(10, Some(400)),
-        quick_policy().restore_without_charge(true),
+        quick_policy().restore_without_charge(true).clone(),
         seq,
         2400,
     );
@@ -345,7 +350,8 @@ fn the_controller_in_the_estate_sends_the_ups_command_before_it_stops() {
         quick_policy(),
         SequencerConfig::default()
             .controller_vm(Some(upsvisor::Matcher::Name("upsvisor".into())))
-            .final_action(FinalAction::ShutdownReturn { delay: secs(5) }),
+            .final_action(FinalAction::ShutdownReturn { delay: secs(5) })
+            .clone(),
         1200,
     );
     let issued: Vec<String> = r
@@ -410,7 +416,9 @@ fn restore_powers_on_a_halted_host_out_of_band() {
             UpsConfig::feeding("ups", vec!["h1".into()], secs(3600)),
             outage(10, Some(400)),
             quick_policy(),
-            SequencerConfig::default().final_action(FinalAction::None),
+            SequencerConfig::default()
+                .final_action(FinalAction::None)
+                .clone(),
             1500,
         )
     };

@@ -42,14 +42,14 @@ use crate::sequencer::{AuditEntry, Command, Issued, PowerView, Sequencer};
 use crate::{Error, Result};
 use upsvisor_traits::internal::{Receiver, Sender, bounded};
 
-/// Engine settings.
+/// Engine settings: `Default`, then the setters for what differs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EngineConfig {
     /// How often power devices are read.
-    pub status_interval: Duration,
+    pub(crate) status_interval: Duration,
     /// Deadline for one power-device read.
-    pub device_deadline: Duration,
+    pub(crate) device_deadline: Duration,
 }
 
 impl Default for EngineConfig {
@@ -62,9 +62,19 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
-    /// Sets the status interval.
-    pub fn status_interval(mut self, d: Duration) -> Self {
+    /// Sets how often power devices are read.
+    ///
+    /// Default: 5 s.
+    pub fn status_interval(&mut self, d: Duration) -> &mut Self {
         self.status_interval = d;
+        self
+    }
+    /// Sets the deadline for one power-device read: a device that has not
+    /// answered by then is reported as a [`EngineEvent::DeviceError`].
+    ///
+    /// Default: 10 s.
+    pub fn device_deadline(&mut self, d: Duration) -> &mut Self {
+        self.device_deadline = d;
         self
     }
 }

@@ -23,18 +23,24 @@ use crate::logging;
 use crate::merge::{HostOutcome, merge};
 use crate::model::{HostId, VmTable};
 
-/// Poller settings.
+/// Poller settings: `Default`, then the setters for what differs.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut c = upsvisor_core::PollerConfig::default();
+/// c.period(Duration::from_secs(30)).max_concurrency(16);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PollerConfig {
     /// Cycle period on mains (the design's `t`).
-    pub period: Duration,
+    pub(crate) period: Duration,
     /// Cycle period while on battery.
-    pub on_battery_period: Duration,
+    pub(crate) on_battery_period: Duration,
     /// Deadline for one host's whole inventory.
-    pub host_deadline: Duration,
+    pub(crate) host_deadline: Duration,
     /// Hosts polled at once.
-    pub max_concurrency: usize,
+    pub(crate) max_concurrency: usize,
 }
 
 impl Default for PollerConfig {
@@ -50,22 +56,36 @@ impl Default for PollerConfig {
 
 impl PollerConfig {
     /// Sets the cycle period on mains.
-    pub fn period(mut self, d: Duration) -> Self {
+    ///
+    /// Cycle period on mains (the design's `t`).
+    ///
+    /// Default: `Duration::from_secs(60)`.
+    pub fn period(&mut self, d: Duration) -> &mut Self {
         self.period = d;
         self
     }
     /// Sets the cycle period on battery.
-    pub fn on_battery_period(mut self, d: Duration) -> Self {
+    ///
+    /// Cycle period while on battery.
+    ///
+    /// Default: `Duration::from_secs(10)`.
+    pub fn on_battery_period(&mut self, d: Duration) -> &mut Self {
         self.on_battery_period = d;
         self
     }
     /// Sets the per-host deadline.
-    pub fn host_deadline(mut self, d: Duration) -> Self {
+    ///
+    /// Deadline for one host's whole inventory.
+    ///
+    /// Default: `Duration::from_secs(30)`.
+    pub fn host_deadline(&mut self, d: Duration) -> &mut Self {
         self.host_deadline = d;
         self
     }
     /// Sets how many hosts are polled at once (at least 1).
-    pub fn max_concurrency(mut self, n: usize) -> Self {
+    ///
+    /// Default: 256.
+    pub fn max_concurrency(&mut self, n: usize) -> &mut Self {
         self.max_concurrency = n.max(1);
         self
     }

@@ -379,28 +379,28 @@ mod tests {
 
     #[test]
     fn groups_pick_lowest_order_and_management_goes_last() {
-        let cfg = SequencerConfig::default()
-            .group(
-                VmGroup::new(
-                    "mgmt",
-                    -10,
-                    vec![Matcher::Name("vcenter*".into())],
-                    Duration::from_secs(300),
-                )
-                .management(true),
+        let mut cfg = SequencerConfig::default();
+        cfg.group(
+            VmGroup::new(
+                "mgmt",
+                -10,
+                vec![Matcher::Name("vcenter*".into())],
+                Duration::from_secs(300),
             )
-            .group(VmGroup::new(
-                "test",
-                1,
-                vec![Matcher::Tag("test".into())],
-                Duration::from_secs(60),
-            ))
-            .group(VmGroup::new(
-                "web",
-                5,
-                vec![Matcher::Name("web*".into())],
-                Duration::from_secs(60),
-            ));
+            .management(true),
+        )
+        .group(VmGroup::new(
+            "test",
+            1,
+            vec![Matcher::Tag("test".into())],
+            Duration::from_secs(60),
+        ))
+        .group(VmGroup::new(
+            "web",
+            5,
+            vec![Matcher::Name("web*".into())],
+            Duration::from_secs(60),
+        ));
         let mut vm = VmInfo::new("1", "web1", crate::PowerState::PoweredOn);
         assert_eq!(cfg.group_of(&vm), 2);
         vm.tags.push("test".into());
@@ -431,7 +431,8 @@ mod tests {
         }
         let scope: BTreeSet<HostId> = hosts.iter().cloned().collect();
         let cfg = |overall| {
-            let mut c = SequencerConfig::default().in_flight(overall, 4);
+            let mut c = SequencerConfig::default();
+            c.in_flight(overall, 4);
             c.default_action = VmAction::Shutdown { timeout };
             c.shutdown_hosts = false;
             c.final_action = FinalAction::None;
@@ -476,7 +477,8 @@ mod tests {
             bios_uuid: None,
             ips: vec![ip],
         };
-        let cfg = SequencerConfig::default().controller_vm(Some(Matcher::Identity(me)));
+        let mut cfg = SequencerConfig::default();
+        cfg.controller_vm(Some(Matcher::Identity(me)));
         assert!(cfg.controller_in(&table).is_none());
         let p = plan(
             &cfg,
