@@ -85,7 +85,8 @@ fn poller(transports: Vec<(HostId, Arc<dyn HostTransport>)>) -> Poller {
         Arc::new(SystemClock::new()),
         PollerConfig::default()
             .max_concurrency(n)
-            .host_deadline(Duration::from_secs(600)),
+            .host_deadline(Duration::from_secs(600))
+            .clone(),
     );
     for (h, t) in transports {
         p.add_host(h, t);

@@ -30,7 +30,11 @@ fn run(hosts: usize) -> (u128, usize) {
         demo.sequencer,
     )
     .expect("valid inventory")
-    .with_config(EngineConfig::default().status_interval(demo.status_interval));
+    .with_config(
+        EngineConfig::default()
+            .status_interval(demo.status_interval)
+            .clone(),
+    );
     for h in estate.host_ids() {
         engine
             .add_host(&h, Arc::new(estate.transport(&h)))

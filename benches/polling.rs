@@ -28,7 +28,8 @@ fn poller(hosts: usize, bulk: bool, concurrency: usize) -> Poller {
         clock,
         PollerConfig::default()
             .max_concurrency(concurrency)
-            .host_deadline(Duration::from_secs(600)),
+            .host_deadline(Duration::from_secs(600))
+            .clone(),
     );
     for h in estate.host_ids() {
         p.add_host(h.clone(), Arc::new(estate.transport(&h)));

@@ -257,13 +257,16 @@ fn shutdown(hosts: &[Host], url: &str, tp: &str, names: &str) {
         vec![Outlet::new("ups", "main", ids.clone())],
     );
     let clock = Arc::new(SystemClock::new());
-    let mut seq = SequencerConfig::default().final_action(FinalAction::None);
-    seq.shutdown_hosts = false;
-    let policy = PolicyConfig::default()
+    let mut seq = SequencerConfig::default();
+    seq.final_action(FinalAction::None);
+    seq.shutdown_hosts(false);
+    let mut policy = PolicyConfig::default();
+    policy
         .on_battery_for(Some(Duration::ZERO))
         .debounce(Duration::ZERO);
     // upsvisord's shipped poller: 16 hosts at once.
-    let poller = PollerConfig::default().max_concurrency(16);
+    let mut poller = PollerConfig::default();
+    poller.max_concurrency(16);
     let mut engine = Engine::new(
         clock.clone() as Arc<dyn Clock>,
         inventory,

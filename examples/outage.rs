@@ -52,7 +52,11 @@ fn main() {
         sequencer,
     )
     .expect("valid inventory")
-    .with_config(EngineConfig::default().status_interval(demo.status_interval));
+    .with_config({
+        let mut c = EngineConfig::default();
+        c.status_interval(demo.status_interval);
+        c
+    });
     for h in &hosts {
         engine
             .add_host(h, Arc::new(estate.transport(h)))

@@ -818,7 +818,8 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
             delay: secs(delay_s),
         },
     };
-    let seq_cfg = SequencerConfig::default()
+    let mut seq_cfg = SequencerConfig::default();
+    seq_cfg
         .group(
             VmGroup::new(
                 "low",
@@ -852,13 +853,15 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
         .in_flight(sc.max_in_flight, sc.per_host_in_flight)
         .call_deadline(secs(30))
         .controller_vm(controller.as_ref().map(|(id, _)| Matcher::Id(id.clone())));
-    let policy = PolicyConfig::default()
+    let mut policy = PolicyConfig::default();
+    policy
         .on_battery_for(sc.on_battery_for_s.map(secs))
         .runtime_below_s(Some(sc.runtime_below_s))
         .stable_for(secs(sc.stable_for_s))
         .restore_min_charge_pct(pf.restore_min_charge_pct)
         .restore_without_charge(pf.restore_without_charge);
-    let poller = PollerConfig::default()
+    let mut poller = PollerConfig::default();
+    poller
         .period(secs(60))
         .on_battery_period(secs(15))
         .host_deadline(secs(10));
@@ -872,7 +875,7 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
             seq_cfg.clone(),
         )
         .expect("valid inventory")
-        .with_config(EngineConfig::default().status_interval(secs(5)))
+        .with_config(EngineConfig::default().status_interval(secs(5)).clone())
         .with_journal(Box::new(journal.clone()))
         .expect("journal loads");
         for h in &hosts {

@@ -57,12 +57,15 @@ fn run(fed: &[&str]) -> (Estate, Vec<upsvisor::AuditEntry>, Arc<upsvisor::VmTabl
         PollerConfig::default()
             .period(secs(60))
             .on_battery_period(secs(15))
-            .host_deadline(secs(10)),
-        PolicyConfig::default().on_battery_for(Some(secs(30))),
+            .host_deadline(secs(10))
+            .clone(),
+        PolicyConfig::default()
+            .on_battery_for(Some(secs(30)))
+            .clone(),
         SequencerConfig::default(),
     )
     .unwrap()
-    .with_config(EngineConfig::default().status_interval(secs(5)));
+    .with_config(EngineConfig::default().status_interval(secs(5)).clone());
     for h in ["h1", "h2"] {
         let h = HostId::from(h);
         e.add_host(&h, Arc::new(estate.transport(&h))).unwrap();
@@ -197,14 +200,18 @@ fn the_controller_finds_its_own_vm_by_its_smbios_uuid() {
             ),
             PollerConfig::default()
                 .period(secs(60))
-                .on_battery_period(secs(15)),
-            PolicyConfig::default().on_battery_for(Some(secs(30))),
+                .on_battery_period(secs(15))
+                .clone(),
+            PolicyConfig::default()
+                .on_battery_for(Some(secs(30)))
+                .clone(),
             SequencerConfig::default()
                 .controller_vm(Some(upsvisor::Matcher::Identity(me)))
-                .final_action(upsvisor::FinalAction::ShutdownReturn { delay: secs(5) }),
+                .final_action(upsvisor::FinalAction::ShutdownReturn { delay: secs(5) })
+                .clone(),
         )
         .unwrap()
-        .with_config(EngineConfig::default().status_interval(secs(5)));
+        .with_config(EngineConfig::default().status_interval(secs(5)).clone());
         e.add_host(&h, Arc::new(estate.transport(&h))).unwrap();
         e.add_device(DeviceId::from("ups"), Arc::new(ups));
         let mut events = e.subscribe(1 << 16);

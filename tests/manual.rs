@@ -234,12 +234,15 @@ fn engine_on(clock: &SimClock, estate: &Estate, seq: SequencerConfig) -> Engine 
         PollerConfig::default()
             .period(secs(10))
             .on_battery_period(secs(5))
-            .host_deadline(secs(5)),
-        PolicyConfig::default().on_battery_for(Some(secs(30))),
+            .host_deadline(secs(5))
+            .clone(),
+        PolicyConfig::default()
+            .on_battery_for(Some(secs(30)))
+            .clone(),
         seq,
     )
     .unwrap()
-    .with_config(EngineConfig::default().status_interval(secs(5)));
+    .with_config(EngineConfig::default().status_interval(secs(5)).clone());
     e.add_host(&h, Arc::new(estate.transport(&h))).unwrap();
     e
 }
@@ -265,7 +268,7 @@ fn disarmed_notes(events: &mut upsvisor::Subscription<EngineEvent>) -> Vec<(u64,
 /// world armed does shut down (the control).
 #[test]
 fn a_disarmed_controller_sends_nothing_and_says_what_it_would_do() {
-    let mut w = world_with(10, SequencerConfig::default().armed(false));
+    let mut w = world_with(10, SequencerConfig::default().armed(false).clone());
     let mut events = w.engine.subscribe(1 << 16);
     w.clock.block_on(w.engine.run_until(at(600)));
     assert!(w.engine.sequencer().status().is_none(), "no episode");
@@ -314,7 +317,11 @@ fn disarming_holds_an_episode_in_progress() {
     let mut w = world(10);
     w.clock.block_on(w.engine.run_until(at(50)));
     assert!(w.engine.sequencer().status().is_some(), "an episode runs");
-    let mut e = engine_on(&w.clock, &w.estate, SequencerConfig::default().armed(false));
+    let mut e = engine_on(
+        &w.clock,
+        &w.estate,
+        SequencerConfig::default().armed(false).clone(),
+    );
     e.adopt(&w.engine);
     let mut events = e.subscribe(1 << 16);
     let sent = w.estate.command_log().len();

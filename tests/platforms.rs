@@ -101,13 +101,14 @@ fn run_hosts(
         entries,
         vec![upsvisor::Outlet::new("ups", "main", ids.clone())],
     );
-    let poller = PollerConfig::default()
+    let mut poller = PollerConfig::default();
+    poller
         .period(secs(60))
         .on_battery_period(secs(15))
         .host_deadline(secs(10));
     let mut engine = Engine::new(Arc::new(clock.clone()), inventory, poller, policy, seq)
         .expect("valid inventory")
-        .with_config(EngineConfig::default().status_interval(secs(5)));
+        .with_config(EngineConfig::default().status_interval(secs(5)).clone());
     for h in &ids {
         engine
             .add_host(h, Arc::new(estate.transport(h)))
@@ -146,6 +147,7 @@ fn quick_policy() -> PolicyConfig {
         .on_battery_for(Some(secs(30)))
         .stable_for(secs(30))
         .restore_min_charge_pct(0.0)
+        .clone()
 }
 
 /// Report: hosts took 300 s to halt; after `host_down_wait` (120 s) they
@@ -161,7 +163,8 @@ fn ups_waits_for_a_slow_host_to_be_seen_down() {
         quick_policy(),
         SequencerConfig::default()
             .host_down_wait(secs(120))
-            .final_action(FinalAction::ShutdownReturn { delay: secs(0) }),
+            .final_action(FinalAction::ShutdownReturn { delay: secs(0) })
+            .clone(),
         1200,
     );
     let host_shutdown = r.first("h1 shutdown -> ok").expect("host shut down");
@@ -194,7 +197,8 @@ fn esxi_refusing_shutdown_outside_maintenance_is_remedied() {
         quick_policy(),
         SequencerConfig::default()
             .use_maintenance(false)
-            .final_action(FinalAction::ShutdownReturn { delay: secs(0) }),
+            .final_action(FinalAction::ShutdownReturn { delay: secs(0) })
+            .clone(),
         1200,
     );
     let log: Vec<String> = r
@@ -256,8 +260,9 @@ fn restore_waits_while_lb_and_without_a_charge_reading() {
         .at(secs(1500), UpsStep::LowBattery(false));
     // Hosts stay up (no power cycle in this drill): only the VMs' restore
     // is at stake.
-    let mut seq = SequencerConfig::default().final_action(FinalAction::None);
-    seq.shutdown_hosts = false;
+    let mut seq = SequencerConfig::default();
+    seq.final_action(FinalAction::None);
+    seq.shutdown_hosts(false);
     let r = run(
         SimHostConfig::default(),
         vec![(on("a"), Guest::Cooperative(secs(20)))],
@@ -278,7 +283,7 @@ fn restore_waits_while_lb_and_without_a_charge_reading() {
         vec![(on("a"), Guest::Cooperative(secs(20)))],
         no_charge(),
         outage(10, Some(400)),
-        quick_policy().on_battery_for(Some(secs(30))),
+        quick_policy().on_battery_for(Some(secs(30))).clone(),
         seq.clone(),
         2400,
     );
@@ -292,7 +297,7 @@ fn restore_waits_while_lb_and_without_a_charge_reading() {
         vec![(on("a"), Guest::Cooperative(secs(20)))],
         no_charge(),
         outage(10, Some(400)),
-        quick_policy().restore_without_charge(true),
+        quick_policy().restore_without_charge(true).clone(),
         seq,
         2400,
     );
@@ -378,7 +383,8 @@ fn the_controller_in_the_estate_sends_the_ups_command_before_it_stops() {
         quick_policy(),
         SequencerConfig::default()
             .controller_vm(Some(upsvisor::Matcher::Name("upsvisor".into())))
-            .final_action(FinalAction::ShutdownReturn { delay: secs(5) }),
+            .final_action(FinalAction::ShutdownReturn { delay: secs(5) })
+            .clone(),
         1200,
     );
     let issued: Vec<String> = r
@@ -443,7 +449,9 @@ fn restore_powers_on_a_halted_host_out_of_band() {
             UpsConfig::feeding("ups", vec!["h1".into()], secs(3600)),
             outage(10, Some(400)),
             quick_policy(),
-            SequencerConfig::default().final_action(FinalAction::None),
+            SequencerConfig::default()
+                .final_action(FinalAction::None)
+                .clone(),
             1500,
         )
     };
@@ -500,7 +508,9 @@ fn a_host_whose_bmc_refuses_holds_only_its_own_vms() {
         UpsConfig::feeding("ups", vec!["h1".into(), "h2".into()], secs(3600)),
         outage(10, Some(400)),
         quick_policy(),
-        SequencerConfig::default().final_action(FinalAction::None),
+        SequencerConfig::default()
+            .final_action(FinalAction::None)
+            .clone(),
         1800,
     );
     let refused = r.first("h2 power_on -> ").expect("h2's BMC asked");

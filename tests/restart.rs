@@ -119,6 +119,7 @@ fn policy() -> PolicyConfig {
         .on_battery_for(Some(secs(30)))
         .stable_for(secs(30))
         .restore_min_charge_pct(0.0)
+        .clone()
 }
 
 fn engine(w: &World, clock: Arc<dyn Clock>) -> Engine {
@@ -126,15 +127,17 @@ fn engine(w: &World, clock: Arc<dyn Clock>) -> Engine {
         vec![HostEntry::new("h1", "h1", TransportKind::Sim)],
         vec![upsvisor::Outlet::new("ups", "main", vec![w.host.clone()])],
     );
-    let poller = PollerConfig::default()
+    let mut poller = PollerConfig::default();
+    poller
         .period(secs(60))
         .on_battery_period(secs(15))
         .host_deadline(secs(10));
-    let seq =
-        SequencerConfig::default().final_action(FinalAction::ShutdownReturn { delay: secs(0) });
+    let seq = SequencerConfig::default()
+        .final_action(FinalAction::ShutdownReturn { delay: secs(0) })
+        .clone();
     let mut e = Engine::new(clock, inventory, poller, policy(), seq)
         .expect("valid inventory")
-        .with_config(EngineConfig::default().status_interval(secs(5)))
+        .with_config(EngineConfig::default().status_interval(secs(5)).clone())
         .with_journal(Box::new(w.journal.clone()))
         .expect("journal attaches");
     e.add_host(&w.host, Arc::new(w.estate.transport(&w.host)))
@@ -332,7 +335,8 @@ fn restart_while_on_battery_and_ups_unreachable_still_shuts_down() {
         &w,
         PolicyConfig::default()
             .on_battery_for(None)
-            .restore_min_charge_pct(0.0),
+            .restore_min_charge_pct(0.0)
+            .clone(),
         t0 + secs(25),
         t0 + secs(400),
     );
@@ -368,12 +372,13 @@ fn drive_with_policy(
             PollerConfig::default()
                 .period(secs(60))
                 .on_battery_period(secs(15))
-                .host_deadline(secs(10)),
+                .host_deadline(secs(10))
+                .clone(),
             p.clone(),
             SequencerConfig::default(),
         )
         .expect("valid inventory")
-        .with_config(EngineConfig::default().status_interval(secs(5)))
+        .with_config(EngineConfig::default().status_interval(secs(5)).clone())
         .with_journal(Box::new(w.journal.clone()))
         .expect("journal attaches");
         e.add_host(&w.host, Arc::new(w.estate.transport(&w.host)))

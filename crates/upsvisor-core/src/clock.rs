@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use upsvisor_traits::internal::rebased;
+#[cfg(feature = "journal")]
+pub(crate) use upsvisor_traits::internal::rebased;
 pub use upsvisor_traits::{
     BootTime, Clock, Elapsed, Instant, TimeAnchor, TimeBasis, with_deadline,
 };
@@ -148,8 +149,12 @@ fn timer() -> &'static Timer {
             .spawn(move || timer_loop(t))
             .map(|_| ())
             .unwrap_or_else(|e| {
-                // Without the thread no sleep ever completes; make that loud.
+                // Without the thread no sleep ever completes; make that loud,
+                // on stderr when no logger is compiled in.
+                #[cfg(feature = "tracing")]
                 tracing::error!(error = %e, "cannot start the timer thread");
+                #[cfg(not(feature = "tracing"))]
+                eprintln!("upsvisor: cannot start the timer thread: {e}");
             });
         t
     })

@@ -9,24 +9,30 @@
 //! spawned and no runtime is assumed: it runs under any executor, and under
 //! [`crate::SimClock::block_on`] an hour of outage takes milliseconds.
 //!
-//! Logging contract: `warn` for forced host shutdowns and failed
-//! commands, `info` for episode start/end, phase changes and every command,
-//! `debug` for power readings.
+//! Logging contract (feature `tracing`; see [`Engine`]): `warn` for forced
+//! host shutdowns and failed commands, `info` for episode start/end, phase
+//! changes and every command, `debug` for power readings.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use serde::Serialize;
 
 use crate::HostTransport;
 use crate::PowerDevice;
 use crate::bus::{Bus, Subscription, Update};
-use crate::clock::{Clock, Instant, TimeAnchor, TimeBasis, rebased, with_deadline};
+use crate::clock::{Clock, Instant, TimeBasis, with_deadline};
+#[cfg(feature = "journal")]
+use crate::clock::{TimeAnchor, rebased};
+#[cfg(feature = "journal")]
 use crate::journal::Journal;
+use crate::logging;
 use crate::model::{DeviceId, HostId, Inventory, VmId, VmTable};
 use crate::policy::{Policy, PolicyConfig, Verdict, hosts_at_risk};
 use crate::poller::{Poller, PollerConfig};
@@ -34,15 +40,16 @@ use crate::sequencer::config::SequencerConfig;
 use crate::sequencer::plan::Plan;
 use crate::sequencer::{AuditEntry, Command, Issued, PowerView, Sequencer};
 use crate::{Error, Result};
+use upsvisor_traits::internal::{Receiver, Sender, bounded};
 
-/// Engine settings.
+/// Engine settings: `Default`, then the setters for what differs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EngineConfig {
     /// How often power devices are read.
-    pub status_interval: Duration,
+    pub(crate) status_interval: Duration,
     /// Deadline for one power-device read.
-    pub device_deadline: Duration,
+    pub(crate) device_deadline: Duration,
 }
 
 impl Default for EngineConfig {
@@ -55,16 +62,27 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
-    /// Sets the status interval.
-    pub fn status_interval(mut self, d: Duration) -> Self {
+    /// Sets how often power devices are read.
+    ///
+    /// Default: 5 s.
+    pub fn status_interval(&mut self, d: Duration) -> &mut Self {
         self.status_interval = d;
+        self
+    }
+    /// Sets the deadline for one power-device read: a device that has not
+    /// answered by then is reported as a [`EngineEvent::DeviceError`].
+    ///
+    /// Default: 10 s.
+    pub fn device_deadline(&mut self, d: Duration) -> &mut Self {
+        self.device_deadline = d;
         self
     }
 }
 
 /// What the engine publishes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "type"))]
 #[non_exhaustive]
 pub enum EngineEvent {
     /// A poll cycle finished.
@@ -102,7 +120,8 @@ pub enum EngineEvent {
         error: Option<String>,
     },
     /// What the engine found in its journal when it was attached (published
-    /// once, at the first [`Engine::run_until`]).
+    /// once, at the first [`Engine::run_until`]), and journal write
+    /// failures. Only with the `journal` feature.
     Journal {
         /// When (this process's clock).
         at: Instant,
@@ -111,9 +130,11 @@ pub enum EngineEvent {
     },
 }
 
-/// What [`Engine::with_journal`] did with the journal it found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+/// What `Engine::with_journal` (feature `journal`) did with the journal it
+/// found, and how journal writes fare. Never raised without the feature.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "kind"))]
 #[non_exhaustive]
 pub enum JournalReport {
     /// Journaled state was taken up: every journaled instant moved onto this
@@ -152,8 +173,9 @@ pub enum JournalReport {
     },
 }
 
-/// The journal's document, format 2 (see [`crate::journal`]).
-#[derive(Serialize)]
+/// The journal's document, format 2 (see `crate::journal`).
+#[cfg(feature = "journal")]
+#[derive(serde::Serialize)]
 struct JournalDocOut<'a> {
     format: u32,
     saved: TimeAnchor,
@@ -166,14 +188,65 @@ type Done = (u64, Result<()>);
 /// Ids of operators' commands start here (the sequencer's count up from 1).
 const MANUAL_BASE: u64 = 1 << 62;
 
-/// The receiving end of an operator's command's result.
-pub type ManualResult = futures_channel::oneshot::Receiver<Result<()>>;
+/// The result of an operator's command ([`Engine::submit_vm`],
+/// [`Engine::submit_host`]), once the engine has run it.
+///
+/// Poll it with [`ManualResult::try_recv`] from the thread that drives the
+/// engine, or await it from another task (it is a `Future`).
+#[derive(Debug)]
+pub struct ManualResult(Receiver<Result<()>>);
+
+impl ManualResult {
+    /// `Ok(None)` while the command runs, `Ok(Some(result))` once it
+    /// finished.
+    ///
+    /// # Errors
+    /// [`Canceled`] when the engine was dropped before the command
+    /// finished (the daemon rebuilds its engine when a host is
+    /// registered): whether it was delivered is unknown.
+    pub fn try_recv(&mut self) -> std::result::Result<Option<Result<()>>, Canceled> {
+        self.0.try_recv().map_err(|_| Canceled)
+    }
+}
+
+impl std::future::Future for ManualResult {
+    type Output = std::result::Result<Result<()>, Canceled>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Self::Output> {
+        self.0.poll_recv(cx).map(|r| r.ok_or(Canceled))
+    }
+}
+
+/// The engine was dropped before an operator's command finished (see
+/// [`ManualResult`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canceled;
+
+impl std::fmt::Display for Canceled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the engine was dropped before the command finished")
+    }
+}
+
+impl std::error::Error for Canceled {}
 
 /// How often the power state is journaled while an outage lasts.
 const JOURNAL_POWER_EVERY: Duration = Duration::from_secs(5);
 
 /// The engine. Build it with [`Engine::new`], add hosts and devices, then
 /// [`Engine::run_until`].
+///
+/// **Without a journal (feature `journal`, `Engine::with_journal`) the
+/// episode in progress is lost on restart**: see the crate docs.
+///
+/// Logging contract, with the `tracing` feature: `error` when the journal
+/// cannot be written or read, `warn` for forced host shutdowns, failed
+/// commands and device reads, `info` for episode start/end, phase changes
+/// and every command, `debug` for power readings. Without the feature
+/// nothing is logged; every failure is still published as an
+/// [`EngineEvent`].
 pub struct Engine {
     clock: Arc<dyn Clock>,
     poller: Poller,
@@ -186,18 +259,21 @@ pub struct Engine {
     policy_cfg: PolicyConfig,
     inventory: Inventory,
     seq: Sequencer,
+    #[cfg(feature = "journal")]
     journal: Option<Box<dyn Journal>>,
-    /// Journaled policy state waiting for its device to be attached.
+    /// Journaled policy state waiting for its device to be attached
+    /// (always empty without the `journal` feature).
     resumed_policies: BTreeMap<DeviceId, Policy>,
     /// The power policies changed in a way worth journaling.
     power_dirty: bool,
     power_saved_at: Option<Instant>,
     /// The last journal write error, while writes fail.
+    #[cfg(feature = "journal")]
     journal_failing: Option<String>,
     /// Events raised before anyone could subscribe (journal findings).
     pending_events: Vec<EngineEvent>,
     /// Operators' commands in flight: id → (command, where the result goes).
-    manual: BTreeMap<u64, (Command, futures_channel::oneshot::Sender<Result<()>>)>,
+    manual: BTreeMap<u64, (Command, Sender<Result<()>>)>,
     manual_next: u64,
     cfg: EngineConfig,
     events: Bus<EngineEvent>,
@@ -243,11 +319,13 @@ impl Engine {
             policy_cfg: policy,
             seq: Sequencer::new(sequencer, inventory.clone()),
             inventory,
+            #[cfg(feature = "journal")]
             journal: None,
             resumed_policies: BTreeMap::new(),
             power_dirty: false,
             power_saved_at: None,
             pending_events: Vec::new(),
+            #[cfg(feature = "journal")]
             journal_failing: None,
             manual: BTreeMap::new(),
             manual_next: MANUAL_BASE,
@@ -281,9 +359,13 @@ impl Engine {
     /// reported as [`JournalReport::SetAside`]; the engine starts from the
     /// current power state.
     ///
+    /// Only with the `journal` feature: without it nothing survives a
+    /// restart.
+    ///
     /// # Errors
     /// None today; the `Result` is kept for journals that may refuse to
     /// attach.
+    #[cfg(feature = "journal")]
     pub fn with_journal(mut self, mut journal: Box<dyn Journal>) -> Result<Self> {
         let now_anchor = self.clock.anchor();
         let at = now_anchor.instant;
@@ -291,7 +373,8 @@ impl Engine {
             Ok(None) => {}
             Ok(Some(doc)) => match self.take_up(&doc, &now_anchor) {
                 Ok(report) => {
-                    tracing::info!(?report, "journal taken up");
+                    logging::info!(?report, "journal taken up");
+                    #[cfg(feature = "tracing")]
                     if let JournalReport::Resumed {
                         warning: Some(w), ..
                     } = &report
@@ -310,6 +393,7 @@ impl Engine {
     }
 
     /// Reads a journal document and takes up its state.
+    #[cfg(feature = "journal")]
     fn take_up(
         &mut self,
         doc: &str,
@@ -390,15 +474,18 @@ impl Engine {
         })
     }
 
+    #[cfg(feature = "journal")]
     fn set_aside(&mut self, journal: &mut dyn Journal, at: Instant, error: String) {
-        let kept_at = match journal.set_aside() {
-            Ok(k) => k,
+        let (kept_at, error) = match journal.set_aside() {
+            Ok(k) => (k, error),
             Err(e) => {
-                tracing::error!(error = %e, "cannot set the unreadable journal aside; the next save replaces it");
-                None
+                logging::error!(error = %e, "cannot set the unreadable journal aside; the next save replaces it");
+                let error =
+                    format!("{error}; cannot set it aside ({e}): the next save replaces it");
+                (None, error)
             }
         };
-        tracing::error!(%error, kept_at = ?kept_at, "journal unreadable: set aside, starting from the current power state");
+        logging::error!(%error, kept_at = ?kept_at, "journal unreadable: set aside, starting from the current power state");
         self.pending_events.push(EngineEvent::Journal {
             at,
             report: JournalReport::SetAside { error, kept_at },
@@ -579,7 +666,7 @@ impl Engine {
         if !self.seq.abort(now, reason) {
             return Err(Error::invalid_state("no episode is in progress"));
         }
-        tracing::warn!(%reason, "episode aborted by the operator");
+        logging::warn!(%reason, "episode aborted by the operator");
         self.save();
         self.flush_audit();
         Ok(())
@@ -613,13 +700,13 @@ impl Engine {
     }
 
     fn submit(&mut self, cmd: Command) -> ManualResult {
-        let (tx, rx) = futures_channel::oneshot::channel();
+        let (tx, rx) = bounded(1);
         let id = self.manual_next;
         self.manual_next += 1;
-        tracing::info!(?cmd, "operator's command");
+        logging::info!(?cmd, "operator's command");
         self.manual.insert(id, (cmd.clone(), tx));
         self.launch(Issued { id, cmd });
-        rx
+        ManualResult(rx)
     }
 
     /// Subscribes to tables, power verdicts and audit lines.
@@ -719,23 +806,32 @@ impl Engine {
             .unwrap_or(end)
             .max(now);
             let clock = self.clock.clone();
-            let sleep = clock.sleep_until(wake).fuse();
-            futures_util::pin_mut!(sleep);
-            futures_util::select_biased! {
-                r = self.inflight.select_next_some() => {
-                    // A result may unblock the next step at once. Every
-                    // other result already in is taken with it, so that a
-                    // burst of answers costs one step and one journal
-                    // write, not one each (a step walks the episode's VMs:
-                    // per answer that is quadratic in the estate).
-                    self.complete(r.0, r.1);
-                    while let Some(Some(r)) = self.inflight.next().now_or_never() {
-                        self.complete(r.0, r.1);
+            let mut sleep = pin!(clock.sleep_until(wake));
+            let inflight = &mut self.inflight;
+            // Biased: a command's result is taken before the timer, so a
+            // result that arrives with the wake-up is never left for the
+            // next turn (an empty set is skipped: it has nothing to give).
+            let first = std::future::poll_fn(|cx| {
+                if !inflight.is_empty() {
+                    if let Poll::Ready(Some(r)) = inflight.poll_next_unpin(cx) {
+                        return Poll::Ready(Some(r));
                     }
-                    self.save();
-                    self.flush_audit();
                 }
-                () = sleep => {}
+                sleep.as_mut().poll(cx).map(|()| None)
+            })
+            .await;
+            if let Some(r) = first {
+                // A result may unblock the next step at once. Every
+                // other result already in is taken with it, so that a
+                // burst of answers costs one step and one journal
+                // write, not one each (a step walks the episode's VMs:
+                // per answer that is quadratic in the estate).
+                self.complete(r.0, r.1);
+                while let Some(Some(r)) = self.inflight.next().now_or_never() {
+                    self.complete(r.0, r.1);
+                }
+                self.save();
+                self.flush_audit();
             }
         }
     }
@@ -831,7 +927,7 @@ impl Engine {
                 continue;
             };
             let v = p.observe(now, status.as_ref());
-            tracing::debug!(device = %id, on_battery = v.on_battery, trigger = ?v.trigger, "power");
+            logging::debug!(device = %id, on_battery = v.on_battery, trigger = ?v.trigger, "power");
             let changed = self.verdicts.get(&id).is_none_or(|old| {
                 old.on_battery != v.on_battery
                     || old.trigger != v.trigger
@@ -866,7 +962,7 @@ impl Engine {
         if self.device_errors.get(id) == Some(&error) {
             return;
         }
-        tracing::warn!(device = %id, %error, "device read failed");
+        logging::warn!(device = %id, %error, "device read failed");
         self.device_errors.insert(id.clone(), error.clone());
         self.events.publish(EngineEvent::DeviceError {
             at: now,
@@ -954,6 +1050,7 @@ impl Engine {
         let now = self.clock.now();
         if let Some((cmd, tx)) = self.manual.remove(&id) {
             let error = r.as_ref().err().map(ToString::to_string);
+            #[cfg(feature = "tracing")]
             match &error {
                 Some(e) => tracing::warn!(?cmd, error = %e, "operator's command failed"),
                 None => tracing::info!(?cmd, "operator's command done"),
@@ -963,97 +1060,125 @@ impl Engine {
                 cmd,
                 error,
             });
-            let _ = tx.send(r);
+            // The caller may have stopped waiting: nothing to do then.
+            let _ = tx.try_send(r);
             return;
         }
         self.seq.complete(now, id, r);
     }
 
+    /// Journals the episode and power state if they changed (a no-op
+    /// without the `journal` feature, which only clears the dirty marks).
     fn save(&mut self) {
         let seq_dirty = self.seq.take_dirty();
         if !seq_dirty && !self.power_dirty {
             return;
         }
         self.power_dirty = false;
-        let saved = self.clock.anchor();
-        self.power_saved_at = Some(saved.instant);
-        if let Some(j) = self.journal.as_mut() {
-            let doc = JournalDocOut {
-                format: 2,
-                saved,
-                sequencer: &self.seq,
-                policies: &self.policies,
-            };
-            match serde_json::to_string(&doc) {
-                Ok(doc) => match j.save(&doc) {
-                    // Said once per distinct error, not on every step of
-                    // an outage (a full disk would flood the log).
-                    Err(e) => {
-                        let error = e.to_string();
-                        if self.journal_failing.as_ref() != Some(&error) {
-                            tracing::error!(%error, "cannot write the journal; a restart now would lose track of this episode");
-                            self.events.publish(EngineEvent::Journal {
-                                at: self.clock.now(),
-                                report: JournalReport::WriteFailed {
-                                    error: error.clone(),
-                                },
-                            });
-                            self.journal_failing = Some(error);
-                        }
-                    }
-                    Ok(()) => {
-                        if self.journal_failing.take().is_some() {
-                            tracing::info!("journal writes succeed again");
-                            self.events.publish(EngineEvent::Journal {
-                                at: self.clock.now(),
-                                report: JournalReport::WritesResumed,
-                            });
-                        }
-                    }
-                },
-                Err(e) => tracing::error!(error = %e, "cannot serialise the sequencer"),
+        #[cfg(feature = "journal")]
+        if self.journal.is_some() {
+            // The anchor (wall and boot clocks) is read only for a journal.
+            let saved = self.clock.anchor();
+            self.power_saved_at = Some(saved.instant);
+            self.write_journal(saved);
+            return;
+        }
+        self.power_saved_at = Some(self.clock.now());
+    }
+
+    #[cfg(feature = "journal")]
+    fn write_journal(&mut self, saved: TimeAnchor) {
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        let doc = JournalDocOut {
+            format: 2,
+            saved,
+            sequencer: &self.seq,
+            policies: &self.policies,
+        };
+        let written = serde_json::to_string(&doc)
+            .map_err(|e| format!("cannot serialise the state: {e}"))
+            .and_then(|doc| j.save(&doc).map_err(|e| e.to_string()));
+        match written {
+            // Said once per distinct error, not on every step of an outage
+            // (a full disk would flood the log).
+            Err(error) => {
+                if self.journal_failing.as_ref() != Some(&error) {
+                    logging::error!(%error, "cannot write the journal; a restart now would lose track of this episode");
+                    self.events.publish(EngineEvent::Journal {
+                        at: self.clock.now(),
+                        report: JournalReport::WriteFailed {
+                            error: error.clone(),
+                        },
+                    });
+                    self.journal_failing = Some(error);
+                }
+            }
+            Ok(()) => {
+                if self.journal_failing.take().is_some() {
+                    logging::info!("journal writes succeed again");
+                    self.events.publish(EngineEvent::Journal {
+                        at: self.clock.now(),
+                        report: JournalReport::WritesResumed,
+                    });
+                }
             }
         }
     }
 
     fn flush_audit(&mut self) {
         for a in self.seq.take_audit() {
-            match &a.what {
-                crate::sequencer::Audit::ForcedHostShutdown { host, reason } => {
-                    tracing::warn!(episode = a.episode, %host, %reason, "forced host shutdown")
-                }
-                crate::sequencer::Audit::ForcedPowerCut { host, reason } => {
-                    tracing::warn!(episode = a.episode, %host, %reason, "power cut under a host that still answers")
-                }
-                crate::sequencer::Audit::Completed {
-                    error: Some(e),
-                    cmd,
-                    ..
-                } => {
-                    tracing::warn!(episode = a.episode, ?cmd, error = %e, "command failed")
-                }
-                other => tracing::info!(episode = a.episode, what = ?other, "audit"),
-            }
+            #[cfg(feature = "tracing")]
+            log_audit(&a);
             self.events.publish(EngineEvent::Audit(a));
         }
     }
 }
 
+#[cfg(feature = "tracing")]
+fn log_audit(a: &AuditEntry) {
+    use crate::sequencer::Audit;
+    match &a.what {
+        Audit::ForcedHostShutdown { host, reason } => {
+            tracing::warn!(episode = a.episode, %host, %reason, "forced host shutdown")
+        }
+        Audit::ForcedPowerCut { host, reason } => {
+            tracing::warn!(episode = a.episode, %host, %reason, "power cut under a host that still answers")
+        }
+        Audit::Completed {
+            error: Some(e),
+            cmd,
+            ..
+        } => {
+            tracing::warn!(episode = a.episode, ?cmd, error = %e, "command failed")
+        }
+        other => tracing::info!(episode = a.episode, what = ?other, "audit"),
+    }
+}
+
 /// Polls `fut` to completion while also collecting finished commands.
-async fn drive<F: std::future::Future>(
+///
+/// Biased toward `fut`: it is polled first, and again after each collected
+/// result, so collecting never delays it.
+async fn drive<F: Future>(
     fut: F,
     inflight: &mut FuturesUnordered<BoxFuture<'static, Done>>,
     done: &mut Vec<Done>,
 ) -> F::Output {
-    let fut = fut.fuse();
-    futures_util::pin_mut!(fut);
-    loop {
-        if inflight.is_empty() {
-            return fut.await;
+    let mut fut = pin!(fut);
+    std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(v);
+            }
+            match inflight.poll_next_unpin(cx) {
+                Poll::Ready(Some(d)) => done.push(d),
+                // Empty (`Ready(None)`) or nothing finished yet: `fut`'s
+                // waker and the set's are registered.
+                _ => return Poll::Pending,
+            }
         }
-        futures_util::select_biased! {
-            v = fut => return v,
-            d = inflight.select_next_some() => done.push(d),
-        }
-    }
+    })
+    .await
 }

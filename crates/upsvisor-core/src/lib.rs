@@ -25,13 +25,44 @@
 //!
 //! The modules are private: the re-export list below is the whole public
 //! surface, so internals can move without breaking anyone.
+//!
+//! # Restart safety needs the `journal` feature
+//!
+//! **With default features nothing survives a restart.** The episode in
+//! progress (which VMs and hosts this controller shut down, and so which
+//! to start again when mains returns; which commands were already sent;
+//! the outage timers) lives in memory only, and a controller that
+//! restarts mid-outage starts from the current power state, having
+//! forgotten whom to wake. Turn on the `journal` feature and attach a
+//! journal (`Engine::with_journal(Box::new(FileJournal::new(path)))`) in
+//! any build that protects real equipment. The default leaves it off only
+//! so that the crate a firmware links stays at 12 crates
+//! (`tests/dependency_budget.rs`); `upsvisord` and the `upsvisor` facade
+//! turn it on.
+//!
+//! # Features
+//!
+//! All off by default; the default tree is 12 crates, 22 with all three.
+//!
+//! - `journal`: `Engine::with_journal`, the `Journal` trait and its
+//!   `FileJournal` and `MemJournal` stores (the state is JSON, through
+//!   serde_json), and `VmTable::to_json`. Implies `serde`.
+//! - `serde`: `Serialize` and `Deserialize` on the model, events, plan and
+//!   config types, and on the trait crate's (its `serde` feature).
+//! - `tracing`: the engine's log lines, per its logging contract (see
+//!   [`Engine`]), through `tracing`; and the trait crate's. Without it no
+//!   log line is compiled in: failures still reach subscribers as events
+//!   ([`EngineEvent::DeviceError`], [`EngineEvent::Audit`],
+//!   [`EngineEvent::Journal`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod bus;
 mod clock;
 mod engine;
+#[cfg(feature = "journal")]
 mod journal;
+mod logging;
 mod merge;
 mod model;
 mod policy;
@@ -54,7 +85,8 @@ pub use clock::{
     BootTime, Clock, Elapsed, Instant, SimClock, Stalled, SystemClock, TimeAnchor, TimeBasis,
     with_deadline,
 };
-pub use engine::{Engine, EngineConfig, EngineEvent, JournalReport, ManualResult};
+pub use engine::{Canceled, Engine, EngineConfig, EngineEvent, JournalReport, ManualResult};
+#[cfg(feature = "journal")]
 pub use journal::{FileJournal, Journal, MemJournal};
 pub use merge::{Event, HostOutcome, merge};
 pub use model::{

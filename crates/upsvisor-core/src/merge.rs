@@ -22,8 +22,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-
 use crate::clock::Instant;
 use crate::model::{
     Freshness, HostId, HostInventory, HostRecord, PowerState, VmId, VmInfo, VmTable,
@@ -40,8 +38,9 @@ pub enum HostOutcome {
 }
 
 /// A change between two tables.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "event")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "event"))]
 #[non_exhaustive]
 pub enum Event {
     /// A VM not in the previous table.

@@ -2,13 +2,11 @@
 //! The types a transport returns (ids, [`VmInfo`], [`HostInventory`]) are
 //! in `upsvisor-traits` and re-exported here.
 //!
-//! Everything here serialises to stable JSON (snake_case field and variant
-//! names, absent optional values left out). The JSON of [`VmTable`] is what
-//! goes to a management terminal.
+//! With the `serde` feature everything here serialises to stable JSON
+//! (snake_case field and variant names, absent optional values left out).
+//! The JSON of [`VmTable`] is what goes to a management terminal.
 
 use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
 
 pub use upsvisor_traits::{
     DeviceId, HostId, HostInfo, HostInventory, OutletId, PowerState, ToolsState, VmId, VmInfo,
@@ -18,8 +16,9 @@ use crate::clock::Instant;
 use crate::{Error, ErrorKind};
 
 /// How the engine talks to a host.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum TransportKind {
     /// vSphere Web Services (vim25 SOAP), ESXi or through vCenter.
@@ -44,7 +43,8 @@ pub enum TransportKind {
 }
 
 /// One entry of the host list the power supply holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct HostEntry {
     /// The host's id.
@@ -55,16 +55,22 @@ pub struct HostEntry {
     pub transport: TransportKind,
     /// Name of the credentials entry to use; the secret itself never lives
     /// in the model.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub credentials: Option<String>,
     /// How many of the host's feeds must be healthy for it to be safe
     /// (NUT's MINSUPPLIES). Defaults to 1.
-    #[serde(default = "one")]
+    #[cfg_attr(feature = "serde", serde(default = "one"))]
     pub min_supplies: u32,
     /// The host can be powered on out of band ([`crate::HostOp::PowerOn`]:
     /// Wake-on-LAN, IPMI, Redfish): restore then powers it on when this
     /// episode shut it down or cut its power and it does not answer.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "std::ops::Not::not")
+    )]
     pub power_on: bool,
     /// Hosts this one shuts down after: storage after the hypervisors
     /// that use it. Its shutdown waits until each of them is seen down,
@@ -75,10 +81,14 @@ pub struct HostEntry {
     /// regardless. Hosts outside the episode, and this controller's own
     /// host (always last), are not waited for. No cycles
     /// ([`Inventory::validate`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
     pub after: Vec<HostId>,
 }
 
+#[cfg(feature = "serde")]
 fn one() -> u32 {
     1
 }
@@ -128,8 +138,9 @@ impl HostEntry {
 }
 
 /// A kind of power supply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum SupplyKind {
     /// Uninterruptible power supply.
@@ -142,24 +153,35 @@ pub enum SupplyKind {
 }
 
 /// Supply settings of an outlet: the power management data of the design.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct SupplySettings {
     /// What feeds the outlet.
     pub kind: SupplyKind,
     /// Nominal input voltage (V).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub input_voltage: Option<f32>,
     /// Nominal output voltage (V).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub output_voltage: Option<f32>,
     /// Nominal frequency (Hz).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub frequency: Option<f32>,
 }
 
 /// An outlet and the hosts it feeds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Outlet {
     /// Outlet id on its device (NUT outlet number, PDU outlet index, or
@@ -170,7 +192,7 @@ pub struct Outlet {
     /// Hosts it feeds.
     pub hosts: Vec<HostId>,
     /// Supply settings.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub supply: SupplySettings,
 }
 
@@ -191,13 +213,14 @@ impl Outlet {
 }
 
 /// The host list and the power management data.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Inventory {
     /// The hosts the power supply feeds.
     pub hosts: Vec<HostEntry>,
     /// Outlets, each with the hosts it feeds.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub outlets: Vec<Outlet>,
 }
 
@@ -345,8 +368,9 @@ impl Inventory {
 }
 
 /// Whether a host's row in the table is current.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "state"))]
 pub enum Freshness {
     /// Never answered yet.
     Unknown,
@@ -364,16 +388,23 @@ pub enum Freshness {
 }
 
 /// One host's row in the VM table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct HostRecord {
     /// What the host said about itself the last time it answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub info: Option<HostInfo>,
     /// Whether the row is current.
     pub freshness: Freshness,
     /// When the host last answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub last_seen: Option<Instant>,
     /// Its VMs, as last seen.
     pub vms: BTreeMap<VmId, VmInfo>,
@@ -406,7 +437,8 @@ impl HostRecord {
 /// Invariant: a VM id appears under at most one host (see
 /// [`crate::merge()`] for how a VM reported by two hosts in one cycle is
 /// resolved).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct VmTable {
     /// Cycle number that produced this table (0 before the first).
@@ -464,6 +496,10 @@ impl VmTable {
     }
 
     /// The table as pretty JSON, as sent to a management terminal.
+    ///
+    /// Only with the `journal` feature (which brings serde_json); with
+    /// `serde` alone, serialise the table with an encoder of your choice.
+    #[cfg(feature = "journal")]
     pub fn to_json(&self) -> String {
         // Serialising plain maps, strings and numbers cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
@@ -474,6 +510,7 @@ impl VmTable {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "serde")]
     #[test]
     fn table_json_is_stable() {
         let mut t = VmTable::with_hosts([&HostId::from("esx1")]);

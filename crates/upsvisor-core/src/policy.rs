@@ -9,16 +9,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::clock::Instant;
 use crate::model::{DeviceId, HostId, Inventory};
 use crate::{PowerSource, PowerStatus};
 
 /// What to do when a device has not been heard from past the dead time and
 /// was last seen on battery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum LostContactOnBattery {
     /// Treat the device as critical: start the shutdown (NUT's behaviour).
     Critical,
@@ -28,37 +27,46 @@ pub enum LostContactOnBattery {
 
 /// Policy settings. Every trigger is optional; any one that fires starts an
 /// episode.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Start from `Default` and change what differs with the setters:
+///
+/// ```
+/// use std::time::Duration;
+/// let mut c = upsvisor_core::PolicyConfig::default();
+/// c.on_battery_for(Some(Duration::from_secs(120))).on_fsd(true);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct PolicyConfig {
     /// The outage has lasted this long and the device is on battery now.
     /// The outage counts from the first on-battery reading since mains was
     /// last *stable* (`stable_for`), so mains that flickers (short returns
     /// that never become stable) does not restart it.
-    pub on_battery_for: Option<Duration>,
+    pub(crate) on_battery_for: Option<Duration>,
     /// Runtime below this many seconds while on battery.
-    pub runtime_below_s: Option<u32>,
+    pub(crate) runtime_below_s: Option<u32>,
     /// Charge below this percentage while on battery.
-    pub charge_below_pct: Option<f32>,
+    pub(crate) charge_below_pct: Option<f32>,
     /// The device's low-battery flag while on battery.
-    pub on_low_battery: bool,
+    pub(crate) on_low_battery: bool,
     /// The device's forced-shutdown flag.
-    pub on_fsd: bool,
+    pub(crate) on_fsd: bool,
     /// On-battery readings shorter than this are blips and ignored.
-    pub debounce: Duration,
+    pub(crate) debounce: Duration,
     /// Mains must be back this long before the policy calls it stable.
-    pub stable_for: Duration,
+    pub(crate) stable_for: Duration,
     /// ... and the charge at least this high.
-    pub restore_min_charge_pct: f32,
+    pub(crate) restore_min_charge_pct: f32,
     /// Whether a device that reports no charge at all (Q1 serial UPSes,
     /// most PDUs) passes the charge gate. Off by default: unknown is not
     /// enough to carry another shutdown.
-    #[serde(default)]
-    pub restore_without_charge: bool,
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub(crate) restore_without_charge: bool,
     /// A device not heard from for this long has lost contact.
-    pub dead_time: Duration,
+    pub(crate) dead_time: Duration,
     /// What lost contact means when the device was last seen on battery.
-    pub lost_contact_on_battery: LostContactOnBattery,
+    pub(crate) lost_contact_on_battery: LostContactOnBattery,
 }
 
 impl Default for PolicyConfig {
@@ -81,55 +89,110 @@ impl Default for PolicyConfig {
 
 impl PolicyConfig {
     /// Sets the on-battery-for trigger.
-    pub fn on_battery_for(mut self, d: Option<Duration>) -> Self {
+    ///
+    /// The outage has lasted this long and the device is on battery now.
+    /// The outage counts from the first on-battery reading since mains was
+    /// last *stable* (`stable_for`), so mains that flickers (short returns
+    /// that never become stable) does not restart it.
+    ///
+    /// Default: `None`.
+    pub fn on_battery_for(&mut self, d: Option<Duration>) -> &mut Self {
         self.on_battery_for = d;
         self
     }
     /// Sets the runtime trigger.
-    pub fn runtime_below_s(mut self, s: Option<u32>) -> Self {
+    ///
+    /// Runtime below this many seconds while on battery.
+    ///
+    /// Default: `Some(300)`.
+    pub fn runtime_below_s(&mut self, s: Option<u32>) -> &mut Self {
         self.runtime_below_s = s;
         self
     }
     /// Sets the charge trigger.
-    pub fn charge_below_pct(mut self, p: Option<f32>) -> Self {
+    ///
+    /// Charge below this percentage while on battery.
+    ///
+    /// Default: `None`.
+    pub fn charge_below_pct(&mut self, p: Option<f32>) -> &mut Self {
         self.charge_below_pct = p;
         self
     }
+    /// Sets whether the device's low-battery flag (`LB`) while on battery
+    /// starts an episode.
+    ///
+    /// Default: `true`.
+    pub fn on_low_battery(&mut self, yes: bool) -> &mut Self {
+        self.on_low_battery = yes;
+        self
+    }
+    /// Sets whether the device's forced-shutdown flag (`FSD`) starts an
+    /// episode.
+    ///
+    /// Default: `true`.
+    pub fn on_fsd(&mut self, yes: bool) -> &mut Self {
+        self.on_fsd = yes;
+        self
+    }
     /// Sets the debounce.
-    pub fn debounce(mut self, d: Duration) -> Self {
+    ///
+    /// On-battery readings shorter than this are blips and ignored.
+    ///
+    /// Default: `Duration::from_secs(5)`.
+    pub fn debounce(&mut self, d: Duration) -> &mut Self {
         self.debounce = d;
         self
     }
     /// Sets how long mains must be back.
-    pub fn stable_for(mut self, d: Duration) -> Self {
+    ///
+    /// Mains must be back this long before the policy calls it stable.
+    ///
+    /// Default: `Duration::from_secs(60)`.
+    pub fn stable_for(&mut self, d: Duration) -> &mut Self {
         self.stable_for = d;
         self
     }
     /// Sets the charge needed to restore.
-    pub fn restore_min_charge_pct(mut self, p: f32) -> Self {
+    ///
+    /// ... and the charge at least this high.
+    ///
+    /// Default: `30.0`.
+    pub fn restore_min_charge_pct(&mut self, p: f32) -> &mut Self {
         self.restore_min_charge_pct = p;
         self
     }
     /// Sets whether a device without a charge reading passes the gate.
-    pub fn restore_without_charge(mut self, yes: bool) -> Self {
+    ///
+    /// Whether a device that reports no charge at all (Q1 serial UPSes,
+    /// most PDUs) passes the charge gate. Off by default: unknown is not
+    /// enough to carry another shutdown.
+    pub fn restore_without_charge(&mut self, yes: bool) -> &mut Self {
         self.restore_without_charge = yes;
         self
     }
     /// Sets the dead time.
-    pub fn dead_time(mut self, d: Duration) -> Self {
+    ///
+    /// A device not heard from for this long has lost contact.
+    ///
+    /// Default: `Duration::from_secs(30)`.
+    pub fn dead_time(&mut self, d: Duration) -> &mut Self {
         self.dead_time = d;
         self
     }
-    /// Sets what lost contact on battery means.
-    pub fn lost_contact_on_battery(mut self, a: LostContactOnBattery) -> Self {
+    /// Sets what lost contact on battery means: what a device not heard
+    /// from for [`PolicyConfig::dead_time`], last seen on battery, counts as.
+    ///
+    /// Default: [`LostContactOnBattery::Critical`].
+    pub fn lost_contact_on_battery(&mut self, a: LostContactOnBattery) -> &mut Self {
         self.lost_contact_on_battery = a;
         self
     }
 }
 
 /// Why a shutdown was triggered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "trigger")]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "trigger"))]
 #[non_exhaustive]
 pub enum Trigger {
     /// On battery for longer than allowed.
@@ -159,8 +222,9 @@ pub enum Trigger {
 }
 
 /// An alert that needs a human but no action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "alert")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "alert"))]
 #[non_exhaustive]
 pub enum Alert {
     /// No word from the device past the dead time; last seen on line.
@@ -180,7 +244,8 @@ pub enum Alert {
 }
 
 /// The policy's judgement after an observation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Verdict {
     /// On battery, debounced.
@@ -193,7 +258,7 @@ pub struct Verdict {
     /// Mains back for `stable_for`, whatever the battery: the outage is
     /// over (the trigger latch clears), though restore may still be held by
     /// the charge gate.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub mains_back: bool,
     /// Alerts.
     pub alerts: Vec<Alert>,
@@ -213,9 +278,10 @@ impl Verdict {
 /// Serialises its state only (the engine journals it so that a restart
 /// keeps the outage's start, the last reading and when it was heard); the
 /// configuration is the one in force, given again by [`Policy::resume_with`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Policy {
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     config: PolicyConfig,
     last_heard: Option<Instant>,
     last: Option<PowerStatus>,
@@ -224,10 +290,10 @@ pub struct Policy {
     /// First on-line reading of the current run of them.
     ol_since: Option<Instant>,
     /// First on-battery reading since mains was last stable: the outage.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     outage_since: Option<Instant>,
     /// First reading of the current run of "source unknown" ones.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     unknown_since: Option<Instant>,
     trigger: Option<Trigger>,
     created: Instant,
@@ -473,7 +539,8 @@ mod tests {
         let ol = || Some(st("OL CHRG", Some(100.0), Some(1200)));
         let ob = |rt| Some(st("OB DISCHRG", Some(80.0), Some(rt)));
         let oblb = || Some(st("OB LB", Some(8.0), Some(90)));
-        let cfg = PolicyConfig::default().on_battery_for(Some(Duration::from_secs(120)));
+        let mut cfg = PolicyConfig::default();
+        cfg.on_battery_for(Some(Duration::from_secs(120)));
         struct Case {
             name: &'static str,
             script: Vec<(u64, Option<PowerStatus>)>,
@@ -634,7 +701,8 @@ mod tests {
 
     #[test]
     fn lost_contact_setting_is_explicit() {
-        let cfg = PolicyConfig::default().lost_contact_on_battery(LostContactOnBattery::AlertOnly);
+        let mut cfg = PolicyConfig::default();
+        cfg.lost_contact_on_battery(LostContactOnBattery::AlertOnly);
         let ob = st("OB", Some(80.0), Some(900));
         let v = run(cfg, &[(0, Some(ob.clone())), (6, Some(ob)), (40, None)]);
         let last = v.last().unwrap();
@@ -650,7 +718,8 @@ mod tests {
             Some(s)
         };
         let ob = Some(st("OB DISCHRG", Some(80.0), Some(900)));
-        let cfg = PolicyConfig::default().on_battery_for(Some(Duration::from_secs(120)));
+        let mut cfg = PolicyConfig::default();
+        cfg.on_battery_for(Some(Duration::from_secs(120)));
         // Unknown alone: no outage, an alert.
         let v = run(cfg.clone(), &[(0, unknown()), (300, unknown())]);
         let last = v.last().unwrap();
@@ -688,10 +757,9 @@ mod tests {
             !v[1].mains_stable,
             "no charge reading: not enough to restore"
         );
-        let v = run(
-            PolicyConfig::default().restore_without_charge(true),
-            &[(0, Some(ol.clone())), (100, Some(ol))],
-        );
+        let mut cfg = PolicyConfig::default();
+        cfg.restore_without_charge(true);
+        let v = run(cfg, &[(0, Some(ol.clone())), (100, Some(ol))]);
         assert!(v[1].mains_stable, "configured to pass without a charge");
     }
 

@@ -14,27 +14,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tracing::Instrument;
 
 use crate::Error;
 use crate::HostTransport;
 use crate::bus::{Bus, Subscription, Update};
 use crate::clock::{Clock, with_deadline};
-use crate::merge::{Event, HostOutcome, merge};
+use crate::logging;
+use crate::merge::{HostOutcome, merge};
 use crate::model::{HostId, VmTable};
 
-/// Poller settings.
+/// Poller settings: `Default`, then the setters for what differs.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut c = upsvisor_core::PollerConfig::default();
+/// c.period(Duration::from_secs(30)).max_concurrency(16);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PollerConfig {
     /// Cycle period on mains (the design's `t`).
-    pub period: Duration,
+    pub(crate) period: Duration,
     /// Cycle period while on battery.
-    pub on_battery_period: Duration,
+    pub(crate) on_battery_period: Duration,
     /// Deadline for one host's whole inventory.
-    pub host_deadline: Duration,
+    pub(crate) host_deadline: Duration,
     /// Hosts polled at once.
-    pub max_concurrency: usize,
+    pub(crate) max_concurrency: usize,
 }
 
 impl Default for PollerConfig {
@@ -50,22 +56,36 @@ impl Default for PollerConfig {
 
 impl PollerConfig {
     /// Sets the cycle period on mains.
-    pub fn period(mut self, d: Duration) -> Self {
+    ///
+    /// Cycle period on mains (the design's `t`).
+    ///
+    /// Default: `Duration::from_secs(60)`.
+    pub fn period(&mut self, d: Duration) -> &mut Self {
         self.period = d;
         self
     }
     /// Sets the cycle period on battery.
-    pub fn on_battery_period(mut self, d: Duration) -> Self {
+    ///
+    /// Cycle period while on battery.
+    ///
+    /// Default: `Duration::from_secs(10)`.
+    pub fn on_battery_period(&mut self, d: Duration) -> &mut Self {
         self.on_battery_period = d;
         self
     }
     /// Sets the per-host deadline.
-    pub fn host_deadline(mut self, d: Duration) -> Self {
+    ///
+    /// Deadline for one host's whole inventory.
+    ///
+    /// Default: `Duration::from_secs(30)`.
+    pub fn host_deadline(&mut self, d: Duration) -> &mut Self {
         self.host_deadline = d;
         self
     }
     /// Sets how many hosts are polled at once (at least 1).
-    pub fn max_concurrency(mut self, n: usize) -> Self {
+    ///
+    /// Default: 256.
+    pub fn max_concurrency(&mut self, n: usize) -> &mut Self {
         self.max_concurrency = n.max(1);
         self
     }
@@ -153,17 +173,22 @@ impl Poller {
 
     /// Runs one cycle: polls every host, merges, publishes, returns the update.
     pub async fn poll_once(&mut self) -> Arc<Update> {
-        let cycle = self.table.cycle + 1;
-        let span = tracing::debug_span!("cycle", n = cycle, hosts = self.hosts.len());
-        let started = self.clock.now();
-        let outcomes = collect_outcomes(&*self.clock, &self.config, &self.hosts)
-            .instrument(span.clone())
-            .await;
+        let collect = collect_outcomes(&*self.clock, &self.config, &self.hosts);
+        #[cfg(feature = "tracing")]
+        let (span, started) = (
+            tracing::debug_span!("cycle", n = self.table.cycle + 1, hosts = self.hosts.len()),
+            self.clock.now(),
+        );
+        #[cfg(feature = "tracing")]
+        let collect = tracing::Instrument::instrument(collect, span.clone());
+        let outcomes = collect.await;
         let now = self.clock.now();
         let (table, events) = merge(&self.table, outcomes, now);
+        #[cfg(feature = "tracing")]
         let _g = span.enter();
+        #[cfg(feature = "tracing")]
         log_events(&events);
-        tracing::debug!(
+        logging::debug!(
             vms = table.vm_count(),
             events = events.len(),
             took_ms = (now - started).as_millis() as u64,
@@ -179,17 +204,19 @@ impl Poller {
     }
 }
 
-fn log_events(events: &[Event]) {
+#[cfg(feature = "tracing")]
+fn log_events(events: &[crate::merge::Event]) {
+    use crate::merge::Event;
     for e in events {
         match e {
             Event::HostUnreachable { host, kind, error } => {
-                tracing::info!(%host, ?kind, %error, "host unreachable; keeping its last VMs as stale")
+                logging::info!(%host, ?kind, %error, "host unreachable; keeping its last VMs as stale")
             }
-            Event::HostRecovered { host, .. } => tracing::info!(%host, "host recovered"),
+            Event::HostRecovered { host, .. } => logging::info!(%host, "host recovered"),
             Event::VmMigrated { vm, name, from, to } => {
-                tracing::info!(%vm, %name, %from, %to, "VM migrated")
+                logging::info!(%vm, %name, %from, %to, "VM migrated")
             }
-            _ => tracing::trace!(?e, "change"),
+            _ => logging::trace!(?e, "change"),
         }
     }
 }
@@ -200,8 +227,7 @@ async fn collect_outcomes(
     hosts: &[(HostId, Arc<dyn HostTransport>)],
 ) -> Vec<(HostId, HostOutcome)> {
     futures_util::stream::iter(hosts.iter().map(|(id, t)| {
-        let span = tracing::trace_span!("host", host = %id);
-        async move {
+        let poll = async move {
             let deadline = clock.now() + config.host_deadline;
             let r = with_deadline(clock, deadline, t.inventory()).await;
             let outcome = match r {
@@ -212,10 +238,12 @@ async fn collect_outcomes(
                     config.host_deadline,
                 )),
             };
-            tracing::trace!(ok = matches!(outcome, HostOutcome::Answered(_)), "polled");
+            logging::trace!(ok = matches!(outcome, HostOutcome::Answered(_)), "polled");
             (id.clone(), outcome)
-        }
-        .instrument(span)
+        };
+        #[cfg(feature = "tracing")]
+        let poll = tracing::Instrument::instrument(poll, tracing::trace_span!("host", host = %id));
+        poll
     }))
     .buffer_unordered(config.max_concurrency.max(1))
     .collect()

@@ -83,7 +83,8 @@ fn ops(cmds: &[upsvisor_core::Issued]) -> Vec<String> {
 
 #[test]
 fn guest_shutdown_then_power_off_then_host_then_ups() {
-    let cfg = SequencerConfig::default().force_host_after(None);
+    let mut cfg = SequencerConfig::default();
+    cfg.force_host_after(None);
     let mut s = Sequencer::new(cfg, inventory(&["h1"]));
     let t0 = table(
         &VmTable::default(),
@@ -201,8 +202,8 @@ fn guest_shutdown_then_power_off_then_host_then_ups() {
 
 #[test]
 fn host_waits_for_running_vm_until_forced_deadline_and_logs_it() {
-    let cfg = SequencerConfig::default()
-        .force_host_after(Some(Duration::from_secs(300)))
+    let mut cfg = SequencerConfig::default();
+    cfg.force_host_after(Some(Duration::from_secs(300)))
         .default_action(upsvisor_core::VmAction::LeaveRunning);
     let mut s = Sequencer::new(cfg, inventory(&["h1"]));
     let t0 = table(&VmTable::default(), 1, &[("h1", vec![vm("a", ON, TOOLS)])]);
@@ -313,6 +314,8 @@ fn migrated_vm_is_followed_to_its_new_host() {
     );
 }
 
+// The journal's encoding: serde (serde_json stands in for it here).
+#[cfg(feature = "serde")]
 #[test]
 fn restart_resumes_without_resending() {
     let mut s = Sequencer::new(SequencerConfig::default(), inventory(&["h1"]));
@@ -345,22 +348,22 @@ fn restart_resumes_without_resending() {
 #[test]
 fn plan_orders_groups_and_estimates() {
     use upsvisor_core::{Matcher, VmGroup};
-    let cfg = SequencerConfig::default()
-        .group(
-            VmGroup::new(
-                "mgmt",
-                0,
-                vec![Matcher::Name("name-vc*".into())],
-                Duration::from_secs(300),
-            )
-            .management(true),
+    let mut cfg = SequencerConfig::default();
+    cfg.group(
+        VmGroup::new(
+            "mgmt",
+            0,
+            vec![Matcher::Name("name-vc*".into())],
+            Duration::from_secs(300),
         )
-        .group(VmGroup::new(
-            "web",
-            1,
-            vec![Matcher::Name("name-w*".into())],
-            Duration::from_secs(60),
-        ));
+        .management(true),
+    )
+    .group(VmGroup::new(
+        "web",
+        1,
+        vec![Matcher::Name("name-w*".into())],
+        Duration::from_secs(60),
+    ));
     let s = Sequencer::new(cfg, inventory(&["h1", "h2"]));
     let tb = table(
         &VmTable::default(),
@@ -412,8 +415,8 @@ fn failing_with_runtime(hosts: &[&str], runtime_s: u32) -> PowerView {
 /// of the 100,000-scenario run lost power this way).
 #[test]
 fn guest_timeout_is_cut_short_when_runtime_no_longer_covers_it() {
-    let cfg = SequencerConfig::default()
-        .force_host_after(None)
+    let mut cfg = SequencerConfig::default();
+    cfg.force_host_after(None)
         .host_down_wait(Duration::from_secs(60))
         .default_action(upsvisor_core::VmAction::Shutdown {
             timeout: Duration::from_secs(600),
@@ -445,8 +448,8 @@ fn guest_timeout_is_cut_short_when_runtime_no_longer_covers_it() {
 /// not the host, would otherwise stop the VM).
 #[test]
 fn host_is_forced_and_logged_when_runtime_only_covers_its_own_shutdown() {
-    let cfg = SequencerConfig::default()
-        .force_host_after(None)
+    let mut cfg = SequencerConfig::default();
+    cfg.force_host_after(None)
         .host_down_wait(Duration::from_secs(60))
         .default_action(upsvisor_core::VmAction::LeaveRunning);
     let mut s = Sequencer::new(cfg, inventory(&["h1"]));
@@ -474,7 +477,8 @@ fn host_is_forced_and_logged_when_runtime_only_covers_its_own_shutdown() {
 /// management VM this way).
 #[test]
 fn silent_host_is_not_shut_down_and_its_vms_are_not_dropped() {
-    let cfg = SequencerConfig::default().force_host_after(None);
+    let mut cfg = SequencerConfig::default();
+    cfg.force_host_after(None);
     let mut s = Sequencer::new(cfg, inventory(&["h1", "h2"]));
     let t0 = table(
         &VmTable::default(),
@@ -491,7 +495,7 @@ fn silent_host_is_not_shut_down_and_its_vms_are_not_dropped() {
     // The controller restarts: a new process's table, in which h2 has
     // never answered (its row is stale with no VMs and no last_seen).
     s.resume_with(
-        SequencerConfig::default().force_host_after(None),
+        SequencerConfig::default().force_host_after(None).clone(),
         inventory(&["h1", "h2"]),
         t(5),
     );
@@ -546,10 +550,13 @@ fn silent_host_is_not_shut_down_and_its_vms_are_not_dropped() {
 /// puts the caller's current configuration in force (an edited final
 /// action applies), and a host removed from the inventory is dropped from
 /// the episode with a note.
+// The journal's encoding: serde (serde_json stands in for it here).
+#[cfg(feature = "serde")]
 #[test]
 fn resume_uses_the_current_config_not_the_journaled_one() {
     use upsvisor_core::FinalAction;
-    let old = SequencerConfig::default().final_action(FinalAction::ShutdownStayOff {
+    let mut old = SequencerConfig::default();
+    old.final_action(FinalAction::ShutdownStayOff {
         delay: Duration::from_secs(5),
     });
     let mut s = Sequencer::new(old, inventory(&["h1", "h2"]));
@@ -560,7 +567,8 @@ fn resume_uses_the_current_config_not_the_journaled_one() {
         "configuration is not journaled: {saved}"
     );
     let mut back: Sequencer = serde_json::from_str(&saved).unwrap();
-    let new = SequencerConfig::default().final_action(FinalAction::OutletsOff {
+    let mut new = SequencerConfig::default();
+    new.final_action(FinalAction::OutletsOff {
         delay: Duration::from_secs(0),
     });
     back.resume_with(new.clone(), inventory(&["h1"]), t(5));
@@ -611,8 +619,8 @@ fn resume_uses_the_current_config_not_the_journaled_one() {
 /// group's stage is over.
 #[test]
 fn a_vm_restarted_after_its_stage_is_stopped_again() {
-    let cfg = SequencerConfig::default()
-        .force_host_after(None)
+    let mut cfg = SequencerConfig::default();
+    cfg.force_host_after(None)
         .default_action(upsvisor_core::VmAction::PowerOff);
     let mut s = Sequencer::new(cfg, inventory(&["h1"]));
     let mut tab = table(&VmTable::default(), 1, &[("h1", vec![vm("a", ON, TOOLS)])]);
@@ -634,10 +642,10 @@ fn a_vm_restarted_after_its_stage_is_stopped_again() {
 /// nothing stays stuck in "down".
 #[test]
 fn restore_held_by_the_battery_still_answers_a_new_outage() {
-    let mut cfg = SequencerConfig::default()
-        .force_host_after(None)
+    let mut cfg = SequencerConfig::default();
+    cfg.force_host_after(None)
         .final_action(upsvisor_core::FinalAction::None);
-    cfg.shutdown_hosts = false;
+    cfg.shutdown_hosts(false);
     let mut s = Sequencer::new(cfg, inventory(&["h1"]));
     let mut tab = table(&VmTable::default(), 1, &[("h1", vec![vm("a", ON, TOOLS)])]);
     s.step(t(0), &VmTable::default(), &failing(&["h1"]));
@@ -669,8 +677,9 @@ fn restore_held_by_the_battery_still_answers_a_new_outage() {
 /// (NUT `LOGOUT`); it is attached again (`LOGIN`) when the restore is done.
 #[test]
 fn devices_are_detached_once_hosts_are_down_and_attached_after_restore() {
-    let mut cfg = SequencerConfig::default().force_host_after(None);
-    cfg.shutdown_hosts = false;
+    let mut cfg = SequencerConfig::default();
+    cfg.force_host_after(None);
+    cfg.shutdown_hosts(false);
     let mut s = Sequencer::new(cfg, inventory(&["h1"]));
     let mut tab = table(&VmTable::default(), 1, &[("h1", vec![vm("a", OFF, TOOLS)])]);
     s.step(t(0), &VmTable::default(), &failing(&["h1"]));
@@ -703,9 +712,8 @@ fn devices_are_detached_once_hosts_are_down_and_attached_after_restore() {
 #[test]
 fn capabilities_are_honoured_in_the_plan_and_the_commands() {
     use upsvisor_core::{Capabilities, HostOp};
-    let cfg = SequencerConfig::default()
-        .force_host_after(None)
-        .use_maintenance(true);
+    let mut cfg = SequencerConfig::default();
+    cfg.force_host_after(None).use_maintenance(true);
     let mut s = Sequencer::new(cfg, inventory(&["h1", "h2"]));
     // h1: no guest shutdown, no maintenance mode. h2: cannot shut down.
     s.set_capabilities(
@@ -806,7 +814,8 @@ fn a_host_after_others_waits_for_them_and_the_plan_says_so() {
     let mut inv = inventory(&["h1", "nas"]);
     inv.hosts[1] = HostEntry::new("nas", "nas", TransportKind::SshServer).with_after(["h1"]);
     inv.validate().unwrap();
-    let cfg = SequencerConfig::default().force_host_after(None);
+    let mut cfg = SequencerConfig::default();
+    cfg.force_host_after(None);
     let mut s = Sequencer::new(cfg, inv);
     let rows = |a: PowerState| vec![("h1", vec![vm("a", a, TOOLS)]), ("nas", vec![])];
     let t0 = table(&VmTable::default(), 0, &rows(ON));
@@ -914,7 +923,8 @@ fn a_shutdown_order_with_a_cycle_or_an_unknown_host_is_refused() {
 fn a_waiting_host_is_not_left_to_the_battery() {
     let mut inv = inventory(&["h1", "nas"]);
     inv.hosts[1] = HostEntry::new("nas", "nas", TransportKind::SshServer).with_after(["h1"]);
-    let cfg = SequencerConfig::default().force_host_after(None);
+    let mut cfg = SequencerConfig::default();
+    cfg.force_host_after(None);
     let mut s = Sequencer::new(cfg, inv);
     let nas_only = |prev: &VmTable, at: u64| {
         merge(

@@ -212,16 +212,19 @@ fn run(s: Settings) -> Result<(), String> {
             .collect(),
         vec![Outlet::new("ups", "main", ids.clone())],
     );
-    let poller = PollerConfig::default()
+    let mut poller = PollerConfig::default();
+    poller
         .period(s.period)
         .on_battery_period(Duration::from_secs(10))
         .host_deadline(Duration::from_secs(30));
+    let mut sequencer = SequencerConfig::default();
+    sequencer.armed(s.armed);
     let mut engine = Engine::new(
         clock.clone(),
         inventory,
         poller,
         PolicyConfig::default(),
-        SequencerConfig::default().armed(s.armed),
+        sequencer,
     )
     .map_err(|e| e.to_string())?;
     // One session for every host of the vCenter: each host's transport is

@@ -158,7 +158,8 @@ impl Demo {
                 .collect(),
             vec![Outlet::new("ups1", "main", ids.clone())],
         );
-        let sequencer = SequencerConfig::default()
+        let mut sequencer = SequencerConfig::default();
+        sequencer
             .group(
                 VmGroup::new(
                     "batch",
@@ -191,11 +192,13 @@ impl Demo {
             .final_action(FinalAction::ShutdownReturn {
                 delay: Duration::from_secs(60),
             });
-        let policy = PolicyConfig::default()
+        let mut policy = PolicyConfig::default();
+        policy
             .on_battery_for(Some(Duration::from_secs(5 * 60)))
             .runtime_below_s(Some(600))
             .stable_for(Duration::from_secs(120));
-        let poller = PollerConfig::default()
+        let mut poller = PollerConfig::default();
+        poller
             .period(Duration::from_secs(60))
             .on_battery_period(Duration::from_secs(15))
             .host_deadline(Duration::from_secs(10));

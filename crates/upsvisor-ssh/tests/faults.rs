@@ -69,7 +69,9 @@ fn libvirtd_stopped_mid_inventory_keeps_every_vm() {
     );
     let mut poller = Poller::new(
         Arc::new(SystemClock::new()),
-        PollerConfig::default().host_deadline(Duration::from_secs(60)),
+        PollerConfig::default()
+            .host_deadline(Duration::from_secs(60))
+            .clone(),
     );
     poller.add_host(HostId::from("kvm1"), t.clone());
     let first = block_on(poller.poll_once());
@@ -220,7 +222,9 @@ fn management_daemon_stopped_mid_inventory_keeps_every_vm() {
         let Some(sshd) = Sshd::start() else { return };
         let mut poller = Poller::new(
             Arc::new(SystemClock::new()),
-            PollerConfig::default().host_deadline(Duration::from_secs(60)),
+            PollerConfig::default()
+                .host_deadline(Duration::from_secs(60))
+                .clone(),
         );
         poller.add_host(
             HostId::from("h1"),

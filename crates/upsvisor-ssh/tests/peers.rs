@@ -729,7 +729,9 @@ fn the_core_poller_drives_all_four_dialects_without_a_tokio_runtime() {
     let Some(lv) = Libvirtd::start() else { return };
     let mut poller = Poller::new(
         Arc::new(SystemClock::new()),
-        PollerConfig::default().host_deadline(Duration::from_secs(30)),
+        PollerConfig::default()
+            .host_deadline(Duration::from_secs(30))
+            .clone(),
     );
     let esxi = Arc::new(transport(sshd.config(Dialect::Esxi)));
     poller.add_host(HostId::from("esx1"), esxi.clone());

@@ -17,7 +17,8 @@ use std::future::Future;
 /// when the thread cannot be started (resource limits); nothing has run
 /// then.
 ///
-/// Executor-agnostic: a std thread and a `futures` oneshot channel.
+/// Executor-agnostic: a std thread and a one-item queue that wakes the
+/// future when the answer is in, or when the thread ends without one.
 ///
 /// ```
 /// let answer = upsvisor_traits::spawn_blocking("example", || 6 * 7).unwrap();
@@ -31,13 +32,14 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    let (tx, rx) = futures_channel::oneshot::channel();
+    let (tx, mut rx) = crate::channel::bounded(1);
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let _ = tx.send(f());
+            // A panic in `f` drops `tx` unsent: the future sees `None`.
+            let _ = tx.try_send(f());
         })?;
-    Ok(async move { rx.await.ok() })
+    Ok(std::future::poll_fn(move |cx| rx.poll_recv(cx)))
 }
 
 #[cfg(test)]

@@ -14,28 +14,30 @@ use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 /// A point on a [`Clock`]'s monotonic time line, in milliseconds since the
-/// clock's origin. Serialises as that number.
+/// clock's origin. Serialises as that number (feature `serde`).
 ///
 /// A `SystemClock`'s origin is the Unix epoch as read at process start:
 /// its instants look like Unix times in milliseconds but never step with
 /// the wall clock. Instants of another process's clock are brought onto
 /// this one's line only through a journal (see [`TimeAnchor`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
 pub struct Instant(u64);
 
+#[cfg(feature = "serde")]
 thread_local! {
     /// Milliseconds added to every [`Instant`] deserialised on this thread
     /// inside [`rebased`].
     static REBASE: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
 }
 
-impl<'de> Deserialize<'de> for Instant {
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Instant {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let ms = u64::deserialize(d)?;
+        let ms = <u64 as serde::Deserialize>::deserialize(d)?;
         let by = REBASE.with(|r| r.get());
         Ok(Instant(ms.saturating_add_signed(by)))
     }
@@ -49,6 +51,7 @@ impl<'de> Deserialize<'de> for Instant {
 /// in the sequencer and the power policies. Moving them where they are read
 /// back means no field, including one added later, can be forgotten (a
 /// forgotten field is exactly the restart stall of issue 16).
+#[cfg(feature = "serde")]
 #[doc(hidden)]
 pub fn rebased<T>(by_ms: i64, f: impl FnOnce() -> T) -> T {
     struct Reset(i64);
@@ -64,22 +67,30 @@ pub fn rebased<T>(by_ms: i64, f: impl FnOnce() -> T) -> T {
 /// One instant of a clock, read together with the time outside the
 /// process at the same moment: what lets a journal written by one process
 /// be read by the next on the right time line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TimeAnchor {
     /// The clock's instant.
     pub instant: Instant,
     /// Wall-clock time (UTC), milliseconds since the Unix epoch, if known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub unix_ms: Option<u64>,
     /// Time since the machine booted, if known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub boot: Option<BootTime>,
 }
 
 /// Time since boot, from the kernel: Linux `/proc/sys/kernel/random/boot_id`
 /// and the first field of `/proc/uptime` (`CLOCK_BOOTTIME`, which counts
 /// suspend and never steps with NTP; see proc(5)).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BootTime {
     /// The kernel's boot id (a new one every boot).
     pub boot_id: String,
@@ -88,8 +99,9 @@ pub struct BootTime {
 }
 
 /// How the time between two [`TimeAnchor`]s was measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum TimeBasis {
     /// Same boot: the kernel's boot clock, immune to wall-clock steps.
     Boot,
@@ -365,9 +377,10 @@ mod anchor_tests {
         assert_eq!(old.elapsed_to(&none).1, TimeBasis::Unknown);
     }
 
+    #[cfg(feature = "serde")]
     #[test]
     fn rebased_moves_every_instant_read_inside_it_and_only_there() {
-        #[derive(Deserialize)]
+        #[derive(serde::Deserialize)]
         struct S {
             a: Instant,
             b: Option<Instant>,

@@ -123,10 +123,16 @@
 //!
 //! # Features
 //!
+//! Both off by default: the default tree is this crate and `async-trait`
+//! with its proc-macro stack, 6 crates (`tests/dependency_budget.rs`).
+//!
+//! - `serde`: `Serialize` and `Deserialize` on the model, power and error
+//!   types (stable JSON: snake_case names, absent optional values left
+//!   out). An adapter that serialises these types turns it on itself.
 //! - `tracing`: a debug event when [`fetch_each_vm`] confirms a VM gone.
-//!   Off by default.
 
 mod blocking;
+mod channel;
 mod clock;
 mod error;
 mod model;
@@ -155,5 +161,8 @@ pub use transport::{
 /// Used by `upsvisor-core` only; not part of the stable surface.
 #[doc(hidden)]
 pub mod internal {
-    pub use crate::clock::{rebased, rfc3339_utc};
+    pub use crate::channel::{Closed, Receiver, Sender, TrySendError, bounded};
+    #[cfg(feature = "serde")]
+    pub use crate::clock::rebased;
+    pub use crate::clock::rfc3339_utc;
 }

@@ -1,19 +1,18 @@
 //! The data model: host list, power management data and the VM table.
 //!
-//! Everything here serialises to stable JSON (snake_case field and variant
-//! names, absent optional values left out). The JSON of [`VmTable`] is what
-//! goes to a management terminal.
+//! With the `serde` feature everything here serialises to stable JSON
+//! (snake_case field and variant names, absent optional values left out).
+//! The JSON of `VmTable` is what goes to a management terminal.
 
 use std::fmt;
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
-
 macro_rules! id_type {
     ($(#[$m:meta])* $name:ident) => {
         $(#[$m])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(transparent)]
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+        #[cfg_attr(feature = "serde", serde(transparent))]
         pub struct $name(String);
 
         impl $name {
@@ -83,23 +82,39 @@ id_type!(
 );
 
 /// What a host says about itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct HostInfo {
     /// Product name, e.g. "VMware ESXi", "libvirt", "Proxmox VE".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub product: Option<String>,
     /// Product version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub version: Option<String>,
     /// Build number.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub build: Option<String>,
     /// Operating system (type or full name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub os: Option<String>,
     /// The host's own name for itself.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub hostname: Option<String>,
 }
 
@@ -115,8 +130,9 @@ impl HostInfo {
 }
 
 /// A VM's power state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum PowerState {
     /// Running.
     PoweredOn,
@@ -139,8 +155,9 @@ impl PowerState {
 
 /// State of the guest agent (VMware Tools, qemu-guest-agent, Hyper-V
 /// integration services).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum ToolsState {
     /// Running: guest shutdown can be requested.
     Running,
@@ -154,7 +171,8 @@ pub enum ToolsState {
 }
 
 /// What a host says about one VM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct VmInfo {
     /// Stable id.
@@ -162,24 +180,39 @@ pub struct VmInfo {
     /// Display name.
     pub name: String,
     /// IP addresses reported by the guest.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
     pub ips: Vec<IpAddr>,
     /// Power state.
     pub power: PowerState,
     /// Virtual CPUs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub vcpus: Option<u32>,
     /// Configured memory in MiB.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub memory_mib: Option<u64>,
     /// Guest OS (full name where known).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub guest_os: Option<String>,
     /// Guest tools state.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub tools: ToolsState,
     /// Tags or labels the platform reports (used by VM groups).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
     pub tags: Vec<String>,
     /// The platform's id is unique on its host only: a Proxmox VMID (every
     /// new node numbers from 100; pvesh(1) and the Proxmox VE admin guide,
@@ -190,7 +223,10 @@ pub struct VmInfo {
     /// hosts' `qemu/100` are two VMs, and the engine hands the platform its
     /// own id back ([`VmInfo::platform_id`]). Such a VM does not keep one
     /// identity across a migration (the platform gives none).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "std::ops::Not::not")
+    )]
     pub host_local: bool,
     /// The SMBIOS system UUID the guest sees (Linux:
     /// `/sys/class/dmi/id/product_uuid`), where the platform reports it:
@@ -198,7 +234,10 @@ pub struct VmInfo {
     /// unless `<sysinfo>` overrides it; libvirt "Domain XML format"),
     /// Proxmox `smbios1: uuid=`. Lets a controller running in a VM find its
     /// own (see `upsvisor_core::MachineIdentity`). Text as reported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub bios_uuid: Option<String>,
 }
 
@@ -237,7 +276,8 @@ impl VmInfo {
 }
 
 /// What one host answered in one poll.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct HostInventory {
     /// The host's own description.

@@ -4,13 +4,13 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::model::OutletId;
 
 /// A status token, named as NUT names them in `ups.status`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum StatusToken {
     /// On line (mains present).
@@ -86,8 +86,9 @@ impl fmt::Display for StatusToken {
 }
 
 /// Where the load's power comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum PowerSource {
     /// Mains.
     OnLine,
@@ -103,18 +104,25 @@ pub enum PowerSource {
 }
 
 /// One outlet's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct OutletStatus {
     /// Outlet id.
     pub id: OutletId,
     /// Whether it is powered, if known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub on: Option<bool>,
     /// Whether it can be switched.
     pub switchable: bool,
     /// Name or description, if the device gives one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub name: Option<String>,
 }
 
@@ -132,7 +140,8 @@ impl OutletStatus {
 
 /// A power device's status. Values a device did not report are `None`,
 /// never zero.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct PowerStatus {
     /// Where the load's power comes from.
@@ -142,26 +151,44 @@ pub struct PowerStatus {
     /// Forced shutdown in progress.
     pub fsd: bool,
     /// Battery charge, percent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub charge_pct: Option<f32>,
     /// Estimated runtime on battery, seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub runtime_s: Option<u32>,
     /// Output load, percent of capacity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub load_pct: Option<f32>,
     /// Every status token the device reported.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
     pub tokens: Vec<StatusToken>,
     /// Outlets.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
     pub outlets: Vec<OutletStatus>,
     /// The device's data is known to be out of date (NUT's DATA-STALE).
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub stale: bool,
     /// Readings that contradict each other (see [`StatusWarning`]). They
     /// are for publishing as alerts; no trigger acts on them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
     pub warnings: Vec<StatusWarning>,
 }
 
@@ -252,8 +279,9 @@ impl PowerStatus {
 /// A reading that contradicts the rest of the status. Published, never
 /// acted on: a device with a plausible runtime and a wrong unit still has
 /// its low-battery flag and charge.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "warning")]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "warning"))]
 #[non_exhaustive]
 pub enum StatusWarning {
     /// The runtime is an order of magnitude below what the charge allows
@@ -299,8 +327,9 @@ impl fmt::Display for StatusWarning {
 }
 
 /// A command to a power device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "command")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "command"))]
 #[non_exhaustive]
 pub enum DeviceCommand {
     /// Switch an outlet on.
@@ -313,21 +342,21 @@ pub enum DeviceCommand {
         /// Which.
         outlet: OutletId,
         /// Delay before switching (zero: now).
-        #[serde(with = "secs")]
+        #[cfg_attr(feature = "serde", serde(with = "secs"))]
         delay: Duration,
     },
     /// Turn the output off after `delay` and back on when mains returns
     /// (NUT `shutdown.return`).
     ShutdownReturn {
         /// Delay before the output goes off.
-        #[serde(with = "secs")]
+        #[cfg_attr(feature = "serde", serde(with = "secs"))]
         delay: Duration,
     },
     /// Turn the output off after `delay` and keep it off (NUT
     /// `shutdown.stayoff`).
     ShutdownStayOff {
         /// Delay before the output goes off.
-        #[serde(with = "secs")]
+        #[cfg_attr(feature = "serde", serde(with = "secs"))]
         delay: Duration,
     },
     /// Cancel a pending shutdown.
@@ -336,6 +365,7 @@ pub enum DeviceCommand {
     SetFsd,
 }
 
+#[cfg(feature = "serde")]
 mod secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
@@ -350,7 +380,8 @@ mod secs {
 }
 
 /// What a device can do.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct DeviceCapabilities {
     /// Outlets that can be switched.
@@ -470,6 +501,7 @@ mod tests {
         assert!(now.warnings.is_empty());
     }
 
+    #[cfg(feature = "serde")]
     #[test]
     fn command_json() {
         let c = DeviceCommand::ShutdownReturn {

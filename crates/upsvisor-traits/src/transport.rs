@@ -4,14 +4,14 @@ use std::fmt;
 use std::future::Future;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::model::{HostInfo, HostInventory, VmId, VmInfo};
 
 /// A VM power operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum VmOp {
     /// Ask the guest OS to shut down (needs guest tools). Returns once the
@@ -60,8 +60,9 @@ impl fmt::Display for VmOp {
 }
 
 /// A host power operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum HostOp {
     /// Enter maintenance mode.
@@ -114,7 +115,8 @@ impl fmt::Display for HostOp {
 }
 
 /// What a transport can do, so that the planner never promises more.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Capabilities {
     /// [`HostTransport::inventory`] answers in one round trip rather than

@@ -198,7 +198,11 @@ impl Parts {
             self.policy.clone(),
             self.sequencer.clone(),
         )?
-        .with_config(EngineConfig::default().status_interval(self.status_interval));
+        .with_config({
+            let mut c = EngineConfig::default();
+            c.status_interval(self.status_interval);
+            c
+        });
         if let Some(j) = &self.journal {
             e = e.with_journal(Box::new(upsvisor_core::FileJournal::new(j.clone())))?;
         }

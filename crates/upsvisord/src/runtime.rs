@@ -387,7 +387,7 @@ pub fn snapshot(engine: &Engine, parts: &Parts, cycles: u64) -> Snapshot {
             .unwrap_or_default(),
         power_on: parts.power_on.clone(),
         via: parts.via.clone(),
-        armed: engine.sequencer().config().armed,
+        armed: engine.sequencer().config().is_armed(),
     }
 }
 
@@ -767,7 +767,7 @@ fn publish_parts(shared: &Shared, parts: &Parts) {
             .retain(|h, _| parts.inventory.host(h).is_some());
         n.power_on = parts.power_on.clone();
         n.via = parts.via.clone();
-        n.armed = parts.sequencer.armed;
+        n.armed = parts.sequencer.is_armed();
         *s = Arc::new(n);
     }
 }
@@ -834,7 +834,7 @@ fn apply_reload(
         .map_err(|e| format!("engine rebuild failed: {e}; the running config stays"))?;
     e.adopt(engine);
     let word = |a: bool| if a { "armed" } else { "DISARMED" };
-    let armed = match (parts.sequencer.armed, p.sequencer.armed) {
+    let armed = match (parts.sequencer.is_armed(), p.sequencer.is_armed()) {
         (a, b) if a == b => word(b).to_string(),
         (a, b) => format!("{} -> {}", word(a), word(b)),
     };

@@ -4,7 +4,8 @@
 use super::*;
 
 /// One line of the audit stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AuditEntry {
     /// When.
     pub at: Instant,
@@ -12,13 +13,14 @@ pub struct AuditEntry {
     /// controller's note).
     pub episode: u64,
     /// What.
-    #[serde(flatten)]
+    #[cfg_attr(feature = "serde", serde(flatten))]
     pub what: Audit,
 }
 
 /// What an audit line records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "audit")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "audit"))]
 #[non_exhaustive]
 pub enum Audit {
     /// An episode began.
@@ -80,7 +82,8 @@ pub enum Audit {
 }
 
 /// Where an episode stands, for display.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct EpisodeStatus {
     /// Episode number.

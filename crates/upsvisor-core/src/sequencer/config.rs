@@ -5,13 +5,12 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::model::{HostId, VmId, VmInfo, VmTable};
 
 /// Picks VMs for a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Matcher {
     /// This exact VM id.
@@ -40,13 +39,14 @@ impl Matcher {
 /// its SMBIOS system UUID (Linux `/sys/class/dmi/id/product_uuid`, readable
 /// by root) and, as the fallback when that is unknown, its own IP
 /// addresses.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MachineIdentity {
     /// The SMBIOS system UUID as this machine reads it.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub bios_uuid: Option<String>,
     /// This machine's own addresses (loopback and link-local left out).
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub ips: Vec<std::net::IpAddr>,
 }
 
@@ -147,14 +147,15 @@ pub(crate) fn glob(pattern: &str, text: &str) -> bool {
 }
 
 /// What to do with a running VM on the way down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "action")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "action"))]
 #[non_exhaustive]
 pub enum VmAction {
     /// Guest shutdown; power off if still on after `timeout`.
     Shutdown {
         /// How long the guest gets.
-        #[serde(with = "secs")]
+        #[cfg_attr(feature = "serde", serde(with = "secs"))]
         timeout: Duration,
     },
     /// Power off at once.
@@ -164,7 +165,8 @@ pub enum VmAction {
 }
 
 /// A VM group: which VMs, in which order, how.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct VmGroup {
     /// Name (shown in plans and logs).
@@ -219,8 +221,9 @@ impl VmGroup {
 }
 
 /// What the power devices do once the hosts are down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "action")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "action"))]
 #[non_exhaustive]
 pub enum FinalAction {
     /// Nothing.
@@ -228,27 +231,28 @@ pub enum FinalAction {
     /// UPS off after `delay`, back on when mains returns.
     ShutdownReturn {
         /// Delay.
-        #[serde(with = "secs")]
+        #[cfg_attr(feature = "serde", serde(with = "secs"))]
         delay: Duration,
     },
     /// UPS off after `delay` and stays off (if mains is already back when it
     /// is sent, shutdown-with-return is sent instead so hosts get power back).
     ShutdownStayOff {
         /// Delay.
-        #[serde(with = "secs")]
+        #[cfg_attr(feature = "serde", serde(with = "secs"))]
         delay: Duration,
     },
     /// The outlets feeding the hosts off after `delay`; on again at restore.
     OutletsOff {
         /// Delay.
-        #[serde(with = "secs")]
+        #[cfg_attr(feature = "serde", serde(with = "secs"))]
         delay: Duration,
     },
 }
 
 /// When an episode stops being abortable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum CommitPoint {
     /// The first VM command: once anything is stopped, go to the end.
@@ -260,72 +264,86 @@ pub enum CommitPoint {
     FinalAction,
 }
 
-/// Shutdown and restore settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Shutdown and restore settings: `Default`, then the setters for what
+/// differs (each documents its value and default).
+///
+/// ```
+/// use std::time::Duration;
+/// use upsvisor_core::{FinalAction, SequencerConfig};
+/// let mut c = SequencerConfig::default();
+/// c.armed(true)
+///     .final_action(FinalAction::ShutdownReturn { delay: Duration::from_secs(60) });
+/// assert!(c.is_armed());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct SequencerConfig {
     /// VM groups.
-    pub groups: Vec<VmGroup>,
+    pub(crate) groups: Vec<VmGroup>,
     /// Action for VMs no group matches (order 0, not management).
-    pub default_action: VmAction,
+    pub(crate) default_action: VmAction,
     /// Enter maintenance mode before shutting a host down.
-    pub use_maintenance: bool,
+    pub(crate) use_maintenance: bool,
     /// Shut hosts down at all.
-    pub shutdown_hosts: bool,
+    pub(crate) shutdown_hosts: bool,
     /// How long a host takes to halt after its shutdown is sent: after this
     /// long the next stage may begin (estimates and battery budgets use it
     /// too). Power is still cut only once the host is *seen* down, see
     /// [`SequencerConfig::host_down_deadline`].
-    #[serde(with = "secs")]
-    pub host_down_wait: Duration,
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
+    pub(crate) host_down_wait: Duration,
     /// How long the power-device action waits, after a host's shutdown was
     /// sent, for the host to stop answering. Past it (or once the battery's
     /// runtime only covers the device's own delay) power is cut anyway,
     /// logged as [`crate::Audit::ForcedPowerCut`] naming the host. Hosts
     /// may take many minutes to halt (ESXi waits for its VMs' autostop).
-    #[serde(with = "secs", default = "default_host_down_deadline")]
-    pub host_down_deadline: Duration,
+    #[cfg_attr(
+        feature = "serde",
+        serde(with = "secs", default = "default_host_down_deadline")
+    )]
+    pub(crate) host_down_deadline: Duration,
     /// Shut a host down even with VMs on, this long after the episode began
     /// (logged with the reason). `None`: never.
-    #[serde(with = "opt_secs")]
-    pub force_host_after: Option<Duration>,
+    #[cfg_attr(feature = "serde", serde(with = "opt_secs"))]
+    pub(crate) force_host_after: Option<Duration>,
     /// The power-device action.
-    pub final_action: FinalAction,
+    pub(crate) final_action: FinalAction,
     /// This controller's own VM, when it runs inside the estate (the most
     /// common deployment: a VM on a host the UPS feeds). It is never
     /// stopped with its group; its host is shut down last, after the
     /// power-device command (whose delay is stretched to cover the host's
     /// shutdown), and that host's hypervisor stops the controller's VM with
     /// it (configure its autostop / `libvirt-guests` to shut guests down).
-    #[serde(default)]
-    pub controller_vm: Option<Matcher>,
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub(crate) controller_vm: Option<Matcher>,
     /// When the episode can no longer be aborted.
-    pub commit_point: CommitPoint,
+    pub(crate) commit_point: CommitPoint,
     /// Commands in flight at once, overall.
-    pub max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
     /// Commands in flight at once, per host.
-    pub per_host_in_flight: usize,
+    pub(crate) per_host_in_flight: usize,
     /// Deadline for one command.
-    #[serde(with = "secs")]
-    pub call_deadline: Duration,
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
+    pub(crate) call_deadline: Duration,
     /// Retries of a command that failed transiently (unreachable, timeout).
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// Pause before a retry.
-    #[serde(with = "secs")]
-    pub retry_backoff: Duration,
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
+    pub(crate) retry_backoff: Duration,
     /// How long restore waits for a host to answer again.
-    #[serde(with = "secs")]
-    pub restore_host_wait: Duration,
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
+    pub(crate) restore_host_wait: Duration,
     /// How long restore waits for a started VM before going to the next group.
-    #[serde(with = "secs")]
-    pub restore_vm_wait: Duration,
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
+    pub(crate) restore_vm_wait: Duration,
     /// Safety margin subtracted from the runtime when judging a plan.
-    #[serde(with = "secs")]
-    pub margin: Duration,
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
+    pub(crate) margin: Duration,
     /// How long it takes to see a change in the table (the on-battery poll
     /// period; the engine raises it to that). Part of every estimate.
-    #[serde(with = "secs")]
-    pub observe_lag: Duration,
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
+    pub(crate) observe_lag: Duration,
     /// Whether this controller acts. Disarmed (`false`), the sequencer
     /// starts no episode and sends nothing: when power is at risk it says
     /// once, in the audit ([`crate::Audit::Note`], episode 0), what an
@@ -334,10 +352,11 @@ pub struct SequencerConfig {
     /// Polling, power readings, the plan and events go on. For setting a
     /// site up (`upsvisord` starts a fresh config disarmed, PowerChute and
     /// NUT's `upsmon` have no such state and act at once). Default `true`.
-    #[serde(default = "armed_by_default")]
-    pub armed: bool,
+    #[cfg_attr(feature = "serde", serde(default = "armed_by_default"))]
+    pub(crate) armed: bool,
 }
 
+#[cfg(feature = "serde")]
 fn armed_by_default() -> bool {
     true
 }
@@ -378,33 +397,68 @@ impl Default for SequencerConfig {
 }
 
 impl SequencerConfig {
+    /// Whether this controller sends power commands (see
+    /// [`SequencerConfig::armed`]).
+    pub fn is_armed(&self) -> bool {
+        self.armed
+    }
+    /// The VM groups, in the order they were added.
+    pub fn groups(&self) -> &[VmGroup] {
+        &self.groups
+    }
     /// Adds a group.
-    pub fn group(mut self, g: VmGroup) -> Self {
+    pub fn group(&mut self, g: VmGroup) -> &mut Self {
         self.groups.push(g);
         self
     }
     /// Sets the default action.
-    pub fn default_action(mut self, a: VmAction) -> Self {
+    ///
+    /// Action for VMs no group matches (order 0, not management).
+    pub fn default_action(&mut self, a: VmAction) -> &mut Self {
         self.default_action = a;
         self
     }
     /// Sets maintenance mode use.
-    pub fn use_maintenance(mut self, yes: bool) -> Self {
+    ///
+    /// Enter maintenance mode before shutting a host down.
+    ///
+    /// Default: `false`.
+    pub fn use_maintenance(&mut self, yes: bool) -> &mut Self {
         self.use_maintenance = yes;
         self
     }
-    /// Arms or disarms this controller (see [`SequencerConfig::armed`]).
-    pub fn armed(mut self, yes: bool) -> Self {
+    /// Arms or disarms this controller.
+    ///
+    /// Whether this controller acts. Disarmed (`false`), the sequencer
+    /// starts no episode and sends nothing: when power is at risk it says
+    /// once, in the audit ([`crate::Audit::Note`], episode 0), what an
+    /// armed controller would do; an episode resumed from the journal is
+    /// held where it is, and the engine refuses operators' power commands.
+    /// Polling, power readings, the plan and events go on. For setting a
+    /// site up (`upsvisord` starts a fresh config disarmed, PowerChute and
+    /// NUT's `upsmon` have no such state and act at once). Default `true`.
+    pub fn armed(&mut self, yes: bool) -> &mut Self {
         self.armed = yes;
         self
     }
     /// Sets the final action.
-    pub fn final_action(mut self, a: FinalAction) -> Self {
+    ///
+    /// The power-device action.
+    pub fn final_action(&mut self, a: FinalAction) -> &mut Self {
         self.final_action = a;
         self
     }
     /// Sets this controller's own VM (see [`SequencerConfig::controller_vm`]).
-    pub fn controller_vm(mut self, m: Option<Matcher>) -> Self {
+    ///
+    /// This controller's own VM, when it runs inside the estate (the most
+    /// common deployment: a VM on a host the UPS feeds). It is never
+    /// stopped with its group; its host is shut down last, after the
+    /// power-device command (whose delay is stretched to cover the host's
+    /// shutdown), and that host's hypervisor stops the controller's VM with
+    /// it (configure its autostop / `libvirt-guests` to shut guests down).
+    ///
+    /// Default: `None`.
+    pub fn controller_vm(&mut self, m: Option<Matcher>) -> &mut Self {
         self.controller_vm = m;
         self
     }
@@ -434,68 +488,111 @@ impl SequencerConfig {
         delay.max(self.host_down_wait + Duration::from_secs(30))
     }
     /// Sets the commit point.
-    pub fn commit_point(mut self, c: CommitPoint) -> Self {
+    ///
+    /// When the episode can no longer be aborted.
+    ///
+    /// Default: `CommitPoint::FirstHostShutdown`.
+    pub fn commit_point(&mut self, c: CommitPoint) -> &mut Self {
         self.commit_point = c;
         self
     }
     /// Sets the forced host deadline.
-    pub fn force_host_after(mut self, d: Option<Duration>) -> Self {
+    ///
+    /// Shut a host down even with VMs on, this long after the episode began
+    /// (logged with the reason). `None`: never.
+    ///
+    /// Default: `Some(Duration::from_secs(900))`.
+    pub fn force_host_after(&mut self, d: Option<Duration>) -> &mut Self {
         self.force_host_after = d;
         self
     }
     /// Sets the host-down wait.
-    pub fn host_down_wait(mut self, d: Duration) -> Self {
+    ///
+    /// How long a host takes to halt after its shutdown is sent: after this
+    /// long the next stage may begin (estimates and battery budgets use it
+    /// too). Power is still cut only once the host is *seen* down, see
+    /// [`SequencerConfig::host_down_deadline`].
+    ///
+    /// Default: `Duration::from_secs(120)`.
+    pub fn host_down_wait(&mut self, d: Duration) -> &mut Self {
         self.host_down_wait = d;
         self
     }
     /// Sets whether hosts are shut down at all (default `true`; `false`:
     /// VMs only, then the power-device action).
-    pub fn shutdown_hosts(mut self, yes: bool) -> Self {
+    ///
+    /// Shut hosts down at all.
+    pub fn shutdown_hosts(&mut self, yes: bool) -> &mut Self {
         self.shutdown_hosts = yes;
         self
     }
     /// Sets how many commands may be in flight at once, overall (at
     /// least 1; default 32).
-    pub fn max_in_flight(mut self, n: usize) -> Self {
+    ///
+    /// Commands in flight at once, overall.
+    pub fn max_in_flight(&mut self, n: usize) -> &mut Self {
         self.max_in_flight = n.max(1);
         self
     }
     /// Sets how many commands may be in flight at once on one host (at
     /// least 1; default 4).
-    pub fn per_host_in_flight(mut self, n: usize) -> Self {
+    ///
+    /// Commands in flight at once, per host.
+    pub fn per_host_in_flight(&mut self, n: usize) -> &mut Self {
         self.per_host_in_flight = n.max(1);
         self
     }
     /// Sets how many times a command that failed transiently
     /// (unreachable, timeout) is retried.
-    pub fn retries(mut self, n: u32) -> Self {
+    ///
+    /// Retries of a command that failed transiently (unreachable, timeout).
+    ///
+    /// Default: `3`.
+    pub fn retries(&mut self, n: u32) -> &mut Self {
         self.retries = n;
         self
     }
     /// Sets the pause before a retry (doubled per attempt for restore's
     /// power-ons, up to 30 s).
-    pub fn retry_backoff(mut self, d: Duration) -> Self {
+    ///
+    /// Pause before a retry.
+    ///
+    /// Default: `Duration::from_secs(5)`.
+    pub fn retry_backoff(&mut self, d: Duration) -> &mut Self {
         self.retry_backoff = d;
         self
     }
     /// Sets how long restore waits for a host to answer again.
-    pub fn restore_host_wait(mut self, d: Duration) -> Self {
+    ///
+    /// How long restore waits for a host to answer again.
+    ///
+    /// Default: `Duration::from_secs(900)`.
+    pub fn restore_host_wait(&mut self, d: Duration) -> &mut Self {
         self.restore_host_wait = d;
         self
     }
     /// Sets how long restore waits for a started VM before the next group.
-    pub fn restore_vm_wait(mut self, d: Duration) -> Self {
+    ///
+    /// How long restore waits for a started VM before going to the next group.
+    ///
+    /// Default: `Duration::from_secs(180)`.
+    pub fn restore_vm_wait(&mut self, d: Duration) -> &mut Self {
         self.restore_vm_wait = d;
         self
     }
     /// Sets how long a change takes to show in the table (the engine
     /// raises it to the on-battery poll period). Part of every estimate.
-    pub fn observe_lag(mut self, d: Duration) -> Self {
+    ///
+    /// How long it takes to see a change in the table (the on-battery poll
+    /// period; the engine raises it to that). Part of every estimate.
+    ///
+    /// Default: `Duration::from_secs(15)`.
+    pub fn observe_lag(&mut self, d: Duration) -> &mut Self {
         self.observe_lag = d;
         self
     }
     /// Sets how long power waits for a host to be seen down.
-    pub fn host_down_deadline(mut self, d: Duration) -> Self {
+    pub fn host_down_deadline(&mut self, d: Duration) -> &mut Self {
         self.host_down_deadline = d;
         self
     }
@@ -509,18 +606,26 @@ impl SequencerConfig {
         }
     }
     /// Sets the concurrency limits.
-    pub fn in_flight(mut self, overall: usize, per_host: usize) -> Self {
+    pub fn in_flight(&mut self, overall: usize, per_host: usize) -> &mut Self {
         self.max_in_flight = overall.max(1);
         self.per_host_in_flight = per_host.max(1);
         self
     }
     /// Sets the per-call deadline.
-    pub fn call_deadline(mut self, d: Duration) -> Self {
+    ///
+    /// Deadline for one command.
+    ///
+    /// Default: `Duration::from_secs(60)`.
+    pub fn call_deadline(&mut self, d: Duration) -> &mut Self {
         self.call_deadline = d;
         self
     }
     /// Sets the margin.
-    pub fn margin(mut self, d: Duration) -> Self {
+    ///
+    /// Safety margin subtracted from the runtime when judging a plan.
+    ///
+    /// Default: `Duration::from_secs(60)`.
+    pub fn margin(&mut self, d: Duration) -> &mut Self {
         self.margin = d;
         self
     }
@@ -556,6 +661,7 @@ impl SequencerConfig {
     }
 }
 
+#[cfg(feature = "serde")]
 pub(crate) mod secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
@@ -569,6 +675,7 @@ pub(crate) mod secs {
     }
 }
 
+#[cfg(feature = "serde")]
 pub(crate) mod opt_secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;

@@ -4,8 +4,8 @@
 //! [`Sequencer::step`]; it answers with commands to run. Feed each command's
 //! result back with [`Sequencer::complete`]. It never waits and never does
 //! I/O, so the same code runs under the [`crate::Engine`], in simulations and
-//! in table tests. Its whole state serialises (serde), which is what the
-//! [`crate::journal`] stores after every change.
+//! in table tests. Its whole state serialises (feature `serde`), which is
+//! what the journal (feature `journal`) stores after every change.
 //!
 //! An *episode* runs from the trigger to the end of restore:
 //!
@@ -63,8 +63,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::DeviceCommand;
 use crate::clock::Instant;
 use crate::model::{
@@ -94,7 +92,8 @@ use plan::{Plan, plan};
 use state::*;
 
 /// What the power policy says, as the sequencer needs it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct PowerView {
     /// Hosts whose feeds are no longer enough (see [`crate::policy::hosts_at_risk`]).
@@ -112,59 +111,60 @@ pub struct PowerView {
     /// is on battery now; `None` when none is, or none reports a runtime.
     /// Guest shutdown timeouts and the forced host deadline are cut short
     /// when it no longer covers them.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub runtime_s: Option<u32>,
     /// Every device has been on line for `stable_for`, whatever its
     /// battery: the outage is over. Ends stopping before the commit point
     /// and the *down* phase; restore then waits for `mains_stable`.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub mains_back: bool,
     /// A description of the trigger, for the audit log.
     pub reason: String,
 }
 
 /// The sequencer. See the module docs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Sequencer {
     /// Configuration is the caller's, never the journal's: after a restart
     /// [`Sequencer::resume_with`] puts the current one in force.
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     cfg: SequencerConfig,
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     inventory: Inventory,
     episode: Option<Episode>,
     /// An operator aborted an episode for this reason: no new one starts
     /// until power is no longer at risk (journaled, so a restart does not
     /// start it again).
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     held: Option<String>,
     next_id: u64,
     episodes: u64,
     /// Guest shutdown times seen, in ms.
     measured: BTreeMap<VmId, u64>,
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     audit: Vec<AuditEntry>,
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     poll_wanted: bool,
     /// Changed since the last [`Sequencer::take_dirty`].
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     dirty: bool,
     /// Groups may have changed since the journal was written: VMs are
     /// assigned again from the table at the next step.
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     regroup: bool,
     /// When this controller resumed from the journal: a controller that
     /// runs again after its own host's shutdown was sent knows that host
     /// came back.
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     resumed_at: Option<Instant>,
     /// Disarmed, what was said for this outage (see
     /// [`SequencerConfig::armed`]): said again after power is safe again.
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     disarmed_said: bool,
     /// What each host's transport can do (see
     /// [`Sequencer::set_capabilities`]); set by the engine, never journaled.
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     caps: BTreeMap<HostId, Capabilities>,
 }
 

@@ -5,14 +5,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::config::{secs, *};
+#[cfg(feature = "serde")]
+use super::config::secs;
+use super::config::*;
 use crate::model::{HostId, Inventory, VmId, VmInfo, VmTable};
 use crate::{Capabilities, HostOp, VmOp};
 
 /// One line of a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct PlanItem {
     /// Host (for VM and host items).
@@ -22,13 +23,14 @@ pub struct PlanItem {
     /// What will be done.
     pub action: String,
     /// Expected time for this item.
-    #[serde(with = "secs")]
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub estimate: Duration,
 }
 
 /// One stage of a plan: its items run concurrently (within limits); stages
 /// run one after another.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct PlanStage {
     /// Stage name.
@@ -36,25 +38,26 @@ pub struct PlanStage {
     /// Items.
     pub items: Vec<PlanItem>,
     /// Expected time of the stage.
-    #[serde(with = "secs")]
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub estimate: Duration,
 }
 
 /// The ordered shutdown plan for the live table, with its estimate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Plan {
     /// Stages in order.
     pub stages: Vec<PlanStage>,
     /// Sum of stage estimates.
-    #[serde(with = "secs")]
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub estimate: Duration,
     /// Margin from the configuration.
-    #[serde(with = "secs")]
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub margin: Duration,
     /// Whether this controller's own VM (when configured) was found in the
     /// table, in scope; `None` when none is configured.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub controller_found: Option<bool>,
 }
 
@@ -376,28 +379,28 @@ mod tests {
 
     #[test]
     fn groups_pick_lowest_order_and_management_goes_last() {
-        let cfg = SequencerConfig::default()
-            .group(
-                VmGroup::new(
-                    "mgmt",
-                    -10,
-                    vec![Matcher::Name("vcenter*".into())],
-                    Duration::from_secs(300),
-                )
-                .management(true),
+        let mut cfg = SequencerConfig::default();
+        cfg.group(
+            VmGroup::new(
+                "mgmt",
+                -10,
+                vec![Matcher::Name("vcenter*".into())],
+                Duration::from_secs(300),
             )
-            .group(VmGroup::new(
-                "test",
-                1,
-                vec![Matcher::Tag("test".into())],
-                Duration::from_secs(60),
-            ))
-            .group(VmGroup::new(
-                "web",
-                5,
-                vec![Matcher::Name("web*".into())],
-                Duration::from_secs(60),
-            ));
+            .management(true),
+        )
+        .group(VmGroup::new(
+            "test",
+            1,
+            vec![Matcher::Tag("test".into())],
+            Duration::from_secs(60),
+        ))
+        .group(VmGroup::new(
+            "web",
+            5,
+            vec![Matcher::Name("web*".into())],
+            Duration::from_secs(60),
+        ));
         let mut vm = VmInfo::new("1", "web1", crate::PowerState::PoweredOn);
         assert_eq!(cfg.group_of(&vm), 2);
         vm.tags.push("test".into());
@@ -428,7 +431,8 @@ mod tests {
         }
         let scope: BTreeSet<HostId> = hosts.iter().cloned().collect();
         let cfg = |overall| {
-            let mut c = SequencerConfig::default().in_flight(overall, 4);
+            let mut c = SequencerConfig::default();
+            c.in_flight(overall, 4);
             c.default_action = VmAction::Shutdown { timeout };
             c.shutdown_hosts = false;
             c.final_action = FinalAction::None;
@@ -473,7 +477,8 @@ mod tests {
             bios_uuid: None,
             ips: vec![ip],
         };
-        let cfg = SequencerConfig::default().controller_vm(Some(Matcher::Identity(me)));
+        let mut cfg = SequencerConfig::default();
+        cfg.controller_vm(Some(Matcher::Identity(me)));
         assert!(cfg.controller_in(&table).is_none());
         let p = plan(
             &cfg,

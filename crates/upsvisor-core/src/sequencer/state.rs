@@ -4,8 +4,9 @@
 #[allow(unused_imports)]
 use super::*;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "state"))]
 pub(super) enum VmSt {
     Pending,
     ShutdownSent {
@@ -30,7 +31,8 @@ pub(super) enum VmSt {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub(super) struct VmTrack {
     pub(super) name: String,
     pub(super) group: usize,
@@ -45,33 +47,34 @@ pub(super) struct VmTrack {
     /// In no host's list while some host in scope is silent: it may be
     /// on that host. Silence never deletes, so it is not left alone; it is
     /// looked at again as soon as a list shows it.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) unseen: bool,
     /// When its commands last failed for good (`Failed`).
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) failed_at: Option<Instant>,
     /// How often a failed VM was taken up again because its host answered
     /// with it still on (bounded by [`MAX_REVIVALS`]).
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) revivals: u32,
     /// A guest shutdown request was delivered (it is not sent twice).
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) asked: bool,
     /// When restore sent its first power-on: transient failures are
     /// retried until the restore wait (`restore_vm_wait`) from then.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) start_first: Option<Instant>,
     /// Join the current configuration's group when next located.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) regroup: bool,
     /// First table (all hosts answering) in which it was in no list: a
     /// live migration can make a VM miss one table.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) missing_since: Option<Instant>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "state"))]
 pub(super) enum HostSt {
     Up,
     MaintSent,
@@ -82,7 +85,8 @@ pub(super) enum HostSt {
     Skipped,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub(super) struct HostTrack {
     pub(super) st: HostSt,
     pub(super) attempts: u32,
@@ -94,12 +98,12 @@ pub(super) struct HostTrack {
     pub(super) lost: bool,
     /// When the host was first seen with no VM on; its shutdown waits for a
     /// table taken after that, so a VM that migrated in meanwhile is seen.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) empty_since: Option<Instant>,
     /// The host refused a shutdown outside maintenance mode (the rule for
     /// ESXi's `esxcli system shutdown poweroff`): it enters maintenance
     /// mode first, then the shutdown is sent again.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) needs_maint: bool,
     /// A command for this host ran out its call deadline in this episode
     /// (a hung task queue, a stuck agent): its VMs and its shutdown go on
@@ -107,41 +111,42 @@ pub(super) struct HostTrack {
     /// stage of hosts without management VMs for the other hosts. The
     /// management hosts' stage, and so the power-device action, still
     /// waits for it, up to its own deadlines.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) troubled: bool,
     /// Restore's out-of-band power-on: when last sent, and whether the
     /// method refused for good (unsupported, wrong credentials).
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) power_on_sent: Option<Instant>,
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) no_power_on: bool,
     /// An earlier episode, handing on to this one, had taken this host
     /// down: restore may power it on as if this one had.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) taken_down_before: bool,
     /// Restore saw this host halt only after restore began (a slow halt):
     /// its restore wait counts from then.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) halted_at: Option<Instant>,
     /// A forced power cut under this host was logged already.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) cut_logged: bool,
     /// The last step at which its list was not evidence (the host did not
     /// answer the latest poll). A failed VM is taken up again only if its
     /// host was silent since the command failed: a host whose polls kept
     /// answering while a power command hung does not "answer again".
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) silent_at: Option<Instant>,
     /// Its shutdown call timed out: nothing says it was delivered, so a
     /// silent host may still be running (silence is not "down").
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) unconfirmed: bool,
     /// Its wait for the hosts it shuts down after was said.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) order_said: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub(super) struct FinalCmd {
     pub(super) device: DeviceId,
     pub(super) cmd: DeviceCommand,
@@ -150,7 +155,7 @@ pub(super) struct FinalCmd {
     pub(super) attempts: u32,
     pub(super) retry_at: Option<Instant>,
     /// When it was sent (a delayed cut happens at `sent_at + delay`).
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) sent_at: Option<Instant>,
 }
 
@@ -167,8 +172,9 @@ impl FinalCmd {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "stage")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "stage"))]
 pub(super) enum Stage {
     Group {
         index: usize,
@@ -181,8 +187,9 @@ pub(super) enum Stage {
     OwnHost,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "phase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "phase"))]
 pub(super) enum Phase {
     Stopping {
         stage: usize,
@@ -195,13 +202,14 @@ pub(super) enum Phase {
         group_since: Option<Instant>,
         /// Where the restore waits count from: the last moment power was
         /// not good (mains unstable, or a delayed cut still pending).
-        #[serde(default)]
+        #[cfg_attr(feature = "serde", serde(default))]
         wait_from: Option<Instant>,
     },
 }
 
 /// The state of one episode.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub(super) struct Episode {
     pub(super) id: u64,
     pub(super) started: Instant,
@@ -217,19 +225,19 @@ pub(super) struct Episode {
     /// Devices whose trigger fired during this episode. Journaled, so a
     /// restarted controller (whose fresh policy has not fired yet) still
     /// sends their final command.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) devices: BTreeSet<DeviceId>,
     /// "Restore held" was said once.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) held_noted: bool,
     /// Devices detached (their clients no longer wait for us); attached
     /// again when the restore is done.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) detached: BTreeSet<DeviceId>,
     /// Outlets an earlier episode switched off and never switched on
     /// again (it handed on before its restore did): restore switches them
     /// on, whichever way it began.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub(super) outlets_left_off: Vec<(DeviceId, OutletId)>,
 }
 

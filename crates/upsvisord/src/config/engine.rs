@@ -189,19 +189,20 @@ impl Config {
 
     /// Poller settings.
     pub fn poller_config(&self) -> PollerConfig {
-        PollerConfig::default()
-            .period(Duration::from_secs(self.poller.period_s))
+        let mut c = PollerConfig::default();
+        c.period(Duration::from_secs(self.poller.period_s))
             .on_battery_period(Duration::from_secs(self.poller.on_battery_period_s))
             .host_deadline(Duration::from_secs(self.poller.host_deadline_s))
-            .max_concurrency(self.poller.max_concurrency.max(1))
+            .max_concurrency(self.poller.max_concurrency.max(1));
+        c
     }
 
     /// Policy settings.
     pub fn policy_config(&self) -> PolicyConfig {
         let p = &self.policy;
         let nz = |s: u64| (s > 0).then(|| Duration::from_secs(s));
-        let mut c = PolicyConfig::default()
-            .on_battery_for(nz(p.on_battery_for_s))
+        let mut c = PolicyConfig::default();
+        c.on_battery_for(nz(p.on_battery_for_s))
             .runtime_below_s((p.runtime_below_s > 0).then_some(p.runtime_below_s))
             .charge_below_pct((p.charge_below_pct > 0.0).then_some(p.charge_below_pct))
             .stable_for(Duration::from_secs(p.stable_for_s))
@@ -209,8 +210,7 @@ impl Config {
             .restore_without_charge(p.restore_without_charge)
             .dead_time(Duration::from_secs(p.dead_time_s.max(1)))
             .debounce(Duration::from_secs(p.debounce_s));
-        c.on_low_battery = p.on_low_battery;
-        c.on_fsd = p.on_fsd;
+        c.on_low_battery(p.on_low_battery).on_fsd(p.on_fsd);
         c
     }
 
@@ -224,37 +224,37 @@ impl Config {
             "outlets_off" => FinalAction::OutletsOff { delay },
             _ => FinalAction::None,
         };
-        let mut c = SequencerConfig::default()
-            .default_action(VmAction::Shutdown {
-                timeout: Duration::from_secs(s.default_timeout_s),
-            })
-            .use_maintenance(s.use_maintenance)
-            .final_action(final_action)
-            .force_host_after(
-                (s.force_host_after_s > 0).then(|| Duration::from_secs(s.force_host_after_s)),
-            )
-            .host_down_wait(Duration::from_secs(s.host_down_wait_s.max(1)))
-            .host_down_deadline(Duration::from_secs(s.host_down_deadline_s.max(1)))
-            .controller_vm(match s.controller_vm.trim() {
-                "" => None,
-                "auto" => {
-                    let (me, note) = crate::identity::this_machine();
-                    if let Some(n) = note {
-                        tracing::warn!("{n}");
-                    }
-                    Some(upsvisor_core::Matcher::Identity(me))
+        let mut c = SequencerConfig::default();
+        c.default_action(VmAction::Shutdown {
+            timeout: Duration::from_secs(s.default_timeout_s),
+        })
+        .use_maintenance(s.use_maintenance)
+        .final_action(final_action)
+        .force_host_after(
+            (s.force_host_after_s > 0).then(|| Duration::from_secs(s.force_host_after_s)),
+        )
+        .host_down_wait(Duration::from_secs(s.host_down_wait_s.max(1)))
+        .host_down_deadline(Duration::from_secs(s.host_down_deadline_s.max(1)))
+        .controller_vm(match s.controller_vm.trim() {
+            "" => None,
+            "auto" => {
+                let (me, note) = crate::identity::this_machine();
+                if let Some(n) = note {
+                    tracing::warn!("{n}");
                 }
-                v => Some(match v.strip_prefix("id:") {
-                    Some(id) => upsvisor_core::Matcher::Id(id.trim().into()),
-                    None => upsvisor_core::Matcher::Name(v.into()),
-                }),
-            })
-            .call_deadline(Duration::from_secs(s.call_deadline_s.max(1)))
-            .margin(Duration::from_secs(s.margin_s))
-            .armed(self.armed);
-        c.shutdown_hosts = s.shutdown_hosts;
+                Some(upsvisor_core::Matcher::Identity(me))
+            }
+            v => Some(match v.strip_prefix("id:") {
+                Some(id) => upsvisor_core::Matcher::Id(id.trim().into()),
+                None => upsvisor_core::Matcher::Name(v.into()),
+            }),
+        })
+        .call_deadline(Duration::from_secs(s.call_deadline_s.max(1)))
+        .margin(Duration::from_secs(s.margin_s))
+        .armed(self.armed)
+        .shutdown_hosts(s.shutdown_hosts);
         for g in &self.groups {
-            c = c.group(
+            c.group(
                 VmGroup::new(
                     g.name.clone(),
                     g.order,

@@ -2,13 +2,13 @@
 #[test]
 fn a_config_is_disarmed_unless_it_says_armed() {
     let c = Config::parse_str("t.toml", GOOD).unwrap();
-    assert!(!c.armed && !c.sequencer_config().armed);
+    assert!(!c.armed && !c.sequencer_config().is_armed());
     let c = Config::parse_str(
         "t.toml",
         &GOOD.replacen("version = 1", "version = 1\narmed = true", 1),
     )
     .unwrap();
-    assert!(c.armed && c.sequencer_config().armed);
+    assert!(c.armed && c.sequencer_config().is_armed());
 }
 
 use std::time::Duration;
@@ -112,12 +112,23 @@ fn good_config_parses_and_maps() {
     let inv = cfg.inventory();
     assert_eq!(inv.hosts.len(), 2);
     assert_eq!(inv.outlets.len(), 1);
-    assert_eq!(cfg.poller_config().period, Duration::from_secs(30));
-    assert_eq!(cfg.sequencer_config().groups.len(), 1);
-    assert_eq!(
-        cfg.policy_config().on_battery_for,
-        Some(Duration::from_secs(120))
-    );
+    let secs = Duration::from_secs;
+    let mut poller = upsvisor_core::PollerConfig::default();
+    poller
+        .period(secs(30))
+        .on_battery_period(secs(10))
+        .host_deadline(secs(5))
+        .max_concurrency(4);
+    assert_eq!(cfg.poller_config(), poller);
+    assert_eq!(cfg.sequencer_config().groups().len(), 1);
+    // The policy line's whole effect: the same file without it, plus the
+    // trigger it sets.
+    let without =
+        Config::parse_str("t.toml", &GOOD.replacen("on_battery_for_s = 120\n", "", 1)).unwrap();
+    let mut policy = without.policy_config();
+    assert_ne!(cfg.policy_config(), policy);
+    policy.on_battery_for(Some(secs(120)));
+    assert_eq!(cfg.policy_config(), policy);
 }
 
 #[test]
