@@ -288,6 +288,9 @@ fn check(cli: &Cli) -> Res {
         }
         ("armed".into(), true, render::DISARMED.into())
     });
+    for (item, message) in cfg.warnings() {
+        items.push((item, true, message));
+    }
     let vault = match cfg.load_vault() {
         Ok(v) => {
             let what = match &cfg.credentials.file {
@@ -623,8 +626,9 @@ fn report(cli: &Cli, items: &[(String, bool, String)]) -> Res {
                 vec![
                     if !*o {
                         "FAIL".into()
-                    } else if m.starts_with("DISARMED") {
-                        // Valid, and worth seeing: nothing will be sent.
+                    } else if m.starts_with("DISARMED") || m.starts_with("WARNING: ") {
+                        // Valid, and worth seeing: nothing will be sent, or
+                        // a setting does less than it seems to.
                         "WARN".into()
                     } else {
                         "OK".into()
@@ -1131,6 +1135,9 @@ fn run(cli: &Cli, a: RunArgs) -> Res {
         limits = cfg.api.limits();
         allowed_hosts = cfg.api.allowed_hosts.clone();
         nut_server = cfg.nut_server.clone().map(|n| (n, vault.clone()));
+        for (item, message) in cfg.warnings() {
+            tracing::warn!("{item}: {}", message.trim_start_matches("WARNING: "));
+        }
         match &cfg.journal {
             None => tracing::warn!(
                 "no journal configured: a daemon restarted during an outage starts over instead of resuming the episode (set `journal` in the config)"

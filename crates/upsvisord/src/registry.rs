@@ -406,12 +406,15 @@ mod tests {
     #[test]
     fn registrations_are_checked_like_config_hosts() {
         let reg = |body: &str| serde_json::from_str::<Registration>(body).unwrap().check();
-        let ok = reg(r#"{"id":"kvm9","address":"kvm9.lab","transport":"ssh-libvirt","host_key":"SHA256:AAAA","username":"root","password":"hunter2-secret"}"#).unwrap();
+        let ok = reg(r#"{"id":"kvm9","address":"kvm9.lab","transport":"ssh-libvirt","host_key":"SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU","username":"root","password":"hunter2-secret"}"#).unwrap();
         assert_eq!(
             ok.host.transport,
             Transport::Ssh(upsvisor_ssh::Dialect::Libvirt)
         );
-        assert_eq!(ok.host.host_key.as_deref(), Some("SHA256:AAAA"));
+        assert_eq!(
+            ok.host.host_key.as_deref(),
+            Some("SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU")
+        );
         assert_eq!(ok.credentials.as_ref().unwrap().username, "root");
         assert!(!format!("{ok:?}").contains("hunter2"));
         let (k, m) =

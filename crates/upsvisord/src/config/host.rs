@@ -238,6 +238,17 @@ impl HostSection {
         if let Some(p) = &self.power_on {
             crate::poweron::validate(&at("power_on"), p)?;
         }
+        // A pin that does not parse is caught here, with its line, not
+        // first when the transport is built.
+        if let Some(k) = &self.host_key {
+            if !matches!(self.transport, Transport::Ssh(_)) {
+                return Err((
+                    at("host_key"),
+                    "only for SSH transports (vSphere hosts pin their TLS certificate with tls_thumbprint)".into(),
+                ));
+            }
+            upsvisor_ssh::HostKeyPin::parse(k).map_err(|e| (at("host_key"), e.to_string()))?;
+        }
         if let Some(cmd) = &self.shutdown_command {
             if self.transport != Transport::Ssh(upsvisor_ssh::Dialect::Server) {
                 return Err((

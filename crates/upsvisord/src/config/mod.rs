@@ -161,6 +161,55 @@ impl Config {
         Self::parse_str(&file, &text)
     }
 
+    /// What is valid but probably not what was meant: `(item, message)`
+    /// rows that `check` shows as `WARN` and `run` logs at start.
+    /// - `after` while `[sequencer] shutdown_hosts = false`: no host is
+    ///   shut down, so the order orders nothing.
+    /// - `after` naming a host no outlet of the same device feeds: an
+    ///   episode takes down the hosts of one supply, so the order applies
+    ///   only when outages of both supplies coincide.
+    pub fn warnings(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let devices_of = |h: &str| -> Vec<&str> {
+            self.devices
+                .iter()
+                .filter(|d| d.outlets.iter().any(|o| o.hosts.iter().any(|x| x == h)))
+                .map(|d| d.id.as_str())
+                .collect()
+        };
+        for h in self.hosts.iter().filter(|h| !h.after.is_empty()) {
+            let item = format!("order {}", h.id);
+            if !self.sequencer.shutdown_hosts {
+                out.push((
+                    item.clone(),
+                    format!(
+                        "WARNING: after = [{}] has no effect: [sequencer] shutdown_hosts = false shuts no host down",
+                        h.after.join(", ")
+                    ),
+                ));
+                continue;
+            }
+            let mine = devices_of(&h.id);
+            for p in &h.after {
+                let theirs = devices_of(p);
+                if !mine.is_empty()
+                    && !theirs.is_empty()
+                    && !theirs.iter().any(|d| mine.contains(d))
+                {
+                    out.push((
+                        item.clone(),
+                        format!(
+                            "WARNING: after `{p}`, which another supply feeds ({} vs {}): the order applies only when both lose power together",
+                            theirs.join(", "),
+                            mine.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Parses and validates config text; `file` names it in errors.
     pub fn parse_str(file: &str, text: &str) -> Result<Config, ConfigError> {
         let mut cfg: Config = parse_toml(file, text).map_err(|e| e.locate(text))?;

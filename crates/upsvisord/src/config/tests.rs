@@ -71,7 +71,7 @@ id = "kvm1"
 transport = "ssh-libvirt"
 address = "127.0.0.1:2222"
 credentials = "kvm"
-host_key = "SHA256:AAAA"
+host_key = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
 [[host]]
 id = "esx1"
 transport = "sim"
@@ -667,7 +667,7 @@ fn shutdown_order_and_plain_servers_are_checked() {
     // A plain server after the hypervisors: accepted, and the order is in
     // the inventory the engine gets.
     let text = format!(
-        "{GOOD}[[host]]\nid = \"nas\"\ntransport = \"ssh-server\"\naddress = \"nas.lab\"\ncredentials = \"kvm\"\nhost_key = \"SHA256:AAAA\"\nshutdown_command = [\"sudo\", \"/sbin/poweroff\"]\nafter = [\"kvm1\", \"esx1\"]\n"
+        "{GOOD}[[host]]\nid = \"nas\"\ntransport = \"ssh-server\"\naddress = \"nas.lab\"\ncredentials = \"kvm\"\nhost_key = \"SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU\"\nshutdown_command = [\"sudo\", \"/sbin/poweroff\"]\nafter = [\"kvm1\", \"esx1\"]\n"
     );
     let text = text.replace(
         "hosts = [\"kvm1\", \"esx1\"]",
@@ -720,8 +720,8 @@ fn shutdown_order_and_plain_servers_are_checked() {
 
     // A shutdown command on a hypervisor is refused.
     let hv = text.replace(
-        "host_key = \"SHA256:AAAA\"\n[[host]]\nid = \"esx1\"",
-        "host_key = \"SHA256:AAAA\"\nshutdown_command = [\"poweroff\"]\n[[host]]\nid = \"esx1\"",
+        "host_key = \"SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU\"\n[[host]]\nid = \"esx1\"",
+        "host_key = \"SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU\"\nshutdown_command = [\"poweroff\"]\n[[host]]\nid = \"esx1\"",
     );
     let e = Config::parse_str("t.toml", &hv).unwrap_err();
     assert_eq!(e.key.as_deref(), Some("host[0].shutdown_command"), "{e}");
@@ -732,4 +732,38 @@ fn shutdown_order_and_plain_servers_are_checked() {
     let empty = text.replace("[\"sudo\", \"/sbin/poweroff\"]", "[]");
     let e = Config::parse_str("t.toml", &empty).unwrap_err();
     assert!(e.message.contains("must name a program"), "{e}");
+
+    // A host key that does not parse is refused at load, with its line.
+    let pin = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
+    let badkey = text.replacen(pin, "SHA256:nope", 1);
+    let e = Config::parse_str("t.toml", &badkey).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("host[0].host_key"), "{e}");
+    assert!(e.message.contains("not a valid SHA256: fingerprint"), "{e}");
+    assert!(e.line_col.is_some(), "{e}");
+
+    // Valid but doing less than it seems: warnings, not errors.
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    let off = text.replace("[sequencer]\n", "[sequencer]\nshutdown_hosts = false\n");
+    assert_ne!(off, text, "the fixture has a [sequencer] table");
+    let w = Config::parse_str("t.toml", &off).unwrap().warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].0, "order nas");
+    assert!(
+        w[0].1
+            .starts_with("WARNING: after = [kvm1, esx1] has no effect"),
+        "{w:?}"
+    );
+    // The NAS on a second UPS, after hosts the first one feeds.
+    let split = text
+        .replace(
+            "hosts = [\"kvm1\", \"esx1\", \"nas\"]",
+            "hosts = [\"kvm1\", \"esx1\"]\n[[device]]\nid = \"ups2\"\nkind = \"nut\"\naddress = \"127.0.0.1:3493\"\nups = \"other\"\n[[device.outlet]]\nid = \"main\"\nhosts = [\"nas\"]",
+        );
+    let w = Config::parse_str("t.toml", &split).unwrap().warnings();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].1
+            .contains("after `kvm1`, which another supply feeds (ups1 vs ups2)"),
+        "{w:?}"
+    );
 }
