@@ -72,11 +72,27 @@ fn run(
 /// power-on method, VMs)`.
 type SimHostSpec<'a> = (&'a str, SimHostConfig, bool, Vec<(VmInfo, Guest)>);
 
+/// `after` lists by host id, for [`run_hosts_after`].
+type After<'a> = &'a [(&'a str, &'a [&'a str])];
+
 /// Several hosts on one outlet. A method in the inventory that the platform
 /// lacks is a BMC that refuses every power-on (`Unsupported`, as a wrong
 /// password's `Auth` is: sending it again cannot help).
 fn run_hosts(
     hosts: Vec<SimHostSpec<'_>>,
+    ups: UpsConfig,
+    script: UpsScript,
+    policy: PolicyConfig,
+    seq: SequencerConfig,
+    end: u64,
+) -> Run {
+    run_hosts_after(hosts, &[], ups, script, policy, seq, end)
+}
+
+/// [`run_hosts`] with a shutdown order.
+fn run_hosts_after(
+    hosts: Vec<SimHostSpec<'_>>,
+    after: After<'_>,
     ups: UpsConfig,
     script: UpsScript,
     policy: PolicyConfig,
@@ -93,7 +109,15 @@ fn run_hosts(
         for (v, g) in vms {
             estate.add_vm(&h, v, g);
         }
-        entries.push(HostEntry::new(id, id, TransportKind::Sim).with_power_on(power_on));
+        let preds = after
+            .iter()
+            .find(|(h, _)| *h == id)
+            .map_or(&[][..], |(_, p)| *p);
+        entries.push(
+            HostEntry::new(id, id, TransportKind::Sim)
+                .with_power_on(power_on)
+                .with_after(preds.iter().copied()),
+        );
         ids.push(h);
     }
     let ups = SimUps::install(&estate, ups, script);
@@ -544,5 +568,61 @@ fn a_host_whose_bmc_refuses_holds_only_its_own_vms() {
         r.audit.iter().any(|a| matches!(&a.what, Audit::EpisodeEnded { outcome } if outcome.starts_with("restored: 1 of 2"))),
         "{:?}",
         r.audit
+    );
+}
+
+/// Issue 14: the shutdown order read backwards at restore. A NAS that shuts
+/// down after the hypervisor using it (`after = ["h1"]`) serves it: h1's VM
+/// starts only once the NAS is back, although h1 boots first (90 s against
+/// the NAS's 300 s), and the wait is said once.
+#[test]
+fn restore_starts_vms_after_the_hosts_that_shut_down_after_theirs() {
+    let stays_off = || {
+        SimHostConfig::default()
+            .boots_on_power_return(false)
+            .power_on(true)
+    };
+    let r = run_hosts_after(
+        vec![
+            (
+                "h1",
+                stays_off(),
+                true,
+                vec![(on("a"), Guest::Cooperative(secs(20)))],
+            ),
+            ("nas", stays_off().boot_time(secs(300)), true, vec![]),
+        ],
+        &[("nas", &["h1"])],
+        UpsConfig::feeding("ups", vec!["h1".into(), "nas".into()], secs(3600)),
+        outage(10, Some(600)),
+        quick_policy(),
+        SequencerConfig::default()
+            .final_action(FinalAction::None)
+            .clone(),
+        2400,
+    );
+    let h1_down = r.first("h1 shutdown -> ok").expect("h1 shut down");
+    let nas_down = r.first("nas shutdown -> ok").expect("nas shut down");
+    assert!(nas_down > h1_down, "the NAS after h1 on the way down");
+    let nas_on = r.first("nas power_on -> ok").expect("NAS powered on");
+    let started = r.first("h1 a power_on -> ok").expect("h1's VM started");
+    assert!(
+        started > nas_on + secs(300),
+        "h1's VM once the NAS is back (booted), not when h1 is: {started} vs {nas_on}: {:?}",
+        r.log()
+    );
+    let said: Vec<&str> = r
+        .audit
+        .iter()
+        .filter_map(|a| match &a.what {
+            Audit::Note { text } if text.starts_with("h1's VMs wait for nas") => {
+                Some(text.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        said,
+        ["h1's VMs wait for nas to be back (nas shuts down after h1)"]
     );
 }

@@ -146,6 +146,12 @@ impl SimHostConfig {
         self.bulk_inventory = yes;
         self
     }
+    /// Sets how long the host takes from power-on to answering (default
+    /// 90 s).
+    pub fn boot_time(mut self, d: Duration) -> Self {
+        self.boot_time = d;
+        self
+    }
     /// Sets the time from a shutdown request to power off (real hosts may
     /// take many minutes: ESXi first stops its VMs per its autostop order).
     pub fn shutdown_time(mut self, d: Duration) -> Self {

@@ -255,6 +255,34 @@ impl Sequencer {
             }
         }
         // VMs, groups in reverse stop order.
+        // The shutdown order read backwards: a host shut down after others
+        // (`after`: storage after the hypervisors that use it) serves them,
+        // so their VMs wait until it is back too, or given up (lost).
+        let mut held: BTreeSet<HostId> = BTreeSet::new();
+        let mut says: Vec<(HostId, HostId)> = Vec::new();
+        for x in self
+            .inventory
+            .hosts
+            .iter()
+            .filter(|x| not_ready.contains(&x.id))
+        {
+            for p in &x.after {
+                if e.hosts.get(p).is_some_and(|t| !t.lost) && !not_ready.contains(p) {
+                    held.insert(p.clone());
+                    says.push((p.clone(), x.id.clone()));
+                }
+            }
+        }
+        for (p, x) in says {
+            if let Some(t) = e.hosts.get_mut(&p).filter(|t| !t.restore_order_said) {
+                t.restore_order_said = true;
+                self.note(
+                    now,
+                    e.id,
+                    format!("{p}'s VMs wait for {x} to be back ({x} shuts down after {p})"),
+                );
+            }
+        }
         let order: Vec<usize> = self.cfg.stop_order().into_iter().rev().collect();
         let mut gpos = group;
         while let Some(&gi) = order.get(gpos) {
@@ -306,7 +334,7 @@ impl Sequencer {
                     });
                     continue;
                 }
-                if not_ready.contains(host) {
+                if not_ready.contains(host) || held.contains(host) {
                     settled = false;
                     host_pending = true;
                     continue;

@@ -143,6 +143,10 @@ pub(super) struct HostTrack {
     /// Its wait for the hosts it shuts down after was said.
     #[cfg_attr(feature = "serde", serde(default))]
     pub(super) order_said: bool,
+    /// At restore, that its VMs wait for a host shut down after it was
+    /// said.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub(super) restore_order_said: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,5 +266,6 @@ pub(super) fn new_host() -> HostTrack {
         silent_at: None,
         unconfirmed: false,
         order_said: false,
+        restore_order_said: false,
     }
 }
