@@ -113,6 +113,10 @@ struct Stats {
     /// Scenarios with a shutdown order, and host shutdowns checked by it.
     ordered: u64,
     order_checked: u64,
+    /// Scenarios with host-local ids shared across hosts, and VM commands
+    /// checked to name the right VM.
+    host_local: u64,
+    ids_checked: u64,
 }
 
 impl Stats {
@@ -163,6 +167,8 @@ impl Stats {
         self.isolation_checked += o.isolation_checked;
         self.ordered += o.ordered;
         self.order_checked += o.order_checked;
+        self.host_local += o.host_local;
+        self.ids_checked += o.ids_checked;
     }
 }
 
@@ -273,6 +279,12 @@ struct ScPlatform {
     /// The shutdown order (`HostEntry::after`): a host (storage) and the
     /// hosts it shuts down after.
     after: BTreeMap<String, Vec<String>>,
+    /// VM ids are host-local, numbered per host as standalone Proxmox
+    /// nodes number their guests (`qemu/100`, `qemu/101`, ... on every
+    /// node: VMIDs are unique within one cluster only, and a standalone
+    /// node is a cluster of one; Proxmox VE admin guide, "Virtual
+    /// Machines"), so hosts share ids. Such guests do not migrate.
+    host_local_ids: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -543,6 +555,13 @@ fn draw(seed: u64) -> Scenario {
             platform.after.insert(last, before);
         }
     }
+    // Standalone Proxmox nodes: the same ids on every host (drawn last).
+    let mut migrations = migrations;
+    if n_hosts > 1 && rng.chance(0.15) {
+        platform.host_local_ids = true;
+        platform.empty_id = None;
+        migrations.clear();
+    }
     Scenario {
         seed,
         guards: String::new(),
@@ -624,9 +643,28 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
         }
         estate.add_host(HostId::new(h.id.clone()), cfg);
     }
-    // The VM's id as its platform reports it (empty: no instance UUID).
+    // Host-local ids: each VM's number on its host, from 100.
+    let local_ids: BTreeMap<&str, (String, VmId)> = if pf.host_local_ids {
+        let mut next: BTreeMap<&str, u32> = BTreeMap::new();
+        sc.vms
+            .iter()
+            .map(|v| {
+                let n = next.entry(v.host.as_str()).or_insert(100);
+                let local = format!("qemu/{n}");
+                *n += 1;
+                let key = VmId::scoped(&HostId::new(v.host.clone()), &local);
+                (v.id.as_str(), (local, key))
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    // The VM's key in the simulator and the engine's table (empty: no
+    // instance UUID; host-local: `<id>@<host>`).
     let vm_id = |id: &str| {
-        if pf.empty_id.as_deref() == Some(id) {
+        if let Some((_, key)) = local_ids.get(id) {
+            key.clone()
+        } else if pf.empty_id.as_deref() == Some(id) {
             VmId::new("")
         } else {
             VmId::new(id)
@@ -634,6 +672,10 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
     };
     for v in &sc.vms {
         let id = vm_id(&v.id);
+        // What the platform reports (the simulator keys a host-local one).
+        let reported = local_ids
+            .get(v.id.as_str())
+            .map_or_else(|| id.clone(), |(local, _)| VmId::new(local.clone()));
         let guest = match (v.guest, pf.acpi_guests.get(&v.id)) {
             _ if pf.stale_tools.contains(&v.id) => Guest::StaleTools,
             (_, Some(s)) => Guest::Acpi(secs(*s)),
@@ -642,14 +684,15 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
             (ScGuest::Cooperative { shutdown_s }, _) => Guest::Cooperative(secs(shutdown_s)),
         };
         let mut vm = VmInfo::new(
-            id.clone(),
+            reported,
             v.name.clone(),
             if v.on {
                 PowerState::PoweredOn
             } else {
                 PowerState::PoweredOff
             },
-        );
+        )
+        .host_local(pf.host_local_ids);
         vm.tags.extend(v.tags.iter().cloned());
         estate.add_vm(&HostId::new(v.host.clone()), vm, guest);
         if let Some(d) = pf.ha_vms.get(&v.id) {
@@ -911,6 +954,7 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
             .map(|(h, a)| (HostId::new(h.clone()), a.iter().map(HostId::new).collect()))
             .collect(),
         own_host: pf.controller_host.as_ref().map(HostId::new),
+        host_local_ids: pf.host_local_ids,
         ..Checker::default()
     };
     let mut t = 0;
@@ -1133,6 +1177,8 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
     stats.isolation_checked += u64::from(isolation_checked);
     stats.ordered += u64::from(!pf.after.is_empty());
     stats.order_checked += checker.order_checked;
+    stats.host_local += u64::from(pf.host_local_ids);
+    stats.ids_checked += checker.ids_checked;
 
     trace(&estate, &audit);
     if std::env::var_os("UPSVISOR_TRACE").is_some() {
@@ -1573,6 +1619,11 @@ struct Checker {
     shut_sent: BTreeSet<(u64, HostId)>,
     forced_in: BTreeSet<(u64, HostId)>,
     order_checked: u64,
+    /// Hosts share host-local ids: every VM command must name the VM its
+    /// key and host denote (issue 12, invariant B: two VMs with the same
+    /// host-local id on different hosts are never confused).
+    host_local_ids: bool,
+    ids_checked: u64,
 }
 
 impl Checker {
@@ -1588,6 +1639,35 @@ impl Checker {
         // Per episode: a VM gets stop commands, then start commands, never a
         // stop after a start; and no successful non-idempotent command twice.
         for a in audit.get(self.audit_seen..).unwrap_or_default() {
+            // Host-local guests never move, so the truth now is the truth
+            // when the command was issued.
+            if let (
+                true,
+                Audit::Issued {
+                    cmd: upsvisor::Command::Vm { host, vm, name, .. },
+                    ..
+                },
+            ) = (self.host_local_ids, &a.what)
+            {
+                let truth = estate.truth();
+                match truth.get(vm) {
+                    Some((_, info)) if !info.host_local => {}
+                    Some((h, info)) if h == host && info.name == *name => {
+                        self.ids_checked += 1;
+                    }
+                    other => {
+                        return Err(format!(
+                            "episode {}: a VM command at {} for {vm} on {host} named {name:?}, but that key is {}",
+                            a.episode,
+                            a.at,
+                            other.map_or("no VM".to_string(), |(h, i)| format!(
+                                "{:?} on {h}",
+                                i.name
+                            ))
+                        ));
+                    }
+                }
+            }
             match &a.what {
                 Audit::ForcedHostShutdown { host, .. } => {
                     self.forced.insert(host.clone());
@@ -1881,7 +1961,7 @@ fn summary(n: usize, wall: Duration, total: &Stats, failures: usize) -> String {
         total.controllers_in_estate,
         total.controller_deaths,
     ) + &format!(
-        "\nmore platform behaviours: hosts with hung power commands {}, hosts with intermittent command failures {} (failures {}), hosts whose maintenance entry waits {}, HA-managed VMs {} (HA restarts {}), cluster system VMs {} (restarts by their manager {}), stale tools {}, empty instance UUIDs {}, UPS ignoring shutdown.return on line {} (ignored {}), UPS restarting after a flat battery {} (restarted {}), restore charge gate set {}, out-of-band power-ons sent {} (hosts taken down and back across a controller restart {})\ninvariants exercised: VM starts checked against the UPS reading {}, power-offs checked for a graceful attempt first {}, VMs found running during restore {}, scenarios checked for host isolation {}, scenarios with a shutdown order {} (host shutdowns checked against it {})",
+        "\nmore platform behaviours: hosts with hung power commands {}, hosts with intermittent command failures {} (failures {}), hosts whose maintenance entry waits {}, HA-managed VMs {} (HA restarts {}), cluster system VMs {} (restarts by their manager {}), stale tools {}, empty instance UUIDs {}, UPS ignoring shutdown.return on line {} (ignored {}), UPS restarting after a flat battery {} (restarted {}), restore charge gate set {}, out-of-band power-ons sent {} (hosts taken down and back across a controller restart {})\ninvariants exercised: VM starts checked against the UPS reading {}, power-offs checked for a graceful attempt first {}, VMs found running during restore {}, scenarios checked for host isolation {}, scenarios with a shutdown order {} (host shutdowns checked against it {}), scenarios with host-local ids shared across hosts {} (VM commands checked to name the right VM {})",
         total.hung_hosts,
         total.flaky_hosts,
         total.flaky_failures,
@@ -1905,6 +1985,8 @@ fn summary(n: usize, wall: Duration, total: &Stats, failures: usize) -> String {
         total.isolation_checked,
         total.ordered,
         total.order_checked,
+        total.host_local,
+        total.ids_checked,
     )
 }
 
