@@ -556,7 +556,6 @@ fn draw(seed: u64) -> Scenario {
         }
     }
     // Standalone Proxmox nodes: the same ids on every host (drawn last).
-    let mut migrations = migrations;
     if n_hosts > 1 && rng.chance(0.15) {
         platform.host_local_ids = true;
         platform.empty_id = None;
