@@ -81,6 +81,7 @@ mod observe;
 pub mod plan;
 mod restore;
 mod results;
+mod retry;
 mod state;
 mod stop;
 

@@ -1,6 +1,8 @@
 //! Command results: what each answer does to the VM, host or device it
-//! was for, and when a failed command is tried again.
+//! was for; whether and when a failed command is tried again is the one
+//! policy in `retry.rs`.
 
+use super::retry::Retry;
 #[allow(unused_imports)]
 use super::*;
 
@@ -37,8 +39,7 @@ impl Sequencer {
                 }
             }
         }
-        let retries = self.cfg.retries;
-        let backoff = self.cfg.retry_backoff;
+        let retry = Retry::of(&self.cfg);
         match (&cmd, result) {
             (Command::Vm { vm, op, .. }, r) => {
                 let Some(t) = e.vms.get_mut(vm) else {
@@ -62,27 +63,22 @@ impl Sequencer {
                         t.attempts += 1;
                         let moved =
                             matches!(err.kind(), ErrorKind::NotFound | ErrorKind::InvalidState);
-                        if moved && t.attempts <= retries + 2 {
+                        if moved && retry.may_look_again(t.attempts) {
                             // Moved since the table was taken (DRS, HA), or
                             // already starting: look again, as on the way
                             // down. A VM found running counts as restored.
                             t.st = VmSt::StartPending;
-                            t.retry_at = Some(now + backoff);
+                            t.retry_at = Some(retry.next(now));
                             self.poll_wanted = true;
                         } else if err.is_transient()
-                            && (t.attempts <= retries
-                                || t.start_first
-                                    .is_some_and(|f| now < f + self.cfg.restore_vm_wait))
+                            && retry.may_retry_start(t.attempts, t.start_first, now)
                         {
                             // A host failing now and then (a connection
                             // reset, a busy agent) gets tries until the
                             // restore wait, with a backoff that doubles up
                             // to 30 s, not a fixed count within seconds.
-                            let doubled = backoff
-                                .saturating_mul(1 << t.attempts.saturating_sub(1).min(8))
-                                .min(Duration::from_secs(30));
                             t.st = VmSt::StartPending;
-                            t.retry_at = Some(now + doubled);
+                            t.retry_at = Some(retry.next_doubled(t.attempts, now));
                         } else {
                             t.st = VmSt::StartFailed {
                                 error: err.to_string(),
@@ -100,7 +96,7 @@ impl Sequencer {
                             // Moved, or already changing state: look again.
                             t.attempts += 1;
                             self.poll_wanted = true;
-                            t.st = if t.attempts <= retries + 2 {
+                            t.st = if retry.may_look_again(t.attempts) {
                                 VmSt::Pending
                             } else {
                                 VmSt::Failed {
@@ -132,10 +128,10 @@ impl Sequencer {
                                 error: err.to_string(),
                             };
                         }
-                        _ if err.is_transient() && t.attempts < retries => {
+                        _ if err.is_transient() && retry.may_retry(t.attempts + 1) => {
                             t.attempts += 1;
                             t.st = VmSt::Pending;
-                            t.retry_at = Some(now + backoff);
+                            t.retry_at = Some(retry.next(now));
                             if *op == VmOp::PowerOff {
                                 t.force_off = true;
                             }
@@ -166,8 +162,8 @@ impl Sequencer {
                         (HostOp::EnterMaintenance, Err(err)) => {
                             t.attempts += 1;
                             t.st = HostSt::Up;
-                            t.retry_at = Some(now + backoff);
-                            if t.attempts > retries
+                            t.retry_at = Some(retry.next(now));
+                            if !retry.may_retry(t.attempts)
                                 || !(err.is_transient() || err.kind() == ErrorKind::InvalidState)
                             {
                                 t.no_maint = true;
@@ -204,9 +200,9 @@ impl Sequencer {
                         }
                         (HostOp::Shutdown, Err(err)) => {
                             t.attempts += 1;
-                            if err.is_transient() && t.attempts <= retries {
+                            if err.is_transient() && retry.may_retry(t.attempts) {
                                 t.st = if t.maint { HostSt::InMaint } else { HostSt::Up };
-                                t.retry_at = Some(now + backoff);
+                                t.retry_at = Some(retry.next(now));
                             } else {
                                 t.st = HostSt::Failed {
                                     error: err.to_string(),
@@ -216,9 +212,9 @@ impl Sequencer {
                         (HostOp::ShutdownForce, Ok(())) => {}
                         (HostOp::ShutdownForce, Err(err)) => {
                             t.attempts += 1;
-                            if err.is_transient() && t.attempts <= retries {
+                            if err.is_transient() && retry.may_retry(t.attempts) {
                                 t.st = HostSt::Up;
-                                t.retry_at = Some(now + backoff);
+                                t.retry_at = Some(retry.next(now));
                             } else {
                                 t.st = HostSt::Failed {
                                     error: err.to_string(),
@@ -254,13 +250,13 @@ impl Sequencer {
                             if err.kind() == ErrorKind::Unreachable =>
                         {
                             t.exit_maint_sent = false;
-                            t.retry_at = Some(now + backoff);
+                            t.retry_at = Some(retry.next(now));
                         }
                         (HostOp::ExitMaintenance, Err(err)) => {
                             t.attempts += 1;
-                            if err.is_transient() && t.attempts <= retries {
+                            if err.is_transient() && retry.may_retry(t.attempts) {
                                 t.exit_maint_sent = false;
-                                t.retry_at = Some(now + backoff);
+                                t.retry_at = Some(retry.next(now));
                             } else {
                                 t.maint = false;
                             }
@@ -283,9 +279,9 @@ impl Sequencer {
                             f.attempts += 1;
                             // Unreachable: never delivered, safe to resend. A
                             // timeout may have been delivered: not resent.
-                            if err.kind() == ErrorKind::Unreachable && f.attempts <= retries {
+                            if err.kind() == ErrorKind::Unreachable && retry.may_retry(f.attempts) {
                                 f.sent = false;
-                                f.retry_at = Some(now + backoff);
+                                f.retry_at = Some(retry.next(now));
                             } else {
                                 f.done = true;
                             }
