@@ -31,6 +31,7 @@
 mod bus;
 mod clock;
 mod engine;
+mod hook;
 mod journal;
 mod merge;
 mod model;
@@ -55,6 +56,7 @@ pub use clock::{
     with_deadline,
 };
 pub use engine::{Engine, EngineConfig, EngineEvent, JournalReport, ManualResult};
+pub use hook::{HookCall, HookRunner};
 pub use journal::{FileJournal, Journal, MemJournal};
 pub use merge::{Event, HostOutcome, merge};
 pub use model::{
@@ -67,7 +69,8 @@ pub use policy::{
 };
 pub use poller::{Poller, PollerConfig};
 pub use sequencer::config::{
-    CommitPoint, FinalAction, MachineIdentity, Matcher, SequencerConfig, VmAction, VmGroup,
+    CommitPoint, FinalAction, Hook, HookPoint, MachineIdentity, Matcher, SequencerConfig, VmAction,
+    VmGroup,
 };
 pub use sequencer::plan::{Plan, PlanItem, PlanStage};
 pub use sequencer::{Audit, AuditEntry, Command, EpisodeStatus, Issued, PowerView, Sequencer};

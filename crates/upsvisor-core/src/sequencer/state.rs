@@ -200,6 +200,36 @@ pub(super) enum Phase {
     },
 }
 
+/// Where one hook stands in an episode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub(super) enum HookSt {
+    Running {
+        id: u64,
+        deadline: Instant,
+    },
+    Succeeded,
+    /// Failed, or no result by its deadline (unknown is not success).
+    Failed {
+        error: String,
+        /// That it holds its step was said.
+        #[serde(default)]
+        held_said: bool,
+    },
+    /// A blocking hook's hold was overridden by a forced deadline or the
+    /// battery budget (audited as `ForcedPastHook`).
+    Overridden,
+}
+
+/// A hook in flight, kept beside the episode: on-battery and after-restore
+/// hooks run outside one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct HookRun {
+    pub(super) hook: String,
+    pub(super) episode: u64,
+    pub(super) deadline: Instant,
+}
+
 /// The state of one episode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Episode {
@@ -231,6 +261,9 @@ pub(super) struct Episode {
     /// on, whichever way it began.
     #[serde(default)]
     pub(super) outlets_left_off: Vec<(DeviceId, OutletId)>,
+    /// The episode's hooks that were started, by name.
+    #[serde(default)]
+    pub(super) hooks: BTreeMap<String, HookSt>,
 }
 
 pub(super) fn new_host() -> HostTrack {
