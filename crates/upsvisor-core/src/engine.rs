@@ -978,7 +978,10 @@ impl Engine {
             Command::Hook { deadline: d, .. } => (clock.now() + *d, *d),
             _ => (deadline, after),
         };
-        let what = format!("{cmd:?}");
+        let what = match &cmd {
+            Command::Hook { hook, .. } => format!("hook {hook}"),
+            other => format!("{other:?}"),
+        };
         self.inflight.push(
             async move {
                 let r = match with_deadline(&*clock, deadline, fut).await {

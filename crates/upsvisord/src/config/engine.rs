@@ -253,6 +253,13 @@ impl Config {
             .margin(Duration::from_secs(s.margin_s))
             .armed(self.armed);
         c.shutdown_hosts = s.shutdown_hosts;
+        for h in self
+            .hooks
+            .iter()
+            .filter_map(crate::hooks::HookSection::to_core)
+        {
+            c = c.hook(h);
+        }
         for g in &self.groups {
             c = c.group(
                 VmGroup::new(
