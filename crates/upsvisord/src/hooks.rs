@@ -200,6 +200,19 @@ pub fn validate(cfg: &Config) -> std::result::Result<(), (String, String)> {
             }
             Ok(_) => {}
         }
+        // A failed blocking hook holds its step until the forced deadline
+        // or the battery budget; without a forced deadline and with a UPS
+        // that reports no runtime, nothing would end the hold.
+        if h.blocking
+            && cfg.sequencer.force_host_after_s == 0
+            && h.point != "on_battery"
+            && h.point != "after_restore"
+        {
+            return Err(at(
+                "blocking",
+                "a blocking hook needs sequencer.force_host_after_s: a failure holds its step until that forced deadline (or the battery budget, when the UPS reports a runtime)".into(),
+            ));
+        }
         if let Some(id) = &h.on {
             match known(id).map(|x| x.transport) {
                 None => return Err(at("on", format!("no [[host]] has id `{id}`"))),

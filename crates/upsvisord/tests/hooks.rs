@@ -124,7 +124,10 @@ point = "after_restore"
 command = ["{rec}"]
 deadline = "5s"
 "#,
-        fast = fast_config(nut.port, &["kvm1"]),
+        fast = fast_config(nut.port, &["kvm1"]).replace(
+            "shutdown_hosts = false",
+            "shutdown_hosts = false\nforce_host_after_s = 900"
+        ),
     );
     let cfg_path = d.join("upsvisord.toml");
     write(&cfg_path, &cfg, 0o644);
@@ -419,6 +422,7 @@ debounce_s = 1
 stable_for_s = 2
 [sequencer]
 shutdown_hosts = true
+force_host_after_s = 900
 host_down_wait_s = 5
 final_action = "none"
 margin_s = 10

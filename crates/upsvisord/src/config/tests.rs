@@ -748,7 +748,12 @@ point = "on_battery"
 command = ["logger", "on battery"]
 deadline = "5s"
 "#;
-    let text = format!("{GOOD}{hooks}");
+    let good = GOOD.replacen(
+        "final_action = \"shutdown_return\"",
+        "final_action = \"shutdown_return\"\nforce_host_after_s = 900",
+        1,
+    );
+    let text = format!("{good}{hooks}");
     let cfg = Config::parse_str("t.toml", &text).unwrap();
     let core = cfg.sequencer_config().hooks;
     assert_eq!(core.len(), 3);
@@ -828,6 +833,14 @@ deadline = "5s"
         "hook[2].point",
         "one of: on_battery",
         "point = \"sometimes\"",
+    );
+    // Blocking without a forced deadline: nothing would end a hold.
+    refused(
+        "force_host_after_s = 900",
+        "force_host_after_s = 0",
+        "hook[0].blocking",
+        "needs sequencer.force_host_after_s",
+        "blocking = true",
     );
     refused(
         "name = \"page\"",
