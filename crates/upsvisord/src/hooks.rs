@@ -200,14 +200,19 @@ pub fn validate(cfg: &Config) -> std::result::Result<(), (String, String)> {
             }
             Ok(_) => {}
         }
+        if h.blocking && !wants_group && !wants_host && h.point != "trigger" {
+            return Err(at(
+                "blocking",
+                format!(
+                    "a {} hook holds nothing: only trigger, before_group and before_host_shutdown hooks can block",
+                    h.point
+                ),
+            ));
+        }
         // A failed blocking hook holds its step until the forced deadline
         // or the battery budget; without a forced deadline and with a UPS
         // that reports no runtime, nothing would end the hold.
-        if h.blocking
-            && cfg.sequencer.force_host_after_s == 0
-            && h.point != "on_battery"
-            && h.point != "after_restore"
-        {
+        if h.blocking && cfg.sequencer.force_host_after_s == 0 {
             return Err(at(
                 "blocking",
                 "a blocking hook needs sequencer.force_host_after_s: a failure holds its step until that forced deadline (or the battery budget, when the UPS reports a runtime)".into(),

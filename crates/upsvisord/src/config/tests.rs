@@ -834,6 +834,13 @@ deadline = "5s"
         "one of: on_battery",
         "point = \"sometimes\"",
     );
+    refused(
+        "deadline = \"5s\"",
+        "deadline = \"5s\"\nblocking = true",
+        "hook[2].blocking",
+        "holds nothing",
+        "blocking = true",
+    );
     // Blocking without a forced deadline: nothing would end a hold.
     refused(
         "force_host_after_s = 900",
