@@ -117,6 +117,11 @@ struct Stats {
     /// checked to name the right VM.
     host_local: u64,
     ids_checked: u64,
+    /// Hooks started, failed (or without a result by their deadline), and
+    /// steps forced past a blocking one.
+    hooks_started: u64,
+    hooks_failed: u64,
+    hooks_forced_past: u64,
 }
 
 impl Stats {
@@ -169,6 +174,9 @@ impl Stats {
         self.order_checked += o.order_checked;
         self.host_local += o.host_local;
         self.ids_checked += o.ids_checked;
+        self.hooks_started += o.hooks_started;
+        self.hooks_failed += o.hooks_failed;
+        self.hooks_forced_past += o.hooks_forced_past;
     }
 }
 
@@ -285,6 +293,69 @@ struct ScPlatform {
     /// node is a cluster of one; Proxmox VE admin guide, "Virtual
     /// Machines"), so hosts share ids. Such guests do not migrate.
     host_local_ids: bool,
+    /// Operators' hooks (issue 15, part 3), run by a simulated runner.
+    hooks: Vec<ScHook>,
+}
+
+/// A hook: where it runs, whether it blocks, and what it does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ScHook {
+    name: String,
+    /// `on_battery`, `trigger`, `before_group` (`group`), `before_host_shutdown`
+    /// (`host`), `after_restore`.
+    point: String,
+    #[serde(default)]
+    target: String,
+    blocking: bool,
+    deadline_s: u64,
+    /// Takes this long (s), then succeeds or fails; `None`: never answers.
+    takes_s: Option<u64>,
+    fails: bool,
+}
+
+impl ScHook {
+    fn point(&self) -> upsvisor::HookPoint {
+        match self.point.as_str() {
+            "on_battery" => upsvisor::HookPoint::OnBattery,
+            "trigger" => upsvisor::HookPoint::Trigger,
+            "before_group" => upsvisor::HookPoint::BeforeGroup {
+                group: self.target.clone(),
+            },
+            "before_host_shutdown" => upsvisor::HookPoint::BeforeHostShutdown {
+                host: HostId::new(self.target.clone()),
+            },
+            _ => upsvisor::HookPoint::AfterRestore,
+        }
+    }
+}
+
+/// Runs the scenario's hooks on the simulated clock.
+struct SimHooks {
+    clock: SimClock,
+    hooks: BTreeMap<String, ScHook>,
+}
+
+#[async_trait::async_trait]
+impl upsvisor::HookRunner for SimHooks {
+    async fn run(&self, call: &upsvisor::HookCall) -> upsvisor::Result<()> {
+        use upsvisor::Clock;
+        let h = self
+            .hooks
+            .get(&call.name)
+            .ok_or_else(|| upsvisor::Error::not_found(call.name.clone()))?;
+        let Some(takes) = h.takes_s else {
+            return std::future::pending().await;
+        };
+        if std::env::var_os("UPSVISOR_TRACE").is_some() {
+            println!("hook {} runs from {}", h.name, self.clock.now());
+        }
+        self.clock.sleep_until(self.clock.now() + secs(takes)).await;
+        if h.fails {
+            Err(upsvisor::Error::protocol(&h.name, "exit status 1"))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -560,6 +631,39 @@ fn draw(seed: u64) -> Scenario {
         platform.host_local_ids = true;
         platform.empty_id = None;
         migrations.clear();
+    }
+    // Hooks, drawn last (the draws above stay as they were for every seed).
+    if rng.chance(0.3) {
+        for k in 0..rng.range(1, 4) {
+            let (point, target) = match rng.below(5) {
+                0 => ("on_battery", String::new()),
+                1 => ("trigger", String::new()),
+                2 => (
+                    "before_group",
+                    ["low", "mgmt", "default"][rng.below(3) as usize].to_owned(),
+                ),
+                3 => (
+                    "before_host_shutdown",
+                    hosts[rng.below(hosts.len() as u64) as usize].id.clone(),
+                ),
+                _ => ("after_restore", String::new()),
+            };
+            let deadline_s = rng.range(5, 120);
+            let takes_s = match rng.below(4) {
+                0 => None,
+                1 => Some(deadline_s + rng.range(1, 60)),
+                _ => Some(rng.range(0, deadline_s)),
+            };
+            platform.hooks.push(ScHook {
+                name: format!("hook{k}"),
+                point: point.to_owned(),
+                target,
+                blocking: rng.chance(0.5),
+                deadline_s,
+                takes_s,
+                fails: rng.chance(0.3),
+            });
+        }
     }
     Scenario {
         seed,
@@ -895,6 +999,19 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
         .in_flight(sc.max_in_flight, sc.per_host_in_flight)
         .call_deadline(secs(30))
         .controller_vm(controller.as_ref().map(|(id, _)| Matcher::Id(id.clone())));
+    for h in &pf.hooks {
+        seq_cfg.hook(
+            upsvisor::Hook::new(h.name.clone(), h.point(), secs(h.deadline_s)).blocking(h.blocking),
+        );
+    }
+    let hook_runner: Arc<dyn upsvisor::HookRunner> = Arc::new(SimHooks {
+        clock: clock.clone(),
+        hooks: pf
+            .hooks
+            .iter()
+            .map(|h| (h.name.clone(), h.clone()))
+            .collect(),
+    });
     let mut policy = PolicyConfig::default();
     policy
         .on_battery_for(sc.on_battery_for_s.map(secs))
@@ -918,6 +1035,7 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
         )
         .expect("valid inventory")
         .with_config(EngineConfig::default().status_interval(secs(5)).clone())
+        .with_hook_runner(hook_runner.clone())
         .with_journal(Box::new(journal.clone()))
         .expect("journal loads");
         for h in &hosts {
@@ -1148,8 +1266,19 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
                         ps.iter()
                             .any(|p| troubled_hosts.contains(&HostId::new(p.clone())))
                     });
+                    // A blocking hook (the trigger's, a group's, this
+                    // host's) holds it by design, up to the forced
+                    // deadline or the battery budget, which
+                    // `check_hooks` and the budget invariant check.
+                    let held_by_hook = audit.iter().any(|a| {
+                        a.episode == ep
+                            && matches!(&a.what, Audit::HookStarted { hook, blocking: true, .. }
+                                if pf.hooks.iter().any(|x| &x.name == hook
+                                    && (x.point != "before_host_shutdown" || x.target == h.as_str())))
+                    });
                     if troubled_hosts.contains(h)
                         || waits_for_troubled
+                        || held_by_hook
                         || controller.as_ref().is_some_and(|(_, ch)| ch == h)
                         || mgmt_host(&truth, h)
                         || !estate.host_up(h)
@@ -1567,7 +1696,144 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
     }) {
         stats.aborted_or_shed_only += episodes.len() as u64;
     }
+    check_hooks(&pf.hooks, &sc.vms, &audit, at(end), &mut stats)?;
     Ok(stats)
+}
+
+/// Hooks' invariants, from the audit:
+/// - every hook started gets exactly one result, by its deadline (a
+///   restart fails it at once); one that never answers, or answers after
+///   its deadline, is a failure, never a success (unknown is not "ok");
+/// - a blocking hook's step acts only after it succeeded or after a
+///   `forced_past_hook` for it: the trigger's VM stops, host shutdowns and
+///   power-cutting device commands; a group's VM stops; a host's shutdown.
+fn check_hooks(
+    hooks: &[ScHook],
+    vms: &[ScVm],
+    audit: &[AuditEntry],
+    end: Instant,
+    stats: &mut Stats,
+) -> Result<(), String> {
+    use upsvisor::{Command, HostOp};
+    let by_name: BTreeMap<&str, &ScHook> = hooks.iter().map(|h| (h.name.as_str(), h)).collect();
+    // The group a VM stops with (as `run` configures them: `low` by tag
+    // at order -5 wins over `mgmt` by name at 50).
+    let group_of = |name: &str| match vms.iter().find(|v| v.name == name) {
+        Some(v) if v.tags.iter().any(|t| t == "low") => "low",
+        _ if name.starts_with("mgmt-") => "mgmt",
+        _ => "default",
+    };
+    let mut started: BTreeMap<u64, (&ScHook, Instant, u64)> = BTreeMap::new();
+    // (episode, hook) -> released (ok or forced past) at.
+    let mut released: BTreeMap<(u64, &str), Instant> = BTreeMap::new();
+    let mut holding: BTreeMap<(u64, &str), Instant> = BTreeMap::new();
+    for a in audit {
+        match &a.what {
+            Audit::HookStarted { id, hook, .. } => {
+                let h = by_name
+                    .get(hook.as_str())
+                    .ok_or_else(|| format!("unknown hook {hook} started"))?;
+                stats.hooks_started += 1;
+                started.insert(*id, (h, a.at, a.episode));
+                if h.blocking {
+                    holding.insert((a.episode, h.name.as_str()), a.at);
+                }
+            }
+            Audit::HookFinished { id, hook, error } => {
+                let Some((h, at0, ep)) = started.remove(id) else {
+                    return Err(format!(
+                        "hook {hook} (id {id}) finished twice or never started"
+                    ));
+                };
+                let took = a.at - at0;
+                // (A restart fails it when the controller comes back, which
+                // may be later.)
+                let restarted = error.as_deref().is_some_and(|e| e.contains("restarted"));
+                // (A result that came in during a poll is handed to the
+                // sequencer when the poll ends: up to a host deadline and
+                // a latency later.)
+                if took > secs(h.deadline_s + 15) && !restarted {
+                    return Err(format!(
+                        "hook {hook} finished {took:?} after its start, past its {} s deadline",
+                        h.deadline_s
+                    ));
+                }
+                let on_time = h.takes_s.is_some_and(|t| t <= h.deadline_s);
+                if error.is_none() && (!on_time || h.fails) {
+                    return Err(format!(
+                        "hook {hook} reported a success it never had (takes {:?}, fails {}, deadline {} s)",
+                        h.takes_s, h.fails, h.deadline_s
+                    ));
+                }
+                if error.is_some() {
+                    stats.hooks_failed += 1;
+                } else {
+                    released.insert((ep, h.name.as_str()), a.at);
+                }
+            }
+            Audit::ForcedPastHook { hook, .. } => {
+                stats.hooks_forced_past += 1;
+                if let Some(h) = by_name.get(hook.as_str()) {
+                    released.entry((a.episode, h.name.as_str())).or_insert(a.at);
+                }
+            }
+            Audit::Issued { cmd, .. } => {
+                // Which blocking, holding hooks does this command wait for?
+                let waits_for: Vec<&ScHook> = hooks
+                    .iter()
+                    .filter(|h| h.blocking)
+                    .filter(|h| match (h.point.as_str(), cmd) {
+                        ("trigger", Command::Vm { op, .. }) => {
+                            matches!(op, upsvisor::VmOp::ShutdownGuest | upsvisor::VmOp::PowerOff)
+                        }
+                        ("trigger", Command::Host { op, .. }) => {
+                            matches!(op, HostOp::Shutdown | HostOp::EnterMaintenance)
+                        }
+                        ("trigger", Command::Device { cmd, .. }) => matches!(
+                            cmd,
+                            upsvisor::DeviceCommand::ShutdownReturn { .. }
+                                | upsvisor::DeviceCommand::ShutdownStayOff { .. }
+                                | upsvisor::DeviceCommand::OutletOff { .. }
+                        ),
+                        ("before_group", Command::Vm { name, op, .. }) => {
+                            group_of(name) == h.target
+                                && matches!(
+                                    op,
+                                    upsvisor::VmOp::ShutdownGuest | upsvisor::VmOp::PowerOff
+                                )
+                        }
+                        ("before_host_shutdown", Command::Host { host, op }) => {
+                            host.as_str() == h.target && *op == HostOp::Shutdown
+                        }
+                        _ => false,
+                    })
+                    .collect();
+                for h in waits_for {
+                    let key = (a.episode, h.name.as_str());
+                    // Started in this episode and not released: held.
+                    if holding.contains_key(&key) && !released.contains_key(&key) {
+                        return Err(format!(
+                            "episode {}: {cmd:?} issued at {} while blocking hook {} held it",
+                            a.episode, a.at, h.name
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // Still running at the end: fine only if its deadline is after it, or
+    // the controller stopped with its host (a hook of that host's own
+    // shutdown is not waited for) and nothing runs to see the result.
+    for (id, (h, at0, _)) in started {
+        if at0 + secs(h.deadline_s) + secs(10) < end && stats.controller_deaths == 0 {
+            return Err(format!(
+                "hook {} (id {id}) got no result by its deadline",
+                h.name
+            ));
+        }
+    }
+    Ok(())
 }
 /// With `UPSVISOR_TRACE` set: the audit and the hosts' command log.
 fn trace(estate: &Estate, audit: &[AuditEntry]) {
@@ -1986,6 +2252,9 @@ fn summary(n: usize, wall: Duration, total: &Stats, failures: usize) -> String {
         total.order_checked,
         total.host_local,
         total.ids_checked,
+    ) + &format!(
+        "\nhooks: started {}, failed or without a result by their deadline {}, steps forced past a blocking hook {}",
+        total.hooks_started, total.hooks_failed, total.hooks_forced_past,
     )
 }
 

@@ -10,8 +10,9 @@
 //! [`crate::SimClock::block_on`] an hour of outage takes milliseconds.
 //!
 //! Logging contract (feature `tracing`; see [`Engine`]): `warn` for forced
-//! host shutdowns and failed commands, `info` for episode start/end, phase
-//! changes and every command, `debug` for power readings.
+//! host shutdowns, steps forced past a blocking hook, failed commands and
+//! failed hooks; `info` for episode start/end, phase changes, every
+//! command and every hook; `debug` for power readings.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -30,6 +31,7 @@ use crate::bus::{Bus, Subscription, Update};
 use crate::clock::{Clock, Instant, TimeBasis, with_deadline};
 #[cfg(feature = "journal")]
 use crate::clock::{TimeAnchor, rebased};
+use crate::hook::{HookCall, HookRunner};
 #[cfg(feature = "journal")]
 use crate::journal::Journal;
 use crate::logging;
@@ -175,7 +177,7 @@ pub enum JournalReport {
 
 /// The journal's document, format 2 (see `crate::journal`).
 #[cfg(feature = "journal")]
-#[derive(serde::Serialize)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 struct JournalDocOut<'a> {
     format: u32,
     saved: TimeAnchor,
@@ -281,6 +283,7 @@ pub struct Engine {
     next_poll: Instant,
     last_view: PowerView,
     inflight: FuturesUnordered<BoxFuture<'static, Done>>,
+    hooks: Option<Arc<dyn HookRunner>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -307,6 +310,7 @@ impl Engine {
         mut sequencer: SequencerConfig,
     ) -> Result<Self> {
         inventory.validate()?;
+        sequencer.validate_hooks(&inventory)?;
         sequencer.observe_lag = sequencer.observe_lag.max(poller.on_battery_period);
         let now = clock.now();
         Ok(Engine {
@@ -335,12 +339,19 @@ impl Engine {
             next_poll: now,
             last_view: PowerView::default(),
             inflight: FuturesUnordered::new(),
+            hooks: None,
         })
     }
 
     /// Sets the engine settings.
     pub fn with_config(mut self, cfg: EngineConfig) -> Self {
         self.cfg = cfg;
+        self
+    }
+
+    /// Registers what runs the configured hooks (see [`crate::Hook`]).
+    pub fn with_hook_runner(mut self, runner: Arc<dyn HookRunner>) -> Self {
+        self.hooks = Some(runner);
         self
     }
 
@@ -545,15 +556,24 @@ impl Engine {
         }
     }
 
-    /// Checks that every outlet's device is attached and every host has a
-    /// transport. Call it after the last [`Engine::add_device`] /
+    /// Checks that every outlet's device is attached, every host has a
+    /// transport, and configured hooks have a runner. Call it after the last [`Engine::add_device`] /
     /// [`Engine::add_host`]: a typo in a device id would otherwise leave
     /// that feed without a verdict forever.
     ///
     /// # Errors
     /// A [`crate::ErrorKind::Config`] error naming every outlet whose device
-    /// is missing, or every host without a transport.
+    /// is missing, or every host without a transport, or the first hook
+    /// when no [`HookRunner`] is registered.
     pub fn validate(&self) -> Result<()> {
+        if self.hooks.is_none() {
+            if let Some(h) = self.seq.config().hooks.first() {
+                return Err(Error::config(
+                    format!("hooks.{}", h.name),
+                    "hooks are configured but no hook runner is registered (Engine::with_hook_runner)",
+                ));
+            }
+        }
         let missing = self.missing_devices();
         if !missing.is_empty() {
             return Err(Error::config(
@@ -1021,6 +1041,22 @@ impl Engine {
                     .boxed(),
                 }
             }
+            Command::Hook {
+                hook,
+                point,
+                episode,
+                deadline,
+            } => match self.hooks.clone() {
+                Some(runner) => {
+                    let call = HookCall::new(hook.clone(), point.clone(), *episode, *deadline);
+                    async move { runner.run(&call).await }.boxed()
+                }
+                None => futures_util::future::ready(Err(Error::config(
+                    format!("hooks.{hook}"),
+                    "no hook runner is registered",
+                )))
+                .boxed(),
+            },
             Command::Device { device, cmd } => match self.devices.iter().find(|(d, _)| d == device)
             {
                 Some((_, d)) => {
@@ -1033,7 +1069,15 @@ impl Engine {
                 .boxed(),
             },
         };
-        let what = format!("{cmd:?}");
+        // A hook gets its own deadline, not the call deadline.
+        let (deadline, after) = match &cmd {
+            Command::Hook { deadline: d, .. } => (clock.now() + *d, *d),
+            _ => (deadline, after),
+        };
+        let what = match &cmd {
+            Command::Hook { hook, .. } => format!("hook {hook}"),
+            other => format!("{other:?}"),
+        };
         self.inflight.push(
             async move {
                 let r = match with_deadline(&*clock, deadline, fut).await {
@@ -1145,6 +1189,16 @@ fn log_audit(a: &AuditEntry) {
         }
         Audit::ForcedPowerCut { host, reason } => {
             tracing::warn!(episode = a.episode, %host, %reason, "power cut under a host that still answers")
+        }
+        Audit::ForcedPastHook { hook, reason } => {
+            tracing::warn!(episode = a.episode, %hook, %reason, "step forced past a blocking hook")
+        }
+        Audit::HookFinished {
+            hook,
+            error: Some(e),
+            ..
+        } => {
+            tracing::warn!(episode = a.episode, %hook, error = %e, "hook failed")
         }
         Audit::Completed {
             error: Some(e),

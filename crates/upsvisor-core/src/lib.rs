@@ -60,6 +60,7 @@
 mod bus;
 mod clock;
 mod engine;
+mod hook;
 #[cfg(feature = "journal")]
 mod journal;
 mod logging;
@@ -86,6 +87,7 @@ pub use clock::{
     with_deadline,
 };
 pub use engine::{Canceled, Engine, EngineConfig, EngineEvent, JournalReport, ManualResult};
+pub use hook::{HookCall, HookRunner};
 #[cfg(feature = "journal")]
 pub use journal::{FileJournal, Journal, MemJournal};
 pub use merge::{Event, HostOutcome, merge};
@@ -99,7 +101,8 @@ pub use policy::{
 };
 pub use poller::{Poller, PollerConfig};
 pub use sequencer::config::{
-    CommitPoint, FinalAction, MachineIdentity, Matcher, SequencerConfig, VmAction, VmGroup,
+    CommitPoint, FinalAction, Hook, HookPoint, MachineIdentity, Matcher, SequencerConfig, VmAction,
+    VmGroup,
 };
 pub use sequencer::plan::{Plan, PlanItem, PlanStage};
 pub use sequencer::{Audit, AuditEntry, Command, EpisodeStatus, Issued, PowerView, Sequencer};

@@ -484,14 +484,34 @@ impl Session {
     /// once, on a fresh connection, when the connection turns out dead: a
     /// command that was sent is never sent twice.
     pub(crate) async fn exec(&self, line: &str, what: &str) -> Result<Output, Error> {
+        self.exec_for(line, what, self.cfg.command_timeout, false)
+            .await
+    }
+
+    /// [`Session::exec`] within `t` instead of the configured command
+    /// timeout. With `stop`, a command still running shortly before `t` is
+    /// signalled (`TERM`, RFC 4254 6.9) and its channel closed. Best
+    /// effort only: OpenSSH refuses the signal without privilege
+    /// separation for the session, and a closed channel does not end a
+    /// command that neither reads nor writes (see
+    /// `SshTransport::run_command` for the watchdog that does).
+    pub(crate) async fn exec_for(
+        &self,
+        line: &str,
+        what: &str,
+        t: Duration,
+        stop: bool,
+    ) -> Result<Output, Error> {
         let target = self.cfg.target();
-        let t = self.cfg.command_timeout;
         let deadline = tokio::time::Instant::now() + t;
         let progress = Mutex::new(Progress::default());
         let _poison = PoisonUnlessDone(&progress);
-        let r =
-            tokio::time::timeout_at(deadline, self.exec_within(line, what, deadline, &progress))
-                .await;
+        let run_until = stop.then(|| deadline - (t / 10).min(Duration::from_millis(500)));
+        let r = tokio::time::timeout_at(
+            deadline,
+            self.exec_within(line, what, deadline, run_until, &progress),
+        )
+        .await;
         let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
         match r {
             Ok(r) => {
@@ -521,6 +541,7 @@ impl Session {
         line: &str,
         what: &str,
         deadline: tokio::time::Instant,
+        run_until: Option<tokio::time::Instant>,
         progress: &Mutex<Progress>,
     ) -> Result<Output, Error> {
         let target = self.cfg.target();
@@ -644,7 +665,15 @@ impl Session {
             out.stderr = String::from_utf8_lossy(&se).into_owned();
             Ok(out)
         };
-        let result = run.await;
+        let result = match run_until {
+            Some(at) => tokio::time::timeout_at(at, run).await.unwrap_or_else(|_| {
+                Err(Error::timeout(
+                    format!("{what} on {target} (still running: stopped)"),
+                    at.saturating_duration_since(tokio::time::Instant::now()),
+                ))
+            }),
+            None => run.await,
+        };
         if result.is_err() {
             // Best effort: stop the remote command, then drop the channel.
             let _ = channel.signal(Sig::TERM).await;

@@ -106,6 +106,98 @@ impl SshTransport {
         .await;
     }
 
+    /// Runs the program `argv` (each argument quoted for a POSIX shell;
+    /// nothing is interpreted by the remote shell) on the host over this
+    /// transport's connection and its host-key check, with `env` set
+    /// (through `env NAME=value ...`, as sshd's `AcceptEnv` usually refuses
+    /// the protocol's own variables), within `timeout`. It runs under a
+    /// small `/bin/sh` watchdog: still running a second before `timeout`,
+    /// its session's process group is sent `TERM` (what it started goes
+    /// too), and the channel is closed. `Ok` only for exit status 0. For
+    /// operators' hooks; refused on Hyper-V hosts (no POSIX shell).
+    ///
+    /// # Errors
+    /// `Unsupported` on Hyper-V or for an empty `argv` or a variable name
+    /// that is not `[A-Za-z_][A-Za-z0-9_]*`; `Timeout`; `Protocol` with the
+    /// exit status or signal for a command that failed; connection errors
+    /// as for every call.
+    pub async fn run_command(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        timeout: std::time::Duration,
+    ) -> Result<()> {
+        if self.inner.cfg.dialect == Dialect::HyperV {
+            return Err(Error::unsupported(format!(
+                "a command on {} (ssh-hyperv: no POSIX shell)",
+                self.inner.target
+            )));
+        }
+        let Some(prog) = argv.first() else {
+            return Err(Error::unsupported("an empty command"));
+        };
+        let valid = |n: &str| {
+            n.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        if let Some((bad, _)) = env.iter().find(|(n, _)| !valid(n)) {
+            return Err(Error::unsupported(format!(
+                "environment variable name {bad:?}"
+            )));
+        }
+        // The watchdog: sshd starts each session in a process group of
+        // its own, led (once the login shell and `env` have exec'd) by
+        // this `sh`; at the deadline the whole group is ended, whatever
+        // the server does with a closed channel or a `signal` request.
+        // (Its one-second steps leave at most a 1 s `sleep` behind when
+        // the command ends first.)
+        let secs = timeout.as_secs().saturating_sub(1).max(1);
+        let watchdog = format!(
+            "\"$@\" & p=$!; ( i=0; while [ $i -lt {secs} ]; do sleep 1; i=$((i+1)); done; \
+             kill -TERM -$$ 2>/dev/null || kill -TERM $p 2>/dev/null ) & w=$!; \
+             wait $p; s=$?; kill $w 2>/dev/null; exit $s"
+        );
+        let mut words: Vec<String> = env.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        words.extend([
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            watchdog,
+            "upsvisor-command".to_owned(),
+        ]);
+        words.extend(argv.iter().cloned());
+        let what = format!("command {prog}");
+        self.call(move |inner| async move {
+            let line = format!("env LC_ALL=C LANG=C LANGUAGE=C {}", sh_line(&words));
+            tracing::debug!(host = %inner.target, what, "ssh exec");
+            let t0 = std::time::Instant::now();
+            let out = inner.session.exec_for(&line, &what, timeout, true).await?;
+            if out.success() {
+                return Ok(());
+            }
+            // Ended by its watchdog: it ran out its time.
+            if out.signal.as_deref() == Some("TERM")
+                && t0.elapsed() >= std::time::Duration::from_secs(secs)
+            {
+                return Err(Error::timeout(
+                    format!("{what} on {} (still running: stopped)", inner.target),
+                    timeout,
+                ));
+            }
+            Err(match (&out.signal, out.status) {
+                (Some(sig), _) => {
+                    Error::protocol(&inner.target, format!("{what} was killed by signal {sig}"))
+                }
+                (None, Some(st)) => {
+                    Error::protocol(&inner.target, format!("{what}: exit status {st}"))
+                }
+                (None, None) => Error::protocol(&inner.target, format!("{what}: no exit status")),
+            })
+        })
+        .await
+    }
+
     async fn call<T, F, Fut>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,

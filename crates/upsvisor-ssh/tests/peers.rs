@@ -795,3 +795,71 @@ fn dropping_a_call_cancels_it_and_keeps_the_transport_usable() {
     block_on(t.host_info()).unwrap();
     assert_eq!(t.connection_count(), 2);
 }
+
+// ---------------------------------------------------------------- commands
+
+/// An operator's command (a hook) over the host's connection: argv quoted,
+/// variables passed through `env`, exit status honoured; one still running
+/// at its timeout is stopped on the host.
+#[test]
+fn a_command_runs_with_its_environment_and_is_stopped_at_its_timeout() {
+    let Some(sshd) = Sshd::start() else { return };
+    let t = transport(sshd.config(Dialect::Server));
+    let out = sshd.state().join("cmd.out");
+    let argv: Vec<String> = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!(
+            "printf '%s|%s' \"$UPSVISOR_HOOK\" \"$1\" > {}",
+            out.display()
+        ),
+        "sh".into(),
+        "it's; $(touch PWNED)".into(),
+    ];
+    let env = vec![("UPSVISOR_HOOK".to_owned(), "a b'c".to_owned())];
+    block_on(t.run_command(&argv, &env, Duration::from_secs(10))).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "a b'c|it's; $(touch PWNED)"
+    );
+    assert!(!sshd.state().join("PWNED").exists());
+    let e = block_on(t.run_command(
+        &["/bin/sh".into(), "-c".into(), "exit 4".into()],
+        &[],
+        Duration::from_secs(10),
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("exit status 4"), "{e}");
+    let e = block_on(t.run_command(
+        &["x".into()],
+        &[("A B".into(), "1".into())],
+        Duration::from_secs(1),
+    ))
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    // Still running at its timeout: a timeout, and the command stopped.
+    let t0 = Instant::now();
+    let e = block_on(t.run_command(
+        &["sleep".into(), "4141".into()],
+        &[],
+        Duration::from_secs(2),
+    ))
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(4));
+    let running = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+            std::fs::read(p.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x004141\x00")
+                && std::fs::read_to_string(p.path().join("stat")).is_ok_and(|s| !s.contains(") Z "))
+        })
+    };
+    let t1 = Instant::now();
+    while running() && t1.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !running(),
+        "the remote command outlived its timeout; sshd log:\n{}",
+        sshd.log()
+    );
+}

@@ -119,6 +119,8 @@ pub struct Parts {
     /// SOAP hosts reached through vCenter (`vsphere_host` set), with how
     /// many hosts share their session; other hosts are absent.
     pub via: BTreeMap<HostId, Via>,
+    /// What runs the `[[hook]]`s ([`crate::hooks`]); `None` without hooks.
+    pub hooks: Option<Arc<dyn upsvisor_core::HookRunner>>,
 }
 
 /// A SOAP host reached through vCenter, for `check`, `/api/hosts` and the
@@ -203,6 +205,16 @@ impl Parts {
             c.status_interval(self.status_interval);
             c
         });
+        match &self.hooks {
+            Some(r) => e = e.with_hook_runner(r.clone()),
+            None if !self.sequencer.hooks().is_empty() => {
+                return Err(upsvisor_core::Error::config(
+                    "hook",
+                    "hooks are configured but nothing runs them (no hook runner)",
+                ));
+            }
+            None => {}
+        }
         if let Some(j) = &self.journal {
             e = e.with_journal(Box::new(upsvisor_core::FileJournal::new(j.clone())))?;
         }
@@ -251,7 +263,19 @@ pub fn host_transport(
             let id = HostId::from(h.id.as_str());
             Ok(Arc::new(estate.transport(&id)))
         }
-        Transport::Ssh(dialect) => {
+        Transport::Ssh(dialect) => Ok(Arc::new(ssh_transport(key, h, vault, dialect)?)),
+    }
+}
+
+/// Builds one SSH host's transport (shared, by cloning, with its hooks).
+pub fn ssh_transport(
+    key: &str,
+    h: &HostSection,
+    vault: &Vault,
+    dialect: upsvisor_ssh::Dialect,
+) -> std::result::Result<upsvisor_ssh::SshTransport, String> {
+    {
+        {
             let name = h.credentials.as_deref().ok_or_else(|| {
                 format!("{key}.credentials: an SSH host needs a credentials entry")
             })?;
@@ -289,8 +313,7 @@ pub fn host_transport(
                     .with_shutdown_command(cmd.iter().cloned())
                     .map_err(|e| format!("{key}.shutdown_command: {e}"))?;
             }
-            let t = upsvisor_ssh::SshTransport::new(c).map_err(|e| format!("{key}: {e}"))?;
-            Ok(Arc::new(t))
+            upsvisor_ssh::SshTransport::new(c).map_err(|e| format!("{key}: {e}"))
         }
     }
 }
@@ -658,6 +681,7 @@ pub fn from_config(cfg: &Config, vault: &Vault) -> (Parts, Vec<(String, String)>
     let mut hosts = BTreeMap::new();
     let mut power_on = BTreeMap::new();
     let mut sessions = BTreeMap::new();
+    let mut ssh = BTreeMap::new();
     for (i, h) in cfg.hosts.iter().enumerate() {
         let key = format!("host[{i}]");
         let with_method = |t: Arc<dyn HostTransport>| match &h.power_on {
@@ -671,6 +695,12 @@ pub fn from_config(cfg: &Config, vault: &Vault) -> (Parts, Vec<(String, String)>
         };
         let built = if SessionKey::of(h).is_some() {
             soap_transport(&key, h, vault, &mut sessions)
+        } else if let Transport::Ssh(dialect) = h.transport {
+            // One SSH connection per host: its hooks share it.
+            ssh_transport(&key, h, vault, dialect).map(|t| {
+                ssh.insert(HostId::from(h.id.as_str()), t.clone());
+                Arc::new(t) as Arc<dyn HostTransport>
+            })
         } else {
             host_transport(&key, h, vault, estate.as_ref())
         };
@@ -695,7 +725,15 @@ pub fn from_config(cfg: &Config, vault: &Vault) -> (Parts, Vec<(String, String)>
             Err(e) => errors.push((format!("device {}", d.id), e)),
         }
     }
+    let hooks = if cfg.hooks.is_empty() {
+        None
+    } else {
+        let (runner, errs) = crate::hooks::Runner::new(cfg, &ssh);
+        errors.extend(errs);
+        Some(Arc::new(runner) as Arc<dyn upsvisor_core::HookRunner>)
+    };
     let parts = Parts {
+        hooks,
         clock,
         inventory: cfg.inventory(),
         hosts,
@@ -750,6 +788,7 @@ pub fn demo(spec: DemoSpec) -> (Parts, SimUps) {
         status_interval: d.status_interval,
         power_on: BTreeMap::new(),
         via: BTreeMap::new(),
+        hooks: None,
     };
     (parts, d.ups)
 }

@@ -19,6 +19,7 @@ pub mod api;
 pub mod build;
 pub mod config;
 pub mod history;
+pub mod hooks;
 pub mod identity;
 pub mod notify;
 pub mod nut_server;

@@ -554,6 +554,9 @@ fn check(cli: &Cli) -> Res {
         });
     }
     check_power_on(&cfg, &vault, &mut items);
+    for h in &cfg.hooks {
+        items.push(upsvisord::hooks::check(h));
+    }
     // The plan against the runtime, from one real poll.
     let mut engine = parts.engine().map_err(|e| e.to_string())?;
     let end = parts.clock.now() + Duration::from_millis(1);

@@ -42,8 +42,9 @@
 //!
 //! Event names (`NOTIFYTYPE`) follow NUT's where the meaning is NUT's
 //! (`ONBATT`, `ONLINE`, `LOWBATT`, `FSD`, `COMMBAD`, `COMMOK`); upsvisor's
-//! own are `TRIGGER`, `EPISODE_START`, `EPISODE_END`, `FORCED`,
-//! `COMMAND_FAILED`, `HOST_UNREACHABLE`, `HOST_RECOVERED`, `CRITICAL`,
+//! own are `TRIGGER`, `EPISODE_START`, `EPISODE_END`, `FORCED` (a host
+//! shutdown, a power cut, or a step past a blocking hook), `COMMAND_FAILED`,
+//! `HOOK_FAILED`, `HOST_UNREACHABLE`, `HOST_RECOVERED`, `CRITICAL`,
 //! `NOTE`, `NOTIFY_FAILED` and `TEST`.
 //!
 //! The `generic` body:
@@ -637,6 +638,24 @@ impl Classifier {
                         );
                         n.host = Some(w("host"));
                         n
+                    }
+                    "forced_past_hook" => Notification::new(
+                        "FORCED",
+                        Severity::Critical,
+                        format!("FORCED past hook {}: {}", w("hook"), w("reason")),
+                        ev,
+                    ),
+                    "hook_finished"
+                        if what
+                            .and_then(|w| w.get("error"))
+                            .is_some_and(|e| !e.is_null()) =>
+                    {
+                        Notification::new(
+                            "HOOK_FAILED",
+                            Severity::Warning,
+                            format!("HOOK_FAILED {}: {}", w("hook"), w("error")),
+                            ev,
+                        )
                     }
                     "completed"
                         if what
@@ -1355,6 +1374,15 @@ mod tests {
         );
         let issued = json!({"type": "audit", "what": {"audit": "issued", "id": 1}});
         assert!(c.classify(&issued).is_empty());
+        let hook_ok = json!({"type": "audit", "what": {"audit": "hook_finished", "id": 2, "hook": "flush", "error": null}});
+        assert!(c.classify(&hook_ok).is_empty());
+        let hook_bad = json!({"type": "audit", "what": {"audit": "hook_finished", "id": 2, "hook": "flush", "error": "exit status: 1"}});
+        assert_eq!(
+            types(&c.classify(&hook_bad)),
+            [("HOOK_FAILED", Severity::Warning)]
+        );
+        let past = json!({"type": "audit", "what": {"audit": "forced_past_hook", "hook": "flush", "reason": "forced deadline reached"}});
+        assert_eq!(types(&c.classify(&past)), [("FORCED", Severity::Critical)]);
         let ch = json!({"type": "change", "event": {"event": "host_unreachable", "host": "esx02", "kind": "timeout", "error": "no answer"}});
         let n = c.classify(&ch);
         assert_eq!(types(&n), [("HOST_UNREACHABLE", Severity::Warning)]);

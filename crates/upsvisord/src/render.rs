@@ -10,7 +10,7 @@
 use std::fmt::Write;
 
 use serde_json::Value;
-use upsvisor_core::{Freshness, HostId, Instant};
+use upsvisor_core::{Freshness, HostId, Instant, PlanItem};
 
 use crate::runtime::Snapshot;
 
@@ -217,8 +217,13 @@ pub fn plan(snap: &Snapshot) -> String {
     let mut at = std::time::Duration::ZERO;
     for (i, st) in p.stages.iter().enumerate() {
         at += st.estimate;
-        let what = if st.items.len() == 1 {
-            st.items
+        // Hooks are said after the stage's own work.
+        let (hooks, items): (Vec<&PlanItem>, Vec<&PlanItem>) =
+            st.items.iter().partition(|i| i.hook.is_some());
+        let mut what = if items.is_empty() {
+            String::new()
+        } else if items.len() == 1 {
+            items
                 .first()
                 .map(|it| {
                     format!(
@@ -232,12 +237,11 @@ pub fn plan(snap: &Snapshot) -> String {
                     )
                 })
                 .unwrap_or_default()
-        } else if st.items.iter().all(|i| i.vm.is_none() && i.host.is_some()) {
+        } else if items.iter().all(|i| i.vm.is_none() && i.host.is_some()) {
             // A host stage: its hosts in their shutdown order, each with
             // what it waits for.
-            let maint = st.items.iter().any(|i| i.action == "enter maintenance");
-            let hosts: Vec<String> = st
-                .items
+            let maint = items.iter().any(|i| i.action == "enter maintenance");
+            let hosts: Vec<String> = items
                 .iter()
                 .filter(|i| i.action != "enter maintenance")
                 .map(|i| {
@@ -255,11 +259,19 @@ pub fn plan(snap: &Snapshot) -> String {
                 hosts.join(", ")
             )
         } else {
-            let mut acts: Vec<&str> = st.items.iter().map(|i| i.action.as_str()).collect();
+            let mut acts: Vec<&str> = items.iter().map(|i| i.action.as_str()).collect();
             acts.sort_unstable();
             acts.dedup();
-            format!("{} items: {}", st.items.len(), acts.join(", "))
+            format!("{} items: {}", items.len(), acts.join(", "))
         };
+        if !hooks.is_empty() {
+            let said: Vec<String> = hooks.iter().map(|h| hook_text(h)).collect();
+            what = if what.is_empty() {
+                said.join("; ")
+            } else {
+                format!("{what}; first {}", said.join("; "))
+            };
+        }
         rows.push(vec![
             (i + 1).to_string(),
             st.name.clone(),
@@ -291,6 +303,9 @@ pub fn plan(snap: &Snapshot) -> String {
         None => {
             let _ = writeln!(o, " (no runtime reading from any device)");
         }
+    }
+    for h in &p.side_hooks {
+        let _ = writeln!(o, "also {}", hook_text(h));
     }
     match p.controller_found {
         Some(true) => {
@@ -330,6 +345,12 @@ pub fn plan(snap: &Snapshot) -> String {
         );
     }
     o
+}
+
+/// A hook item of the plan: its action names it, its point (with the
+/// group or host), whether it blocks, and its deadline.
+fn hook_text(h: &PlanItem) -> String {
+    h.action.clone()
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
@@ -442,6 +463,23 @@ pub fn event_line(v: &Value) -> Option<String> {
                 },
                 "note" => format!("note: {}", s(w, "text")),
                 "forced_host_shutdown" => format!("FORCED {}: {}", s(w, "host"), s(w, "reason")),
+                "hook_started" => format!(
+                    "-> hook {}{} (deadline {} s)",
+                    s(w, "hook"),
+                    if w.get("blocking").and_then(Value::as_bool) == Some(true) {
+                        ", blocking"
+                    } else {
+                        ""
+                    },
+                    w.get("deadline_s").unwrap_or(&Value::Null)
+                ),
+                "hook_finished" => match w.get("error").and_then(Value::as_str) {
+                    Some(e) => format!("   FAILED hook {}: {e}", s(w, "hook")),
+                    None => format!("   ok hook {}", s(w, "hook")),
+                },
+                "forced_past_hook" => {
+                    format!("FORCED past hook {}: {}", s(w, "hook"), s(w, "reason"))
+                }
                 "episode_ended" => format!("EPISODE {ep} ended: {}", s(w, "outcome")),
                 _ => format!("audit {w}"),
             }

@@ -74,6 +74,38 @@ pub enum Audit {
         /// Why.
         reason: String,
     },
+    /// A hook was started ([`Command::Hook`]).
+    HookStarted {
+        /// Its id (its result comes under it).
+        id: u64,
+        /// Its name.
+        hook: String,
+        /// Where it runs.
+        point: config::HookPoint,
+        /// Whether it holds its step while it runs or after it failed.
+        blocking: bool,
+        /// How long its result is waited for, in seconds.
+        deadline_s: u64,
+    },
+    /// A hook finished: `error` is `None` for success, else why it failed
+    /// (no result within its deadline is a failure).
+    HookFinished {
+        /// Its id.
+        id: u64,
+        /// Its name.
+        hook: String,
+        /// `None` for success, else the error.
+        error: Option<String>,
+    },
+    /// A step held by a blocking hook (running or failed) goes on anyway:
+    /// the forced deadline passed, or the battery's runtime left only
+    /// covers what follows.
+    ForcedPastHook {
+        /// The hook.
+        hook: String,
+        /// Why.
+        reason: String,
+    },
     /// The episode ended.
     EpisodeEnded {
         /// How.

@@ -42,6 +42,20 @@ pub enum Command {
         /// Device.
         device: DeviceId,
     },
+    /// Run a configured hook ([`crate::HookRunner::run`]); its result is
+    /// due by `deadline` (the sequencer counts no result by then as a
+    /// failure).
+    Hook {
+        /// The hook's name ([`super::config::Hook::name`]).
+        hook: String,
+        /// Where it runs.
+        point: super::config::HookPoint,
+        /// Its episode (0 outside any: an on-battery hook before a trigger).
+        episode: u64,
+        /// How long its result is waited for.
+        #[cfg_attr(feature = "serde", serde(with = "super::config::secs"))]
+        deadline: Duration,
+    },
     /// The restore is done: be counted again
     /// ([`crate::PowerDevice::attach`]; NUT: `LOGIN`).
     Attach {
@@ -55,7 +69,10 @@ impl Command {
     pub fn host(&self) -> Option<&HostId> {
         match self {
             Command::Vm { host, .. } | Command::Host { host, .. } => Some(host),
-            Command::Device { .. } | Command::Detach { .. } | Command::Attach { .. } => None,
+            Command::Device { .. }
+            | Command::Detach { .. }
+            | Command::Attach { .. }
+            | Command::Hook { .. } => None,
         }
     }
 }

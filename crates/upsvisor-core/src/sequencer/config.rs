@@ -249,6 +249,120 @@ pub enum FinalAction {
     },
 }
 
+/// Where in an outage a [`Hook`] runs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "point"))]
+#[non_exhaustive]
+pub enum HookPoint {
+    /// A device feeding the estate went on battery (debounced, the
+    /// policy's `on_battery`); once per outage. Holds nothing.
+    OnBattery,
+    /// A shutdown episode began (a trigger fired; a load-shedding episode
+    /// that becomes a full shutdown counts then). A blocking hook holds
+    /// every stopping stage.
+    Trigger,
+    /// Before the VM group's stage sends its first command (the group of
+    /// VMs no other group matches is `default`). A blocking hook holds that
+    /// group, and so the stages after it.
+    BeforeGroup {
+        /// The group's name.
+        group: String,
+    },
+    /// Before the host's shutdown is sent (after maintenance mode, if
+    /// used). A blocking hook holds that host's shutdown.
+    BeforeHostShutdown {
+        /// The host.
+        host: HostId,
+    },
+    /// The episode's restore finished. Holds nothing.
+    AfterRestore,
+}
+
+impl HookPoint {
+    /// The point's name as configured (`on_battery`, `trigger`,
+    /// `before_group`, `before_host_shutdown`, `after_restore`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            HookPoint::OnBattery => "on_battery",
+            HookPoint::Trigger => "trigger",
+            HookPoint::BeforeGroup { .. } => "before_group",
+            HookPoint::BeforeHostShutdown { .. } => "before_host_shutdown",
+            HookPoint::AfterRestore => "after_restore",
+        }
+    }
+    /// Whether a blocking hook here can hold a step (on battery and after
+    /// restore never hold anything).
+    pub fn can_hold(&self) -> bool {
+        !matches!(self, HookPoint::OnBattery | HookPoint::AfterRestore)
+    }
+}
+
+impl std::fmt::Display for HookPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HookPoint::BeforeGroup { group } => write!(f, "before group {group}"),
+            HookPoint::BeforeHostShutdown { host } => write!(f, "before {host}'s shutdown"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+/// A command the operator wants run at a [`HookPoint`]. What it runs and
+/// where is the driver's business (its [`crate::HookRunner`] gets the
+/// name); the sequencer starts it at its point, waits for its result up to
+/// `deadline` (no result by then is a failure: unknown is never success),
+/// and audits its start and end ([`crate::Audit::HookStarted`],
+/// [`crate::Audit::HookFinished`]).
+///
+/// A *blocking* hook that fails holds its step (the trigger: every
+/// stopping stage; a group: its VM commands; a host: its shutdown) until
+/// the same limits that end other waits: the forced deadline
+/// ([`SequencerConfig::force_host_after`] from the episode's start) or a
+/// battery whose runtime left no longer covers what follows. Then the step
+/// goes on, audited as [`crate::Audit::ForcedPastHook`]. A blocking hook
+/// is also waited for while it runs, up to its deadline. A non-blocking
+/// hook is started and never waited for; neither kind ever holds the
+/// power-device action itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct Hook {
+    /// Name (unique; shown in plans, audit lines, and handed to the runner).
+    pub name: String,
+    /// Where it runs.
+    #[cfg_attr(feature = "serde", serde(flatten))]
+    pub point: HookPoint,
+    /// How long its result is waited for.
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
+    pub deadline: Duration,
+    /// Whether a failure holds its step (see above). Default `false`.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub blocking: bool,
+}
+
+impl Hook {
+    /// A non-blocking hook.
+    pub fn new(name: impl Into<String>, point: HookPoint, deadline: Duration) -> Self {
+        Hook {
+            name: name.into(),
+            point,
+            deadline,
+            blocking: false,
+        }
+    }
+    /// Makes its failure hold its step (ignored at points that hold
+    /// nothing: on battery, after restore).
+    pub fn blocking(mut self, yes: bool) -> Self {
+        self.blocking = yes;
+        self
+    }
+    /// Whether it holds its step when it fails or while it runs.
+    pub fn holds(&self) -> bool {
+        self.blocking && self.point.can_hold()
+    }
+}
+
 /// When an episode stops being abortable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -354,6 +468,12 @@ pub struct SequencerConfig {
     /// NUT's `upsmon` have no such state and act at once). Default `true`.
     #[cfg_attr(feature = "serde", serde(default = "armed_by_default"))]
     pub(crate) armed: bool,
+    /// Commands run at named points of an outage (see [`Hook`]). The
+    /// driver runs them through a [`crate::HookRunner`]; the sequencer owns
+    /// when they start, how long they are waited for, and what a failure
+    /// holds.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub(crate) hooks: Vec<Hook>,
 }
 
 #[cfg(feature = "serde")]
@@ -392,6 +512,7 @@ impl Default for SequencerConfig {
             margin: Duration::from_secs(60),
             observe_lag: Duration::from_secs(15),
             armed: true,
+            hooks: Vec::new(),
         }
     }
 }
@@ -628,6 +749,59 @@ impl SequencerConfig {
     pub fn margin(&mut self, d: Duration) -> &mut Self {
         self.margin = d;
         self
+    }
+    /// Adds a hook (see [`Hook`]).
+    pub fn hook(&mut self, h: Hook) -> &mut Self {
+        self.hooks.push(h);
+        self
+    }
+    /// The hooks, in configuration order.
+    pub fn hooks(&self) -> &[Hook] {
+        &self.hooks
+    }
+    /// The hooks that run at `point`, in configuration order.
+    pub(crate) fn hooks_at<'a>(&'a self, point: &'a HookPoint) -> impl Iterator<Item = &'a Hook> {
+        self.hooks.iter().filter(move |h| &h.point == point)
+    }
+    /// Checks the hooks against the groups and `inventory`.
+    ///
+    /// # Errors
+    /// A [`crate::ErrorKind::Config`] error naming the first hook with an
+    /// empty or repeated name, a zero deadline, a group that is not
+    /// configured (`default` is the group of VMs no other group matches),
+    /// or a host that is not in the inventory.
+    pub fn validate_hooks(&self, inventory: &crate::model::Inventory) -> crate::Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        for h in &self.hooks {
+            let at = format!("hooks.{}", h.name);
+            if h.name.is_empty() {
+                return Err(crate::Error::config("hooks", "a hook has an empty name"));
+            }
+            if !seen.insert(h.name.as_str()) {
+                return Err(crate::Error::config(at, "two hooks have this name"));
+            }
+            if h.deadline.is_zero() {
+                return Err(crate::Error::config(at, "the deadline must be above zero"));
+            }
+            match &h.point {
+                HookPoint::BeforeGroup { group }
+                    if group != "default" && !self.groups.iter().any(|g| &g.name == group) =>
+                {
+                    return Err(crate::Error::config(
+                        at,
+                        format!("no VM group named {group:?}"),
+                    ));
+                }
+                HookPoint::BeforeHostShutdown { host } if inventory.host(host).is_none() => {
+                    return Err(crate::Error::config(
+                        at,
+                        format!("no host {host} in the inventory"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Groups sorted for stopping: non-management by order, then management

@@ -233,6 +233,20 @@ impl Sequencer {
                     continue;
                 }
             }
+            // Its hooks run before the shutdown (after maintenance mode);
+            // a blocking one holds this host only.
+            if !maint_next {
+                let point = HookPoint::BeforeHostShutdown { host: h.clone() };
+                if !self.hook_gate(now, e, view, &point, Holds::Host, out) {
+                    // (Like a host waiting for its `after` list, it does
+                    // not hold the stage of hosts without management VMs;
+                    // the management hosts' stage waits for it.)
+                    if !management {
+                        settled = settled_before;
+                    }
+                    continue;
+                }
+            }
             let op = if maint_next {
                 if let Some(t) = e.hosts.get_mut(&h) {
                     t.st = HostSt::MaintSent;
@@ -334,6 +348,10 @@ impl Sequencer {
                 {
                     return false;
                 }
+                // The power-device command is sent: its cut comes whatever
+                // a hook does, so nothing waits for this host's hooks.
+                let point = HookPoint::BeforeHostShutdown { host: h.clone() };
+                self.start_unwaited(now, e, &point, out);
                 self.push(
                     now,
                     e.id,

@@ -25,6 +25,11 @@
 //! ever gets stop commands, then start commands: never stop after start.
 //! A new trigger during restore closes the episode and opens a new one.
 //!
+//! Hooks ([`config::Hook`]) run at named points (on battery, the trigger,
+//! before a group, before a host's shutdown, after restore); a blocking
+//! hook holds its step while it runs and after it failed, until the
+//! forced deadline or the battery budget, like every other wait.
+//!
 //! # Call contract
 //!
 //! The driver (the [`crate::Engine`], a simulation, a test) owns the clock,
@@ -51,13 +56,21 @@
 //!   caller's and is never journaled: `resume_with` applies the current one
 //!   to the journaled episode state.
 //!
+//! - A [`Command::Hook`] is completed like any other command, by its
+//!   deadline (its own, not the call deadline). The sequencer also counts
+//!   a hook without a result at its deadline as failed on its own (at a
+//!   `step` at or after [`Sequencer::next_wakeup`]); a result that comes
+//!   later is ignored. Hooks run at their points even outside an episode
+//!   (on battery, after restore), so completing one needs no episode.
+//!
 //! The sequencer never blocks, sleeps, reads a clock or does I/O.
 //!
 //! # Layout
 //!
 //! [`config`](mod@config) (what the caller configures) and [`plan`](mod@plan) (the dry run) are
 //! public; the episode state (`state`), the stopping stages (`stop` for VM
-//! groups, `hosts`, `finals` for the power-device actions), `restore`,
+//! groups, `hosts`, `finals` for the power-device actions), `hooks`,
+//! `restore`,
 //! command `results` and the hand-on between episodes (`handoff`) are
 //! private modules of this one.
 use std::collections::{BTreeMap, BTreeSet};
@@ -76,6 +89,7 @@ mod command;
 pub mod config;
 mod finals;
 mod handoff;
+mod hooks;
 mod hosts;
 mod observe;
 pub mod plan;
@@ -87,7 +101,8 @@ mod stop;
 
 pub use audit::{Audit, AuditEntry, EpisodeStatus};
 pub use command::{Command, Issued};
-use config::{CommitPoint, FinalAction, SequencerConfig, VmAction};
+use config::{CommitPoint, FinalAction, HookPoint, SequencerConfig, VmAction};
+use hooks::Holds;
 use observe::{knows_vms_now, locate, seen_down};
 use plan::{Plan, plan};
 use state::*;
@@ -167,6 +182,13 @@ pub struct Sequencer {
     /// [`Sequencer::set_capabilities`]); set by the engine, never journaled.
     #[cfg_attr(feature = "serde", serde(skip))]
     caps: BTreeMap<HostId, Capabilities>,
+    /// Hooks in flight, by command id (on-battery and after-restore hooks
+    /// run outside an episode).
+    #[cfg_attr(feature = "serde", serde(default))]
+    hook_runs: BTreeMap<u64, HookRun>,
+    /// The on-battery hooks ran for this outage.
+    #[cfg_attr(feature = "serde", serde(default))]
+    battery_hooked: bool,
 }
 
 impl Sequencer {
@@ -187,6 +209,8 @@ impl Sequencer {
             regroup: false,
             resumed_at: None,
             caps: BTreeMap::new(),
+            hook_runs: BTreeMap::new(),
+            battery_hooked: false,
         }
     }
 
@@ -321,6 +345,7 @@ impl Sequencer {
     /// After a restart from the journal: commands that were in flight when
     /// the controller stopped (see [`Sequencer::resume_with`]).
     fn resume(&mut self, now: Instant) {
+        self.resume_hooks(now);
         let ids: Vec<(u64, bool)> = self
             .episode
             .as_ref()
@@ -429,8 +454,12 @@ impl Sequencer {
     /// The next instant the sequencer needs a step even if nothing else
     /// happens (a guest timeout, a retry, a forced deadline).
     pub fn next_wakeup(&self) -> Option<Instant> {
-        let e = self.episode.as_ref()?;
+        let hooks = self.hook_wakeup();
+        let Some(e) = self.episode.as_ref() else {
+            return hooks;
+        };
         let mut t: Vec<Instant> = Vec::new();
+        t.extend(hooks);
         for v in e.vms.values() {
             match v.st {
                 VmSt::ShutdownSent { deadline } => t.push(deadline),
@@ -535,6 +564,8 @@ impl Sequencer {
             return out;
         }
         self.disarmed_said = false;
+        self.expire_hooks(now);
+        self.on_battery_hooks(now, view, &mut out);
         self.maybe_start(now, table, view);
         let Some(mut e) = self.episode.take() else {
             return out;
@@ -654,6 +685,10 @@ impl Sequencer {
                 *stage = 0;
             }
         }
+        // The trigger hooks start with the shutdown, before any table.
+        if e.full && matches!(e.phase, Phase::Stopping { .. }) {
+            self.hook_gate(now, &mut e, view, &HookPoint::Trigger, Holds::Vms, &mut out);
+        }
         // Decide nothing from a table older than the episode: it may show a
         // VM off that was just started, or miss one that just arrived.
         // (A table that was never polled says nothing at all.)
@@ -690,6 +725,19 @@ impl Sequencer {
                     };
                     if !e.full && !matches!(st, Stage::Group { .. }) {
                         break; // load shedding stops at the VM groups
+                    }
+                    // A blocking trigger hook holds every stopping stage.
+                    if e.full
+                        && !self.hook_gate(
+                            now,
+                            &mut e,
+                            view,
+                            &HookPoint::Trigger,
+                            Holds::Vms,
+                            &mut out,
+                        )
+                    {
+                        break;
                     }
                     // Per-host pipelines: a troubled host did not hold the
                     // stages already passed, so its VMs (and, once they are
@@ -823,6 +871,7 @@ impl Sequencer {
                                 outcome: format!("restored: {started} of {stopped} stopped VMs running again, {failed} failed"),
                             },
                         );
+                        self.start_hooks(now, e.id, &HookPoint::AfterRestore, &mut out);
                         return out;
                     }
                     break;

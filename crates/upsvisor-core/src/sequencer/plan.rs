@@ -25,6 +25,9 @@ pub struct PlanItem {
     /// Expected time for this item.
     #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub estimate: Duration,
+    /// The hook's name, for a hook item (its deadline is the estimate).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub hook: Option<String>,
 }
 
 /// One stage of a plan: its items run concurrently (within limits); stages
@@ -59,6 +62,10 @@ pub struct Plan {
     /// table, in scope; `None` when none is configured.
     #[cfg_attr(feature = "serde", serde(default))]
     pub controller_found: Option<bool>,
+    /// Hooks outside the stopping stages (on battery, after restore): they
+    /// hold nothing and add nothing to the estimate.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub side_hooks: Vec<PlanItem>,
 }
 
 impl Plan {
@@ -136,6 +143,8 @@ pub fn plan(
         hosts.sort_by_key(|h| rank.get(*h).copied().unwrap_or(0));
         let depth = rank.values().copied().max().unwrap_or(0) + 1;
         let mut items = Vec::new();
+        // Per rank, the longest blocking hook before a shutdown there.
+        let mut hook_wait: BTreeMap<u32, Duration> = BTreeMap::new();
         for h in hosts {
             if !can_host(h, HostOp::Shutdown) {
                 items.push(PlanItem {
@@ -143,6 +152,7 @@ pub fn plan(
                     vm: None,
                     action: "stays up: its transport cannot shut it down".into(),
                     estimate: Duration::ZERO,
+                    hook: None,
                 });
                 continue;
             }
@@ -152,6 +162,7 @@ pub fn plan(
                     vm: None,
                     action: "enter maintenance".into(),
                     estimate: Duration::from_secs(5),
+                    hook: None,
                 });
             }
             let waits: Vec<&str> = after(h)
@@ -159,6 +170,15 @@ pub fn plan(
                 .filter(|p| scope.contains(*p))
                 .map(HostId::as_str)
                 .collect();
+            let (hooked, wait) = hook_items(
+                cfg,
+                &HookPoint::BeforeHostShutdown { host: h.clone() },
+                Some(h),
+            );
+            items.extend(hooked);
+            let r = rank.get(h).copied().unwrap_or(0);
+            let slot = hook_wait.entry(r).or_default();
+            *slot = (*slot).max(wait);
             items.push(PlanItem {
                 host: Some(h.clone()),
                 vm: None,
@@ -168,6 +188,7 @@ pub fn plan(
                     format!("shut down host (after {})", waits.join(", "))
                 },
                 estimate: cfg.host_down_wait,
+                hook: None,
             });
         }
         let est = if items.is_empty() {
@@ -176,6 +197,7 @@ pub fn plan(
             // One table to confirm the host is empty (or to see maintenance
             // mode take), then the shutdown.
             (cfg.host_down_wait.max(cfg.observe_lag) + cfg.observe_lag) * depth
+                + hook_wait.values().sum::<Duration>()
         };
         PlanStage {
             name: name.into(),
@@ -183,6 +205,12 @@ pub fn plan(
             estimate: est,
         }
     };
+    let (trigger, trigger_wait) = hook_items(cfg, &HookPoint::Trigger, None);
+    stages.push(PlanStage {
+        name: "trigger hooks".into(),
+        items: trigger,
+        estimate: trigger_wait,
+    });
     let mut hosts_done = false;
     for gi in cfg.stop_order() {
         let (name, action, mgmt, _) = cfg.group_props(gi);
@@ -212,9 +240,17 @@ pub fn plan(
                 vm: Some((v.id.clone(), v.name.clone())),
                 action: what,
                 estimate: est,
+                hook: None,
             });
         }
-        if items.is_empty() {
+        let (hooked, hook_wait) = hook_items(
+            cfg,
+            &HookPoint::BeforeGroup {
+                group: name.to_owned(),
+            },
+            None,
+        );
+        if items.is_empty() && hooked.is_empty() {
             continue;
         }
         // Within a host, at most `per_host_in_flight` at once; hosts in
@@ -235,7 +271,12 @@ pub fn plan(
             .max()
             .unwrap_or_default();
         let all: Vec<Duration> = per_host.values().flatten().copied().collect();
-        let est = slowest_host.max(rounds(&all, cfg.max_in_flight));
+        let est = if all.is_empty() {
+            Duration::ZERO
+        } else {
+            slowest_host.max(rounds(&all, cfg.max_in_flight))
+        } + hook_wait;
+        let items = hooked.into_iter().chain(items).collect();
         stages.push(PlanStage {
             name: format!("group {name}"),
             items,
@@ -281,6 +322,7 @@ pub fn plan(
             vm: None,
             action: final_name,
             estimate: final_est,
+            hook: None,
         }],
         estimate: final_est,
     });
@@ -290,13 +332,27 @@ pub fn plan(
             vm: Some((v.id.clone(), v.name.clone())),
             action: "this controller's own VM: stops with its host".into(),
             estimate: Duration::ZERO,
+            hook: None,
         }];
         if cfg.shutdown_hosts {
+            // Not waited for: the device's cut comes regardless.
+            let (mut hooked, _) = hook_items(
+                cfg,
+                &HookPoint::BeforeHostShutdown { host: h.clone() },
+                Some(h),
+            );
+            for i in &mut hooked {
+                i.action
+                    .push_str(", not waited for (after the power-device command)");
+                i.estimate = Duration::ZERO;
+            }
+            items.extend(hooked);
             items.push(PlanItem {
                 host: Some(h.clone()),
                 vm: None,
                 action: "shut down this controller's own host, last".into(),
                 estimate: Duration::ZERO,
+                hook: None,
             });
         }
         // Its time is inside the stretched device delay above.
@@ -308,12 +364,63 @@ pub fn plan(
     }
     stages.retain(|s| !s.items.is_empty());
     let estimate = stages.iter().map(|s| s.estimate).sum();
+    let side_hooks = [HookPoint::OnBattery, HookPoint::AfterRestore]
+        .iter()
+        .flat_map(|p| hook_items(cfg, p, None).0)
+        .map(|mut i| {
+            i.estimate = Duration::ZERO;
+            i
+        })
+        .collect();
     Plan {
+        side_hooks,
         controller_found: cfg.controller_vm.as_ref().map(|_| own.is_some()),
         stages,
         estimate,
         margin: cfg.margin,
     }
+}
+
+/// The plan items of the hooks at `point`, and how long the step waits for
+/// them at worst: the longest deadline of a blocking one (hooks at one
+/// point run at once; a non-blocking hook is never waited for, so it adds
+/// nothing). A failed blocking hook holds its step longer, up to the
+/// forced deadline: that is a failure, not the plan.
+fn hook_items(
+    cfg: &SequencerConfig,
+    point: &HookPoint,
+    host: Option<&HostId>,
+) -> (Vec<PlanItem>, Duration) {
+    let mut wait = Duration::ZERO;
+    let items = cfg
+        .hooks_at(point)
+        .map(|h| {
+            if h.holds() {
+                wait = wait.max(h.deadline);
+            }
+            PlanItem {
+                host: host.cloned(),
+                vm: None,
+                action: format!(
+                    "hook {} ({point}; {}, deadline {} s)",
+                    h.name,
+                    if h.holds() {
+                        "blocking: a failure holds this step"
+                    } else {
+                        "not waited for"
+                    },
+                    h.deadline.as_secs()
+                ),
+                estimate: if h.holds() {
+                    h.deadline
+                } else {
+                    Duration::ZERO
+                },
+                hook: Some(h.name.clone()),
+            }
+        })
+        .collect();
+    (items, wait)
 }
 
 #[cfg(test)]

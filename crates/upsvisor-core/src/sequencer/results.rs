@@ -9,6 +9,13 @@ use super::*;
 impl Sequencer {
     /// Reports a command's result.
     pub fn complete(&mut self, now: Instant, id: u64, result: Result<(), Error>) {
+        if self.finish_hook(
+            now,
+            id,
+            result.as_ref().map_err(ToString::to_string).copied(),
+        ) {
+            return;
+        }
         let Some(mut e) = self.episode.take() else {
             return;
         };
@@ -265,8 +272,9 @@ impl Sequencer {
                     }
                 }
             }
-            // Nothing depends on them: a failure is in the audit.
-            (Command::Detach { .. } | Command::Attach { .. }, _) => {}
+            // Nothing depends on them: a failure is in the audit. (Hooks
+            // are finished above; one here was never in flight.)
+            (Command::Detach { .. } | Command::Attach { .. } | Command::Hook { .. }, _) => {}
             (Command::Device { device, cmd: dc }, r) => {
                 if let Some(f) = e
                     .finals

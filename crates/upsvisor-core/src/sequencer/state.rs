@@ -211,6 +211,38 @@ pub(super) enum Phase {
     },
 }
 
+/// Where one hook stands in an episode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "state"))]
+pub(super) enum HookSt {
+    Running {
+        id: u64,
+        deadline: Instant,
+    },
+    Succeeded,
+    /// Failed, or no result by its deadline (unknown is not success).
+    Failed {
+        error: String,
+        /// That it holds its step was said.
+        #[cfg_attr(feature = "serde", serde(default))]
+        held_said: bool,
+    },
+    /// A blocking hook's hold was overridden by a forced deadline or the
+    /// battery budget (audited as `ForcedPastHook`).
+    Overridden,
+}
+
+/// A hook in flight, kept beside the episode: on-battery and after-restore
+/// hooks run outside one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(super) struct HookRun {
+    pub(super) hook: String,
+    pub(super) episode: u64,
+    pub(super) deadline: Instant,
+}
+
 /// The state of one episode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -243,6 +275,9 @@ pub(super) struct Episode {
     /// on, whichever way it began.
     #[cfg_attr(feature = "serde", serde(default))]
     pub(super) outlets_left_off: Vec<(DeviceId, OutletId)>,
+    /// The episode's hooks that were started, by name.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub(super) hooks: BTreeMap<String, HookSt>,
 }
 
 pub(super) fn new_host() -> HostTrack {

@@ -67,6 +67,7 @@ impl Sequencer {
                     held_noted: false,
                     detached: BTreeSet::new(),
                     outlets_left_off: Vec::new(),
+                    hooks: BTreeMap::new(),
                 };
                 self.track_new_vms(&mut e, table);
                 let reason = view.reason.clone();
@@ -215,9 +216,15 @@ impl Sequencer {
         gi: usize,
         out: &mut Vec<Issued>,
     ) -> bool {
-        let (_, action, _, shed) = self.cfg.group_props(gi);
+        let (name, action, _, shed) = self.cfg.group_props(gi);
         if !e.full && !shed {
             return true;
+        }
+        let point = HookPoint::BeforeGroup {
+            group: name.to_owned(),
+        };
+        if !self.hook_gate(now, e, view, &point, Holds::Vms, out) {
+            return false;
         }
         let ids: Vec<VmId> = e
             .vms

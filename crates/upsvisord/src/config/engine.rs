@@ -253,6 +253,13 @@ impl Config {
         .margin(Duration::from_secs(s.margin_s))
         .armed(self.armed)
         .shutdown_hosts(s.shutdown_hosts);
+        for h in self
+            .hooks
+            .iter()
+            .filter_map(crate::hooks::HookSection::to_core)
+        {
+            c.hook(h);
+        }
         for g in &self.groups {
             c.group(
                 VmGroup::new(

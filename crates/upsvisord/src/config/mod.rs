@@ -136,6 +136,9 @@ pub struct Config {
     /// Notification targets ([`crate::notify`]).
     #[serde(default, rename = "notify")]
     pub notify: Vec<crate::notify::NotifySection>,
+    /// Commands run at named points of an outage ([`crate::hooks`]).
+    #[serde(default, rename = "hook")]
+    pub hooks: Vec<crate::hooks::HookSection>,
     /// Where this config came from (set by the loader).
     #[serde(skip)]
     pub source: String,
@@ -340,6 +343,7 @@ impl Config {
                 ));
             }
         }
+        crate::hooks::validate(self).map_err(|(k, m)| ConfigError::at(f, k, m))?;
         if let Some(n) = &self.nut_server {
             n.validate(&dev_ids)
                 .map_err(|(k, m)| ConfigError::at(f, format!("nut_server.{k}"), m))?;

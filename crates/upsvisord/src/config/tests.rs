@@ -767,3 +767,139 @@ fn shutdown_order_and_plain_servers_are_checked() {
         "{w:?}"
     );
 }
+
+/// Issue 15, item 3: `[[hook]]` maps to the core's hooks, and each mistake
+/// is refused at its key and line.
+#[test]
+fn hooks_parse_map_and_refuse_mistakes_at_their_line() {
+    let hooks = r#"
+[[hook]]
+name = "flush"
+point = "before_group"
+group = "batch"
+command = ["/bin/true"]
+deadline = "45s"
+blocking = true
+[[hook]]
+name = "unexport"
+point = "before_host_shutdown"
+host = "kvm1"
+on = "kvm1"
+command = ["/usr/local/sbin/unexport", "--all"]
+deadline = "1m"
+[[hook]]
+name = "page"
+point = "on_battery"
+command = ["logger", "on battery"]
+deadline = "5s"
+"#;
+    let good = GOOD.replacen(
+        "final_action = \"shutdown_return\"",
+        "final_action = \"shutdown_return\"\nforce_host_after_s = 900",
+        1,
+    );
+    let text = format!("{good}{hooks}");
+    let cfg = Config::parse_str("t.toml", &text).unwrap();
+    let seq = cfg.sequencer_config();
+    let core = seq.hooks();
+    assert_eq!(core.len(), 3);
+    assert_eq!(
+        core[0].point,
+        upsvisor_core::HookPoint::BeforeGroup {
+            group: "batch".into()
+        }
+    );
+    assert!(core[0].blocking && core[0].holds());
+    assert_eq!(core[0].deadline, Duration::from_secs(45));
+    assert_eq!(core[1].deadline, Duration::from_secs(60));
+    assert!(!core[1].blocking);
+    assert_eq!(core[2].point, upsvisor_core::HookPoint::OnBattery);
+
+    let refused = |from: &str, to: &str, key: &str, says: &str, line_of: &str| {
+        let bad = text.replacen(from, to, 1);
+        assert_ne!(bad, text, "{from}");
+        let e = Config::parse_str("t.toml", &bad).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some(key), "{e}");
+        assert!(e.message.contains(says), "{e}");
+        let line = bad
+            .lines()
+            .collect::<Vec<_>>()
+            .iter()
+            .rposition(|l| l.starts_with(line_of))
+            .unwrap()
+            + 1;
+        assert_eq!(e.line_col.map(|l| l.0), Some(line), "{e}");
+    };
+    refused(
+        "group = \"batch\"",
+        "group = \"nope\"",
+        "hook[0].group",
+        "no [[group]] is named `nope`",
+        "group = \"nope\"",
+    );
+    refused(
+        "host = \"kvm1\"",
+        "host = \"kvm9\"",
+        "hook[1].host",
+        "no [[host]] has id `kvm9`",
+        "host = \"kvm9\"",
+    );
+    refused(
+        "command = [\"/bin/true\"]",
+        "command = []",
+        "hook[0].command",
+        "give the program",
+        "command = []",
+    );
+    refused(
+        "deadline = \"45s\"",
+        "deadline = \"0s\"",
+        "hook[0].deadline",
+        "at least 1 s",
+        "deadline = \"0s\"",
+    );
+    refused(
+        "deadline = \"45s\"",
+        "deadline = \"soon\"",
+        "hook[0].deadline",
+        "not a duration",
+        "deadline = \"soon\"",
+    );
+    // `on` only over SSH: esx1 is a sim host.
+    refused(
+        "on = \"kvm1\"",
+        "on = \"esx1\"",
+        "hook[1].on",
+        "not SSH",
+        "on = \"esx1\"",
+    );
+    refused(
+        "point = \"on_battery\"",
+        "point = \"sometimes\"",
+        "hook[2].point",
+        "one of: on_battery",
+        "point = \"sometimes\"",
+    );
+    refused(
+        "deadline = \"5s\"",
+        "deadline = \"5s\"\nblocking = true",
+        "hook[2].blocking",
+        "holds nothing",
+        "blocking = true",
+    );
+    // Blocking without a forced deadline: nothing would end a hold.
+    refused(
+        "force_host_after_s = 900",
+        "force_host_after_s = 0",
+        "hook[0].blocking",
+        "needs sequencer.force_host_after_s",
+        "blocking = true",
+    );
+    refused(
+        "name = \"page\"",
+        "name = \"flush\"",
+        "hook[2].name",
+        "used twice",
+        "name = \"flush\"",
+    );
+}
