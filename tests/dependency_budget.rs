@@ -17,7 +17,8 @@
 //!   it only ever goes down. See docs/design.md, "Dependency budget".
 //! - Every adapter depends on the trait crate, not on the engine.
 //! - The firmware-sized build (`upsvisor-embedded`: core, NUT, SOAP on
-//!   ureq) has no async runtime anywhere in its tree.
+//!   ureq) has no async runtime anywhere in its tree, and links the
+//!   core's journal (restart safety: `UPSVISOR_JOURNAL`).
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -180,4 +181,32 @@ fn the_firmware_build_has_no_async_runtime() {
         );
     }
     assert!(names(&t).contains("ureq"), "{t:#?}");
+    // The core's `journal` feature is on: without it a controller
+    // restarted mid-outage forgets the episode.
+    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "tree",
+            "--locked",
+            "-e",
+            "normal,features",
+            "--prefix",
+            "none",
+            "-p",
+            "upsvisor-embedded",
+        ])
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let features = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        features
+            .lines()
+            .any(|l| l.trim() == "upsvisor-core feature \"journal\""),
+        "upsvisor-embedded is built without upsvisor-core's `journal`:\n{features}"
+    );
 }

@@ -1,7 +1,8 @@
 //! The firmware build's footprint (issue 18, part 7): the stripped size of
 //! `upsvisor-embedded` built with the `firmware` profile, and its peak
 //! resident memory while polling a 20-host vCenter (the govmomi simulator)
-//! and reading a UPS from a real upsd, against the floor of NUT's own C
+//! and reading a UPS from a real upsd, with its journal
+//! (`UPSVISOR_JOURNAL`) and without, against the floor of NUT's own C
 //! client reading the same UPS.
 //!
 //! Run: `cargo bench -p upsvisor-embedded --bench footprint` (it builds the
@@ -103,7 +104,12 @@ fn main() {
         .env("UPSVISOR_HOSTS", names.join(","))
         .env("UPSVISOR_CYCLES", CYCLES)
         .env("UPSVISOR_PERIOD_S", "1");
+    let (bare_rss, _) = peak(&mut run, &d.path().join("time-embedded-bare"));
+    // As it should be deployed: with its journal (restart safety).
+    let journal = d.path().join("upsvisor.journal");
+    run.env("UPSVISOR_JOURNAL", &journal);
     let (rss, wall) = peak(&mut run, &d.path().join("time-embedded"));
+    let journal_len = std::fs::metadata(&journal).expect("journal written").len();
 
     let upsc = require_peer(&["/usr/bin/upsc", "/bin/upsc"], "nut-client").expect("upsc");
     let mut floor = Command::new(upsc);
@@ -117,8 +123,9 @@ fn main() {
     );
     let mib = rss as f64 / 1024.0;
     println!(
-        "  peak RSS polling {HOSTS} hosts / {vms} VMs through one vCenter session, {CYCLES} cycles, reading upsd: {rss} KiB ({mib:.1} MiB), {wall:.1} s wall"
+        "  peak RSS polling {HOSTS} hosts / {vms} VMs through one vCenter session, {CYCLES} cycles, reading upsd, with UPSVISOR_JOURNAL: {rss} KiB ({mib:.1} MiB), {wall:.1} s wall; journal {journal_len} bytes"
     );
+    println!("  the same without a journal: {bare_rss} KiB");
     println!(
         "  floor: upsc reading the same UPS once: {floor_rss} KiB; ratio {:.1}x",
         rss as f64 / floor_rss as f64

@@ -20,6 +20,7 @@
 //! | `UPSVISOR_CYCLES` | stop after this many poll cycles (0: run for ever) | `0` |
 //! | `UPSVISOR_PERIOD_S` | poll period on mains, seconds | `30` |
 //! | `UPSVISOR_ARMED` | `1`/`true`/`yes` lets it send power commands; `0`/`false`/`no` or unset: disarmed | disarmed |
+//! | `UPSVISOR_JOURNAL` | file keeping the episode across restarts (which episode runs, whom it shut down, whom to wake); its directory must exist and be writable | none: a warning at start |
 //!
 //! Disarmed (the default) it polls and reads the UPS, but never sends a
 //! power command. Armed, it runs the engine's defaults: an episode starts
@@ -32,17 +33,34 @@
 //! their VMs started again. A vendor builds its own `SequencerConfig`
 //! (groups, timeouts, final action) the same way.
 //!
-//! Each poll cycle prints one line (hosts, VMs, the UPS reading). Exit
+//! With `UPSVISOR_JOURNAL` set, the engine journals its episode and power
+//! state after every change (upsvisor-core's `FileJournal`: written beside
+//! the file, fsynced, renamed over it; mode 0600) and a restarted process
+//! (watchdog, crash, firmware update) resumes the episode: the VMs it shut
+//! down are started again when mains is back, the outage timers carry on.
+//! Without it a restart during an outage starts over: VMs it had shut down
+//! look off by choice and stay off. An existing journal must belong to this
+//! user or root (else refused); group or other permission bits are taken
+//! away (to 0600, with a warning), as upsvisord does. A journal the engine
+//! cannot read is set aside (kept as `<file>.corrupt-<unix seconds>`) and
+//! reported on stderr; protection goes on from the current power state.
+//!
+//! Each poll cycle prints one line (hosts, VMs, the UPS reading); each
+//! audit line of the sequencer (episode started, command issued and
+//! completed, notes) prints as `audit ` and its JSON, and the journal's
+//! findings as `journal: ...` (critical ones on stderr). Exit
 //! status: 0 after `UPSVISOR_CYCLES` cycles; 2 on bad settings (named by
 //! variable); 1 if it cannot start. `--help` prints this table.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::executor::block_on;
 use upsvisor_core::{
-    Clock, Credentials, DeviceId, Engine, EngineEvent, HostEntry, HostId, Inventory, Outlet,
-    PolicyConfig, PollerConfig, PowerState, SequencerConfig, SystemClock, TransportKind,
+    Clock, Credentials, DeviceId, Engine, EngineEvent, FileJournal, HostEntry, HostId, Inventory,
+    JournalReport, Outlet, PolicyConfig, PollerConfig, PowerState, SequencerConfig, SystemClock,
+    TransportKind,
 };
 use upsvisor_nut::{NutConfig, NutDevice};
 use upsvisor_soap::{HostSelector, SoapConfig, SoapTransport};
@@ -83,6 +101,79 @@ fn secret_file(name: &str) -> Result<String, String> {
     Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
 
+/// The journal named by `name`, checked before anything runs: not a
+/// directory, in an existing directory this process can create files in
+/// (probed with the temporary name the journal's writes use), and, if it
+/// exists, a regular file it can read, owned by this user or root. Group
+/// or other permission bits are taken away (to 0600) with a warning, as
+/// upsvisord's `tighten` does for its state files.
+fn journal_file(name: &str) -> Result<Option<PathBuf>, String> {
+    let Some(raw) = var(name) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(&raw);
+    let bad = |what: String| format!("{name} {raw}: {what}");
+    if path.is_dir() {
+        return Err(bad(
+            "is a directory; name a file in it (e.g. upsvisor.journal)".into(),
+        ));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(bad(format!(
+            "directory {} does not exist (create it; the journal is written there)",
+            dir.display()
+        )));
+    }
+    // The journal's save writes `<file>.tmp` and renames it over the file:
+    // probe exactly that, now, rather than find out during an outage.
+    let mut tmp = path.clone().into_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let probe = o
+        .open(&tmp)
+        .and_then(|f| f.metadata())
+        .map_err(|e| bad(format!("cannot write in {}: {e}", dir.display())))?;
+    let _ = std::fs::remove_file(&tmp);
+    let Ok(meta) = std::fs::metadata(&path) else {
+        return Ok(Some(path));
+    };
+    if !meta.is_file() {
+        return Err(bad("is not a regular file".into()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // The probe was created by this process: its owner is this user.
+        let me = probe.uid();
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(bad(format!(
+                "owned by uid {}, not by this user (uid {me}) or root: refused; fix: chown {me} {raw}",
+                meta.uid()
+            )));
+        }
+        let mode = meta.mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| bad(format!("mode {mode:03o} could not be set to 600: {e}")))?;
+            eprintln!(
+                "upsvisor-embedded: warning: {name} {raw}: mode {mode:03o} tightened to 600 (it names hosts and VMs)"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = probe;
+    std::fs::File::open(&path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    Ok(Some(path))
+}
+
 const HELP: &str =
     "upsvisor-embedded: the upsvisor engine with one NUT UPS and the hosts of one vCenter.
 Settings (environment):
@@ -98,6 +189,8 @@ Settings (environment):
   UPSVISOR_CYCLES              stop after this many poll cycles (0: run for ever)
   UPSVISOR_PERIOD_S            poll period on mains, seconds (default 30, at least 1)
   UPSVISOR_ARMED               1/true/yes: send power commands (default: disarmed)
+  UPSVISOR_JOURNAL             file keeping the episode across restarts (default: none,
+                               so a restart during an outage starts over)
 Exit: 0 done, 2 bad settings, 1 cannot start.";
 
 /// Everything the environment says, checked before anything connects.
@@ -111,6 +204,7 @@ struct Settings {
     cycles: u64,
     period: Duration,
     armed: bool,
+    journal: Option<PathBuf>,
 }
 
 fn settings() -> Result<Settings, String> {
@@ -157,6 +251,7 @@ fn settings() -> Result<Settings, String> {
             ));
         }
     };
+    let journal = journal_file("UPSVISOR_JOURNAL")?;
     let user = required("UPSVISOR_VSPHERE_USER")?;
     let credentials = Credentials::new(user, secret_file("UPSVISOR_VSPHERE_PASSWORD_FILE")?);
     let mut soap = SoapConfig::new(url, credentials);
@@ -182,6 +277,7 @@ fn settings() -> Result<Settings, String> {
         cycles: number("UPSVISOR_CYCLES", 0)?,
         period: Duration::from_secs(period),
         armed,
+        journal,
     })
 }
 
@@ -197,6 +293,11 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if s.journal.is_none() {
+        eprintln!(
+            "upsvisor-embedded: WARNING: no UPSVISOR_JOURNAL: a restart during an outage (watchdog, crash, firmware update) starts over instead of resuming the episode, and the VMs it shut down stay off when mains returns"
+        );
+    }
     if let Err(e) = run(s) {
         eprintln!("upsvisor-embedded: {e}");
         std::process::exit(1);
@@ -227,6 +328,13 @@ fn run(s: Settings) -> Result<(), String> {
         sequencer,
     )
     .map_err(|e| e.to_string())?;
+    if let Some(path) = &s.journal {
+        // What it finds there (resumed, set aside) is an event, printed
+        // with the first cycle's.
+        engine = engine
+            .with_journal(Box::new(FileJournal::new(path)))
+            .map_err(|e| format!("UPSVISOR_JOURNAL: {e}"))?;
+    }
     // One session for every host of the vCenter: each host's transport is
     // a view of the same login, and hosts polled together share one fetch.
     let session = SoapTransport::new(s.soap.clone())
@@ -248,13 +356,16 @@ fn run(s: Settings) -> Result<(), String> {
     engine.add_device(DeviceId::from("ups"), Arc::new(ups));
     let mut events = engine.subscribe(1024);
     println!(
-        "upsvisor-embedded: {} hosts via {}, UPS {}@{}:{}, {}",
+        "upsvisor-embedded: {} hosts via {}, UPS {}@{}:{}, {}, journal {}",
         ids.len(),
         s.soap.url(),
         s.ups,
         s.nut_host,
         s.nut_port,
-        if s.armed { "ARMED" } else { "disarmed" }
+        if s.armed { "ARMED" } else { "disarmed" },
+        s.journal
+            .as_deref()
+            .map_or_else(|| "none".into(), |p| p.display().to_string())
     );
 
     let mut power = String::from("no reading yet");
@@ -301,11 +412,54 @@ fn run(s: Settings) -> Result<(), String> {
                         on
                     );
                 }
+                EngineEvent::Audit(a) => match serde_json::to_string(a) {
+                    Ok(line) => println!("audit {line}"),
+                    Err(e) => println!("audit (unprintable: {e}) {a:?}"),
+                },
+                EngineEvent::Journal { report, .. } => journal_report(report),
                 _ => {}
             }
         }
         if s.cycles > 0 && cycles >= s.cycles {
             return Ok(());
         }
+    }
+}
+
+/// Prints what the journal found or failed at: critical findings (an
+/// episode may be lost, or a restart now would lose it) on stderr.
+fn journal_report(r: &JournalReport) {
+    match r {
+        JournalReport::Resumed {
+            episode,
+            devices,
+            stopped_ms,
+            basis,
+            warning,
+        } => {
+            println!(
+                "journal: resumed {}, {devices} power device(s), stopped {:.1} s ({basis:?} clock)",
+                if *episode {
+                    "the episode in progress"
+                } else {
+                    "with no episode in progress"
+                },
+                *stopped_ms as f64 / 1000.0
+            );
+            if let Some(w) = warning {
+                eprintln!("upsvisor-embedded: warning: journal: {w}");
+            }
+        }
+        JournalReport::SetAside { error, kept_at } => eprintln!(
+            "upsvisor-embedded: CRITICAL: journal unreadable ({error}); set aside{}; starting from the current power state (an episode in progress may be lost)",
+            kept_at
+                .as_deref()
+                .map_or_else(String::new, |k| format!(" as {k}"))
+        ),
+        JournalReport::WriteFailed { error } => eprintln!(
+            "upsvisor-embedded: CRITICAL: journal writes fail ({error}): a restart now would not resume the episode"
+        ),
+        JournalReport::WritesResumed => println!("journal: writes succeed again"),
+        other => println!("journal: {other:?}"),
     }
 }
