@@ -20,7 +20,8 @@
 //! 5. **Vanished** means: its host answered, did not list it, and no other
 //!    host that answered lists it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::clock::Instant;
 use crate::model::{
@@ -143,6 +144,12 @@ fn scope_host_local_ids(host: &HostId, inv: &mut HostInventory) {
 /// `now`. Hosts in `prev` without an outcome are carried over unchanged
 /// (except for VMs that an answering host now lists). If `outcomes` names a
 /// host twice, the first answer wins over failures and over later answers.
+///
+/// Cost: O(V) hash lookups for the V VMs answered, plus per-host lookups
+/// for the comparison with `prev`; the VM records of the answers are moved
+/// into the table, not copied. An estate-wide index of `prev` (or of the
+/// new table) is built only when a VM is not where it was before (it
+/// appeared, moved, or vanished).
 pub fn merge(
     prev: &VmTable,
     outcomes: impl IntoIterator<Item = (HostId, HostOutcome)>,
@@ -161,60 +168,73 @@ pub fn merge(
             }
         }
     }
-
-    let prev_loc: BTreeMap<&VmId, (&HostId, &VmInfo)> = prev
-        .hosts
+    // The answering hosts, numbered in host order, and their answers.
+    let answers: Vec<(&HostId, &HostInventory)> = by_host
         .iter()
-        .flat_map(|(h, r)| r.vms.iter().map(move |(id, v)| (id, (h, v))))
+        .filter_map(|(h, o)| match o {
+            HostOutcome::Answered(inv) => Some((h, inv)),
+            HostOutcome::Failed(_) => None,
+        })
         .collect();
+    let mut prev_index = LazyIndex::default();
 
-    // Who claims each VM among hosts that answered.
-    let mut claims: BTreeMap<&VmId, Vec<(&HostId, &VmInfo)>> = BTreeMap::new();
-    for (h, o) in &by_host {
-        if let HostOutcome::Answered(inv) = o {
-            for v in &inv.vms {
-                claims.entry(&v.id).or_default().push((h, v));
+    // Who owns each VM among hosts that answered: (answering host number,
+    // position in its answer). A VM listed by one host only (the common
+    // case) is decided at once; the others are collected and decided by
+    // rule 4 below.
+    let total: usize = answers.iter().map(|(_, inv)| inv.vms.len()).sum();
+    let mut owner: HashMap<&VmId, (usize, usize)> = HashMap::with_capacity(total);
+    let mut contested: BTreeMap<&VmId, Vec<(usize, usize)>> = BTreeMap::new();
+    for (k, (_, inv)) in answers.iter().enumerate() {
+        for (i, v) in inv.vms.iter().enumerate() {
+            match owner.entry(&v.id) {
+                Entry::Vacant(e) => {
+                    e.insert((k, i));
+                }
+                // Same host listing a VM twice counts once: keep the first
+                // copy.
+                Entry::Occupied(e) if e.get().0 == k => {}
+                Entry::Occupied(e) => {
+                    let cs = contested.entry(&v.id).or_insert_with(|| vec![*e.get()]);
+                    if !cs.iter().any(|(ck, _)| *ck == k) {
+                        cs.push((k, i));
+                    }
+                }
             }
         }
     }
 
     let mut events = Vec::new();
-    let mut owner: BTreeMap<&VmId, (&HostId, &VmInfo)> = BTreeMap::new();
-    for (vm, cs) in &claims {
-        // Same host listing a VM twice counts once: keep the first copy.
-        let mut hosts_seen = BTreeSet::new();
-        let cs: Vec<_> = cs
-            .iter()
-            .filter(|(h, _)| hosts_seen.insert(*h))
-            .copied()
-            .collect();
-        let before = prev_loc.get(vm).map(|(h, _)| *h);
-        let best = cs
-            .iter()
-            .copied()
-            .min_by_key(|(h, v)| (v.power != PowerState::PoweredOn, Some(*h) != before, *h));
+    for (vm, cs) in &contested {
+        let before = prev_index.get(prev).get(vm).map(|(h, _)| *h);
+        let best = cs.iter().copied().min_by_key(|&(k, i)| {
+            let (h, inv) = answers[k];
+            (
+                inv.vms[i].power != PowerState::PoweredOn,
+                Some(h) != before,
+                h,
+            )
+        });
         let Some(best) = best else { continue };
-        if cs.len() > 1 {
-            events.push(Event::VmSeenTwice {
-                vm: (*vm).clone(),
-                kept: best.0.clone(),
-                ignored: cs
-                    .iter()
-                    .filter(|(h, _)| *h != best.0)
-                    .map(|(h, _)| (*h).clone())
-                    .collect(),
-            });
-        }
-        owner.insert(vm, best);
+        events.push(Event::VmSeenTwice {
+            vm: (*vm).clone(),
+            kept: answers[best.0].0.clone(),
+            ignored: cs
+                .iter()
+                .filter(|(k, _)| *k != best.0)
+                .map(|(k, _)| answers[*k].0.clone())
+                .collect(),
+        });
+        owner.insert(*vm, best);
     }
 
-    // The VMs each answering host owns, grouped once (not per host).
-    let mut owned: BTreeMap<&HostId, BTreeMap<VmId, VmInfo>> = BTreeMap::new();
-    for (id, (h, v)) in &owner {
-        owned
-            .entry(*h)
-            .or_default()
-            .insert((*id).clone(), (*v).clone());
+    // Which copies each answering host keeps.
+    let mut keep: Vec<Vec<bool>> = answers
+        .iter()
+        .map(|(_, inv)| vec![false; inv.vms.len()])
+        .collect();
+    for (k, i) in owner.values() {
+        keep[*k][*i] = true;
     }
 
     let mut next = VmTable {
@@ -227,19 +247,15 @@ pub fn merge(
     for h in all_hosts {
         let old = prev.hosts.get(h);
         let rec = match by_host.get(h) {
-            Some(HostOutcome::Answered(inv)) => {
+            Some(HostOutcome::Answered(_)) => {
                 if let Some(Freshness::Stale { since, .. }) = old.map(|r| &r.freshness) {
                     host_events.push(Event::HostRecovered {
                         host: h.clone(),
                         down_since: *since,
                     });
                 }
-                HostRecord {
-                    info: Some(inv.info.clone()),
-                    freshness: Freshness::Fresh,
-                    last_seen: Some(now),
-                    vms: owned.remove(h).unwrap_or_default(),
-                }
+                // Filled in below, when the answers are taken apart.
+                HostRecord::unknown()
             }
             Some(HostOutcome::Failed(e)) => {
                 let base = old.cloned().unwrap_or_else(HostRecord::unknown);
@@ -274,10 +290,42 @@ pub fn merge(
         };
         next.hosts.insert(h.clone(), rec);
     }
+    drop(owner);
+    drop(contested);
+    drop(answers);
+
+    let mut keep = keep.into_iter();
+    for (h, o) in by_host {
+        let HostOutcome::Answered(inv) = o else {
+            continue;
+        };
+        let keep = keep.next().unwrap_or_default();
+        let vms: BTreeMap<VmId, VmInfo> = inv
+            .vms
+            .into_iter()
+            .zip(keep)
+            .filter(|(_, k)| *k)
+            .map(|(v, _)| (v.id.clone(), v))
+            .collect();
+        next.hosts.insert(
+            h,
+            HostRecord {
+                info: Some(inv.info),
+                freshness: Freshness::Fresh,
+                last_seen: Some(now),
+                vms,
+            },
+        );
+    }
 
     for (h, rec) in &next.hosts {
+        let here = prev.hosts.get(h);
         for (id, v) in &rec.vms {
-            match prev_loc.get(id) {
+            let was = match here.and_then(|r| r.vms.get(id)) {
+                Some(pv) => Some((h, pv)),
+                None => prev_index.get(prev).get(id).copied(),
+            };
+            match was {
                 None => events.push(Event::VmAppeared {
                     host: h.clone(),
                     vm: id.clone(),
@@ -285,11 +333,11 @@ pub fn merge(
                     power: v.power,
                 }),
                 Some((ph, pv)) => {
-                    if *ph != h {
+                    if ph != h {
                         events.push(Event::VmMigrated {
                             vm: id.clone(),
                             name: v.name.clone(),
-                            from: (*ph).clone(),
+                            from: ph.clone(),
                             to: h.clone(),
                         });
                     }
@@ -306,23 +354,54 @@ pub fn merge(
             }
         }
     }
-    let present: BTreeSet<&VmId> = next.hosts.values().flat_map(|r| r.vms.keys()).collect();
-    for (id, (ph, pv)) in &prev_loc {
-        if !present.contains(id) {
-            events.push(Event::VmVanished {
-                host: (*ph).clone(),
-                vm: (*id).clone(),
-                name: pv.name.clone(),
-            });
+    // Vanished, in VM id order.
+    let mut next_index = LazyIndex::default();
+    let mut vanished: Vec<(&VmId, &HostId, &VmInfo)> = Vec::new();
+    for (ph, r) in &prev.hosts {
+        let there = next.hosts.get(ph);
+        for (id, pv) in &r.vms {
+            let present = there.is_some_and(|n| n.vms.contains_key(id))
+                || next_index.get(&next).contains_key(id);
+            if !present {
+                vanished.push((id, ph, pv));
+            }
         }
     }
+    vanished.sort_by(|a, b| a.0.cmp(b.0));
+    for (id, ph, pv) in vanished {
+        events.push(Event::VmVanished {
+            host: ph.clone(),
+            vm: id.clone(),
+            name: pv.name.clone(),
+        });
+    }
+    drop(next_index);
     host_events.extend(events);
     (next, host_events)
 }
 
+/// Where each VM of a table is, built on first use.
+#[derive(Default)]
+struct LazyIndex<'a>(Option<HashMap<&'a VmId, (&'a HostId, &'a VmInfo)>>);
+
+impl<'a> LazyIndex<'a> {
+    fn get(&mut self, t: &'a VmTable) -> &HashMap<&'a VmId, (&'a HostId, &'a VmInfo)> {
+        self.0.get_or_insert_with(|| {
+            let mut m = HashMap::with_capacity(t.vm_count());
+            // Later hosts win, as a map collected in host order would.
+            for (h, r) in &t.hosts {
+                for (id, v) in &r.vms {
+                    m.insert(id, (h, v));
+                }
+            }
+            m
+        })
+    }
+}
+
 fn keep_unclaimed(
     base: &HostRecord,
-    owner: &BTreeMap<&VmId, (&HostId, &VmInfo)>,
+    owner: &HashMap<&VmId, (usize, usize)>,
 ) -> BTreeMap<VmId, VmInfo> {
     base.vms
         .iter()
@@ -641,6 +720,228 @@ mod tests {
         out
     }
 
+    /// The merge as it was before it moved records and indexed by hash
+    /// (one BTreeMap per step): the new one must give the same tables and
+    /// the same events in the same order.
+    fn reference_merge(
+        prev: &VmTable,
+        outcomes: impl IntoIterator<Item = (HostId, HostOutcome)>,
+        now: Instant,
+    ) -> (VmTable, Vec<Event>) {
+        let mut by_host: BTreeMap<HostId, HostOutcome> = BTreeMap::new();
+        for (h, mut o) in outcomes {
+            if let HostOutcome::Answered(inv) = &mut o {
+                scope_host_local_ids(&h, inv);
+            }
+            match by_host.get(&h) {
+                Some(HostOutcome::Answered(_)) => {}
+                Some(HostOutcome::Failed(_)) if matches!(o, HostOutcome::Failed(_)) => {}
+                _ => {
+                    by_host.insert(h, o);
+                }
+            }
+        }
+
+        let prev_loc: BTreeMap<&VmId, (&HostId, &VmInfo)> = prev
+            .hosts
+            .iter()
+            .flat_map(|(h, r)| r.vms.iter().map(move |(id, v)| (id, (h, v))))
+            .collect();
+
+        // Who claims each VM among hosts that answered.
+        let mut claims: BTreeMap<&VmId, Vec<(&HostId, &VmInfo)>> = BTreeMap::new();
+        for (h, o) in &by_host {
+            if let HostOutcome::Answered(inv) = o {
+                for v in &inv.vms {
+                    claims.entry(&v.id).or_default().push((h, v));
+                }
+            }
+        }
+
+        let mut events = Vec::new();
+        let mut owner: BTreeMap<&VmId, (&HostId, &VmInfo)> = BTreeMap::new();
+        for (vm, cs) in &claims {
+            // Same host listing a VM twice counts once: keep the first copy.
+            let mut hosts_seen = BTreeSet::new();
+            let cs: Vec<_> = cs
+                .iter()
+                .filter(|(h, _)| hosts_seen.insert(*h))
+                .copied()
+                .collect();
+            let before = prev_loc.get(vm).map(|(h, _)| *h);
+            let best = cs
+                .iter()
+                .copied()
+                .min_by_key(|(h, v)| (v.power != PowerState::PoweredOn, Some(*h) != before, *h));
+            let Some(best) = best else { continue };
+            if cs.len() > 1 {
+                events.push(Event::VmSeenTwice {
+                    vm: (*vm).clone(),
+                    kept: best.0.clone(),
+                    ignored: cs
+                        .iter()
+                        .filter(|(h, _)| *h != best.0)
+                        .map(|(h, _)| (*h).clone())
+                        .collect(),
+                });
+            }
+            owner.insert(vm, best);
+        }
+
+        // The VMs each answering host owns, grouped once (not per host).
+        let mut owned: BTreeMap<&HostId, BTreeMap<VmId, VmInfo>> = BTreeMap::new();
+        for (id, (h, v)) in &owner {
+            owned
+                .entry(*h)
+                .or_default()
+                .insert((*id).clone(), (*v).clone());
+        }
+
+        let mut next = VmTable {
+            cycle: prev.cycle + 1,
+            taken_at: now,
+            hosts: BTreeMap::new(),
+        };
+        let all_hosts: BTreeSet<&HostId> = prev.hosts.keys().chain(by_host.keys()).collect();
+        let mut host_events = Vec::new();
+        for h in all_hosts {
+            let old = prev.hosts.get(h);
+            let rec = match by_host.get(h) {
+                Some(HostOutcome::Answered(inv)) => {
+                    if let Some(Freshness::Stale { since, .. }) = old.map(|r| &r.freshness) {
+                        host_events.push(Event::HostRecovered {
+                            host: h.clone(),
+                            down_since: *since,
+                        });
+                    }
+                    HostRecord {
+                        info: Some(inv.info.clone()),
+                        freshness: Freshness::Fresh,
+                        last_seen: Some(now),
+                        vms: owned.remove(h).unwrap_or_default(),
+                    }
+                }
+                Some(HostOutcome::Failed(e)) => {
+                    let base = old.cloned().unwrap_or_else(HostRecord::unknown);
+                    let since = match &base.freshness {
+                        Freshness::Stale { since, .. } => *since,
+                        _ => {
+                            host_events.push(Event::HostUnreachable {
+                                host: h.clone(),
+                                kind: e.kind(),
+                                error: e.to_string(),
+                            });
+                            now
+                        }
+                    };
+                    HostRecord {
+                        freshness: Freshness::Stale {
+                            since,
+                            kind: e.kind(),
+                            error: e.to_string(),
+                        },
+                        vms: reference_keep_unclaimed(&base, &owner),
+                        ..base
+                    }
+                }
+                None => {
+                    let base = old.cloned().unwrap_or_else(HostRecord::unknown);
+                    HostRecord {
+                        vms: reference_keep_unclaimed(&base, &owner),
+                        ..base
+                    }
+                }
+            };
+            next.hosts.insert(h.clone(), rec);
+        }
+
+        for (h, rec) in &next.hosts {
+            for (id, v) in &rec.vms {
+                match prev_loc.get(id) {
+                    None => events.push(Event::VmAppeared {
+                        host: h.clone(),
+                        vm: id.clone(),
+                        name: v.name.clone(),
+                        power: v.power,
+                    }),
+                    Some((ph, pv)) => {
+                        if *ph != h {
+                            events.push(Event::VmMigrated {
+                                vm: id.clone(),
+                                name: v.name.clone(),
+                                from: (*ph).clone(),
+                                to: h.clone(),
+                            });
+                        }
+                        if pv.power != v.power {
+                            events.push(Event::VmPowerChanged {
+                                host: h.clone(),
+                                vm: id.clone(),
+                                name: v.name.clone(),
+                                from: pv.power,
+                                to: v.power,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let present: BTreeSet<&VmId> = next.hosts.values().flat_map(|r| r.vms.keys()).collect();
+        for (id, (ph, pv)) in &prev_loc {
+            if !present.contains(id) {
+                events.push(Event::VmVanished {
+                    host: (*ph).clone(),
+                    vm: (*id).clone(),
+                    name: pv.name.clone(),
+                });
+            }
+        }
+        host_events.extend(events);
+        (next, host_events)
+    }
+
+    fn reference_keep_unclaimed(
+        base: &HostRecord,
+        owner: &BTreeMap<&VmId, (&HostId, &VmInfo)>,
+    ) -> BTreeMap<VmId, VmInfo> {
+        base.vms
+            .iter()
+            .filter(|(id, _)| !owner.contains_key(id))
+            .map(|(id, v)| (id.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Adds, to some rounds, a VM listed twice by the same host (the
+    /// second copy with the other power state), and a host-local id.
+    fn with_quirks(
+        history: &[Vec<(HostId, HostOutcome)>],
+        seed: u64,
+    ) -> Vec<Vec<(HostId, HostOutcome)>> {
+        history
+            .iter()
+            .enumerate()
+            .map(|(n, round)| {
+                let mut round = round.clone();
+                if (seed >> (n % 64)) & 1 == 1 {
+                    for (_, o) in &mut round {
+                        if let HostOutcome::Answered(inv) = o {
+                            if let Some(first) = inv.vms.first().cloned() {
+                                let mut again = first;
+                                again.power = if again.power == ON { OFF } else { ON };
+                                inv.vms.push(again);
+                            }
+                            let mut local = vm("qemu/100", ON);
+                            local.host_local = true;
+                            inv.vms.push(local);
+                            break;
+                        }
+                    }
+                }
+                round
+            })
+            .collect()
+    }
+
     proptest! {
         #[test]
         fn order_of_answers_does_not_matter((history, _) in arb_history(), seed in any::<u64>()) {
@@ -656,6 +957,20 @@ mod tests {
                 r
             }).collect();
             prop_assert_eq!(straight, run(&shuffled));
+        }
+
+        #[test]
+        fn same_tables_and_events_as_the_reference_merge((history, _) in arb_history(), seed in any::<u64>()) {
+            let history = with_quirks(&history, seed);
+            let mut t = VmTable::default();
+            for (i, round) in history.iter().enumerate() {
+                let at = Instant::from_millis(i as u64 * 1000);
+                let (n, ev) = merge(&t, round.clone(), at);
+                let (rn, rev) = reference_merge(&t, round.clone(), at);
+                prop_assert_eq!(&n, &rn);
+                prop_assert_eq!(&ev, &rev);
+                t = n;
+            }
         }
 
         #[test]

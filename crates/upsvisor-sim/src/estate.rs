@@ -1,6 +1,6 @@
 //! Simulated hosts and VMs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -383,7 +383,17 @@ pub(crate) enum Action {
 pub(crate) struct State {
     pub(crate) now: Instant,
     pub(crate) hosts: BTreeMap<HostId, HostState>,
+    /// The VMs by key. Change a VM's host only through
+    /// [`State::insert_vm`] and [`State::move_vm`], which keep `by_host`.
     pub(crate) vms: BTreeMap<VmId, VmState>,
+    /// Each host's VMs (keys into `vms`), so a host's requests cost
+    /// O(its VMs), not O(estate). A `BTreeSet` iterates in the same key
+    /// order as `vms`, so answers list VMs in the same order as a scan.
+    pub(crate) by_host: BTreeMap<HostId, BTreeSet<VmId>>,
+    /// Some host may be entering maintenance mode (set whenever one
+    /// starts; cleared when a scan finds none), so that `catch_up` need
+    /// not scan every host on every request.
+    pub(crate) maybe_entering: bool,
     pub(crate) actions: BTreeMap<(Instant, u64), Action>,
     pub(crate) seq: u64,
     pub(crate) log: Vec<CommandRecord>,
@@ -397,6 +407,62 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// The VMs on `host`, in key order: the index's view of
+    /// `vms.iter().filter(|v| v.host == host)`.
+    pub(crate) fn vms_on<'a>(
+        &'a self,
+        host: &HostId,
+    ) -> impl Iterator<Item = (&'a VmId, &'a VmState)> + 'a {
+        self.by_host
+            .get(host)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.vms.get_key_value(id))
+    }
+
+    /// The keys of the VMs on `host`, in key order.
+    fn vm_keys_on(&self, host: &HostId) -> Vec<VmId> {
+        self.by_host
+            .get(host)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `host` runs a powered-on VM.
+    fn runs_vms(&self, host: &HostId) -> bool {
+        self.vms_on(host).any(|(_, v)| v.info.power.is_on())
+    }
+
+    /// Inserts (or replaces) a VM, keeping the host index right.
+    pub(crate) fn insert_vm(&mut self, key: VmId, v: VmState) {
+        let host = v.host.clone();
+        if let Some(old) = self.vms.insert(key.clone(), v) {
+            self.unindex(&old.host, &key);
+        }
+        self.by_host.entry(host).or_default().insert(key);
+    }
+
+    /// Moves a VM to another host, keeping the host index right.
+    fn move_vm(&mut self, key: &VmId, to: HostId) {
+        let Some(v) = self.vms.get_mut(key) else {
+            return;
+        };
+        let from = std::mem::replace(&mut v.host, to.clone());
+        if from != to {
+            self.unindex(&from, key);
+            self.by_host.entry(to).or_default().insert(key.clone());
+        }
+    }
+
+    fn unindex(&mut self, host: &HostId, key: &VmId) {
+        if let Some(s) = self.by_host.get_mut(host) {
+            s.remove(key);
+            if s.is_empty() {
+                self.by_host.remove(host);
+            }
+        }
+    }
+
     pub(crate) fn schedule(&mut self, at: Instant, a: Action) {
         let k = (at, self.seq);
         self.seq += 1;
@@ -453,17 +519,20 @@ impl State {
 
     /// A waiting maintenance entry completes once the host runs no VM.
     fn finish_maintenance_entries(&mut self) {
+        if !self.maybe_entering {
+            return;
+        }
         let waiting: Vec<HostId> = self
             .hosts
             .iter()
             .filter(|(_, h)| h.entering_maintenance)
             .map(|(id, _)| id.clone())
             .collect();
+        if waiting.is_empty() {
+            self.maybe_entering = false;
+        }
         for host in waiting {
-            let running = self
-                .vms
-                .values()
-                .any(|v| v.host == host && v.info.power.is_on());
+            let running = self.runs_vms(&host);
             if let Some(h) = self.hosts.get_mut(&host) {
                 if !h.up {
                     h.entering_maintenance = false;
@@ -611,12 +680,12 @@ impl State {
 
     fn switch_over(&mut self, vm: &VmId, to: HostId) {
         let to_ok = self.can_take(&to);
-        if let Some(v) = self.vms.get_mut(vm) {
+        if let Some(v) = self.vms.get(vm) {
             let from_up = self.hosts.get(&v.host).is_some_and(|h| h.up);
             // A live migration needs both ends up at switchover; a
             // powered-off VM can be re-registered only if the target is up.
             if to_ok && (from_up || !v.info.power.is_on()) {
-                v.host = to;
+                self.move_vm(vm, to);
             }
         }
     }
@@ -627,7 +696,11 @@ impl State {
             h.up = false;
             h.entering_maintenance = false;
         }
-        for (id, v) in self.vms.iter_mut().filter(|(_, v)| &v.host == host) {
+        let on_host = self.vm_keys_on(host);
+        for id in &on_host {
+            let Some(v) = self.vms.get_mut(id) else {
+                continue;
+            };
             if v.info.power == PowerState::PoweredOn {
                 self.unclean.push(UncleanLoss {
                     at: now,
@@ -645,12 +718,6 @@ impl State {
             }
         }
         // Pending guest shutdowns on a dark host never complete.
-        let on_host: Vec<VmId> = self
-            .vms
-            .iter()
-            .filter(|(_, v)| &v.host == host)
-            .map(|(id, _)| id.clone())
-            .collect();
         self.actions.retain(|_, a| {
             !matches!(a, Action::GuestOff { vm } | Action::ExternalStart { vm, .. } if on_host.contains(vm))
                 && !matches!(a, Action::HostHalt { host: h } if h == host)
@@ -836,7 +903,7 @@ impl Estate {
         } else {
             info.id.clone()
         };
-        lock(&self.state).vms.insert(
+        lock(&self.state).insert_vm(
             key,
             VmState {
                 host: host.clone(),
@@ -1186,9 +1253,7 @@ impl HostTransport for SimHost {
     async fn list_vm_ids(&self) -> Result<Vec<VmId>> {
         let st = self.request().await?;
         Ok(st
-            .vms
-            .iter()
-            .filter(|(_, v)| v.host == self.host)
+            .vms_on(&self.host)
             .map(|(id, v)| {
                 if v.info.host_local {
                     v.info.id.clone()
@@ -1219,12 +1284,7 @@ impl HostTransport for SimHost {
             .get(&self.host)
             .map(|h| h.cfg.info.clone())
             .unwrap_or_default();
-        let vms = st
-            .vms
-            .values()
-            .filter(|v| v.host == self.host)
-            .map(|v| v.info.clone())
-            .collect();
+        let vms = st.vms_on(&self.host).map(|(_, v)| v.info.clone()).collect();
         Ok(HostInventory::new(info, vms))
     }
 
@@ -1281,10 +1341,8 @@ impl HostTransport for SimHost {
             let now = self.estate.clock.now();
             let mut st = lock(&self.estate.state);
             st.catch_up(now);
-            let running = st
-                .vms
-                .values()
-                .any(|v| v.host == self.host && v.info.power.is_on());
+            let st = &mut *st;
+            let running = st.runs_vms(&self.host);
             match st.hosts.get_mut(&self.host) {
                 Some(h)
                     if op == HostOp::EnterMaintenance
@@ -1292,6 +1350,7 @@ impl HostTransport for SimHost {
                         && running =>
                 {
                     h.entering_maintenance = true;
+                    st.maybe_entering = true;
                     true
                 }
                 _ => false,
@@ -1328,9 +1387,8 @@ impl HostTransport for SimHost {
         let r = match op {
             HostOp::EnterMaintenance => {
                 let running = st
-                    .vms
-                    .values()
-                    .filter(|v| v.host == self.host && v.info.power.is_on())
+                    .vms_on(&self.host)
+                    .filter(|(_, v)| v.info.power.is_on())
                     .count();
                 if running > 0 {
                     Err(Error::invalid_state(format!(
@@ -1368,9 +1426,8 @@ impl HostTransport for SimHost {
                     .unwrap_or_default();
                 if st.hosts.get(&self.host).is_some_and(|h| h.cfg.autostop) {
                     let guests: Vec<(VmId, Duration)> = st
-                        .vms
-                        .iter()
-                        .filter(|(_, v)| v.host == self.host && v.info.power.is_on())
+                        .vms_on(&self.host)
+                        .filter(|(_, v)| v.info.power.is_on())
                         .filter_map(|(id, v)| match v.guest {
                             Guest::Cooperative(g) | Guest::Acpi(g) => Some((id.clone(), g)),
                             _ => None,
@@ -1538,6 +1595,59 @@ mod tests {
         let h = e.transport(&"esx01".into());
         let vms = e.truth().into_keys().collect();
         (e, h, vms)
+    }
+
+    /// The host index agrees with a scan of every VM's host.
+    fn index_agrees(e: &Estate) {
+        let st = lock(&e.state);
+        let mut scan: BTreeMap<HostId, BTreeSet<VmId>> = BTreeMap::new();
+        for (id, v) in &st.vms {
+            scan.entry(v.host.clone()).or_default().insert(id.clone());
+        }
+        assert_eq!(st.by_host, scan);
+    }
+
+    #[test]
+    fn the_host_index_follows_migrations_and_re_registrations() {
+        let clock = SimClock::new();
+        let e = Estate::generate(
+            Arc::new(clock.clone()),
+            &EstateSpec::new(3, 2)
+                .off_every(2)
+                .host(SimHostConfig::default().latency(Duration::ZERO)),
+        );
+        let (a, b, c): (HostId, HostId, HostId) = ("esx01".into(), "esx02".into(), "esx03".into());
+        let on_a: Vec<VmId> = clock.block_on(e.transport(&a).list_vm_ids()).unwrap();
+        // One running VM (live: switches over after 10 s), one off (at once).
+        for vm in &on_a {
+            e.schedule_migration(clock.now(), vm, &b);
+        }
+        // Host-local ids: the same id on two hosts, two VMs.
+        for h in [&a, &c] {
+            let mut v = VmInfo::new("qemu/100", "local", PowerState::PoweredOn);
+            v.host_local = true;
+            e.add_vm(h, v, Guest::Stubborn);
+        }
+        clock.advance_to(clock.now() + Duration::from_secs(11));
+        index_agrees(&e);
+        let listed = |h: &HostId| clock.block_on(e.transport(h).list_vm_ids()).unwrap();
+        assert_eq!(listed(&a), vec![VmId::from("qemu/100")]);
+        assert_eq!(listed(&b).len(), 4);
+        assert!(on_a.iter().all(|v| listed(&b).contains(v)));
+        // Registering an id again elsewhere moves it.
+        e.add_vm(
+            &c,
+            VmInfo::new(on_a[0].as_str(), "again", PowerState::PoweredOff),
+            Guest::Stubborn,
+        );
+        index_agrees(&e);
+        assert!(!listed(&b).contains(&on_a[0]));
+        let inv = clock.block_on(e.transport(&c).inventory()).unwrap();
+        let ids: Vec<_> = inv.vms.iter().map(|v| v.id.clone()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted, "VMs in key order, as a scan lists them");
+        assert_eq!(ids.len(), 4);
     }
 
     #[test]
