@@ -835,6 +835,21 @@ fn a_host_after_others_waits_for_them_and_the_plan_says_so() {
             ("nas".to_owned(), "shut down host (after h1)".to_owned())
         ]
     );
+    // The order is in the plan's data too, not only its text.
+    let afters: Vec<(String, Vec<HostId>)> = plan
+        .stages
+        .iter()
+        .flat_map(|st| &st.items)
+        .filter(|i| i.vm.is_none() && i.hook.is_none())
+        .filter_map(|i| Some((i.host.clone()?.to_string(), i.after.clone())))
+        .collect();
+    assert_eq!(
+        afters,
+        [
+            ("h1".to_owned(), vec![]),
+            ("nas".to_owned(), vec![HostId::from("h1")])
+        ]
+    );
 
     let fail = failing(&["h1", "nas"]);
     let mut sent: Vec<(u64, String)> = Vec::new();

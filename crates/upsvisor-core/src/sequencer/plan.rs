@@ -28,6 +28,13 @@ pub struct PlanItem {
     /// The hook's name, for a hook item (its deadline is the estimate).
     #[cfg_attr(feature = "serde", serde(default))]
     pub hook: Option<String>,
+    /// For a host's shutdown: the hosts in this plan it waits for (its
+    /// `after` list, within the episode's scope), in configuration order.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
+    pub after: Vec<HostId>,
 }
 
 /// One stage of a plan: its items run concurrently (within limits); stages
@@ -153,6 +160,7 @@ pub fn plan(
                     action: "stays up: its transport cannot shut it down".into(),
                     estimate: Duration::ZERO,
                     hook: None,
+                    after: Vec::new(),
                 });
                 continue;
             }
@@ -163,6 +171,7 @@ pub fn plan(
                     action: "enter maintenance".into(),
                     estimate: Duration::from_secs(5),
                     hook: None,
+                    after: Vec::new(),
                 });
             }
             let waits: Vec<&str> = after(h)
@@ -189,6 +198,7 @@ pub fn plan(
                 },
                 estimate: cfg.host_down_wait,
                 hook: None,
+                after: waits.iter().map(|w| HostId::from(*w)).collect(),
             });
         }
         let est = if items.is_empty() {
@@ -241,6 +251,7 @@ pub fn plan(
                 action: what,
                 estimate: est,
                 hook: None,
+                after: Vec::new(),
             });
         }
         let (hooked, hook_wait) = hook_items(
@@ -323,6 +334,7 @@ pub fn plan(
             action: final_name,
             estimate: final_est,
             hook: None,
+            after: Vec::new(),
         }],
         estimate: final_est,
     });
@@ -333,6 +345,7 @@ pub fn plan(
             action: "this controller's own VM: stops with its host".into(),
             estimate: Duration::ZERO,
             hook: None,
+            after: Vec::new(),
         }];
         if cfg.shutdown_hosts {
             // Not waited for: the device's cut comes regardless.
@@ -353,6 +366,7 @@ pub fn plan(
                 action: "shut down this controller's own host, last".into(),
                 estimate: Duration::ZERO,
                 hook: None,
+                after: Vec::new(),
             });
         }
         // Its time is inside the stretched device delay above.
@@ -417,6 +431,7 @@ fn hook_items(
                     Duration::ZERO
                 },
                 hook: Some(h.name.clone()),
+                after: Vec::new(),
             }
         })
         .collect();
