@@ -115,14 +115,18 @@ impl Clock for SystemClock {
     async fn sleep_until(&self, deadline: Instant) {
         TimerSleep {
             at: self.to_std(deadline),
+            id: None,
         }
         .await
     }
 }
 
 struct TimerState {
-    // Entries may be stale (the sleeper was dropped or re-polled); waking a
-    // stale waker is harmless, so they are not removed.
+    // One entry per sleep, registered at its first poll. A dropped sleep
+    // takes its waker out at once; its heap entry is skipped when due, and
+    // the heap is compacted when such entries outnumber live ones (a
+    // deadline raced against a call that won leaves one behind, and a
+    // daemon makes thousands of those per deadline window).
     heap: BinaryHeap<Reverse<(std::time::Instant, u64)>>,
     wakers: BTreeMap<u64, Waker>,
     next_id: u64,
@@ -191,26 +195,53 @@ fn timer_loop(t: &'static Timer) {
 
 struct TimerSleep {
     at: std::time::Instant,
+    /// Its registration with the timer thread, from the first pending poll.
+    id: Option<u64>,
 }
 
 impl Future for TimerSleep {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if std::time::Instant::now() >= self.at {
+        let me = self.get_mut();
+        if std::time::Instant::now() >= me.at {
+            if let Some(id) = me.id.take() {
+                lock(&timer().state).wakers.remove(&id);
+            }
             return Poll::Ready(());
         }
         let t = timer();
         let mut st = lock(&t.state);
+        // Polled again (a select re-polls every branch at each wake-up):
+        // keep the one registration, with the newest waker.
+        if let Some(w) = me.id.and_then(|id| st.wakers.get_mut(&id)) {
+            if !w.will_wake(cx.waker()) {
+                *w = cx.waker().clone();
+            }
+            return Poll::Pending;
+        }
         let id = st.next_id;
         st.next_id += 1;
         let earliest = st.heap.peek().map(|Reverse((at, _))| *at);
-        st.heap.push(Reverse((self.at, id)));
+        st.heap.push(Reverse((me.at, id)));
         st.wakers.insert(id, cx.waker().clone());
+        me.id = Some(id);
         drop(st);
-        if earliest.is_none_or(|e| self.at < e) {
+        if earliest.is_none_or(|e| me.at < e) {
             t.cv.notify_one();
         }
         Poll::Pending
+    }
+}
+
+impl Drop for TimerSleep {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let mut st = lock(&timer().state);
+        st.wakers.remove(&id);
+        if st.heap.len() > 64 && st.heap.len() > 2 * st.wakers.len() {
+            let TimerState { heap, wakers, .. } = &mut *st;
+            heap.retain(|Reverse((_, id))| wakers.contains_key(id));
+        }
     }
 }
 
@@ -454,6 +485,38 @@ impl Clock for SimClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 17: a sleep polled again keeps one registration, and a
+    /// dropped one takes its waker out (before, every poll added an entry
+    /// and a cancelled deadline left its waker until it fell due).
+    #[test]
+    fn a_sleep_registers_once_and_unregisters_when_dropped() {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut s = TimerSleep {
+            at: std::time::Instant::now() + Duration::from_secs(3600),
+            id: None,
+        };
+        assert!(Pin::new(&mut s).poll(&mut cx).is_pending());
+        let id = s.id.expect("registered");
+        for _ in 0..100 {
+            assert!(Pin::new(&mut s).poll(&mut cx).is_pending());
+        }
+        assert_eq!(s.id, Some(id), "one registration");
+        assert!(lock(&timer().state).wakers.contains_key(&id));
+        drop(s);
+        assert!(!lock(&timer().state).wakers.contains_key(&id));
+        // Due: ready, and nothing left behind.
+        let mut due = TimerSleep {
+            at: std::time::Instant::now() + Duration::from_millis(20),
+            id: None,
+        };
+        futures_util::FutureExt::now_or_never(&mut due);
+        let id = due.id.expect("registered");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(Pin::new(&mut due).poll(&mut cx).is_ready());
+        assert!(!lock(&timer().state).wakers.contains_key(&id));
+    }
 
     #[test]
     fn sim_clock_jumps_to_deadlines_in_order() {
