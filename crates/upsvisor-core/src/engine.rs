@@ -692,6 +692,27 @@ impl Engine {
         Ok(())
     }
 
+    /// Starts an operator's live test of VM group `group`: the group's
+    /// VMs are stopped as an outage would stop them, then started again;
+    /// nothing else is touched (see [`Sequencer::start_test`]). Runs
+    /// inside the engine like any episode: journaled, audited, with its
+    /// hooks. Returns the episode's id.
+    ///
+    /// # Errors
+    /// `InvalidState` when disarmed, during an episode, or unless mains is
+    /// on line and stable (so before the first power reading too);
+    /// `Config` for an unknown group.
+    pub fn start_test(&mut self, group: &str) -> Result<u64> {
+        let now = self.clock.now();
+        let view = self.view();
+        let table = self.poller.table().clone();
+        let id = self.seq.start_test(now, &table, &view, group)?;
+        logging::warn!(%group, episode = id, "live test started by the operator");
+        self.save();
+        self.flush_audit();
+        Ok(id)
+    }
+
     fn refuse_if_contradicting(&self, starts: bool, what: &str) -> Result<()> {
         if !self.seq.config().armed {
             return Err(Error::invalid_state(format!(

@@ -1006,3 +1006,93 @@ fn a_waiting_host_is_not_left_to_the_battery() {
         "{audit:#?}"
     );
 }
+
+/// Issue 15, part 4: an operator's live test of one group stops that
+/// group's VMs (and nothing else: no other VM, no host, no device) with
+/// mains on line, then starts them again, as one audited episode.
+#[test]
+fn a_live_test_stops_and_restores_one_group_only() {
+    let mut cfg = SequencerConfig::default();
+    cfg.group(upsvisor_core::VmGroup::new(
+        "batch",
+        -10,
+        vec![upsvisor_core::Matcher::Name("name-b*".into())],
+        Duration::from_secs(60),
+    ));
+    let mut s = Sequencer::new(cfg.clone(), inventory(&["h1", "h2"]));
+    let on = |at: u64, prev: &VmTable, b: PowerState| {
+        table(
+            prev,
+            at,
+            &[
+                ("h1", vec![vm("a", ON, TOOLS), vm("b1", b, TOOLS)]),
+                ("h2", vec![vm("b2", b, TOOLS)]),
+            ],
+        )
+    };
+    let t0 = on(0, &VmTable::default(), ON);
+    // Refused: unknown group, on battery, disarmed.
+    let e = s.start_test(t(1), &t0, &stable(), "nope").unwrap_err();
+    assert!(
+        e.to_string().contains("no group `nope`") && e.to_string().contains("batch"),
+        "{e}"
+    );
+    let e = s
+        .start_test(t(1), &t0, &failing(&["h1"]), "batch")
+        .unwrap_err();
+    assert!(e.to_string().contains("mains on line"), "{e}");
+    let mut off = cfg.clone();
+    off.armed(false);
+    let mut d = Sequencer::new(off, inventory(&["h1", "h2"]));
+    assert!(
+        d.start_test(t(1), &t0, &stable(), "batch")
+            .unwrap_err()
+            .to_string()
+            .contains("disarmed")
+    );
+
+    let id = s.start_test(t(1), &t0, &stable(), "batch").unwrap();
+    assert!(
+        s.start_test(t(1), &t0, &stable(), "batch").is_err(),
+        "one at a time"
+    );
+    let t2 = on(2, &t0, ON);
+    let cmds = s.step(t(2), &t2, &stable());
+    let mut got = ops(&cmds);
+    got.sort();
+    assert_eq!(got, ["shutdown_guest b1", "shutdown_guest b2"]);
+    for c in &cmds {
+        s.complete(t(2), c.id, Ok(()));
+    }
+    // The group is down: restored, with mains on line throughout.
+    let t3 = on(10, &t2, OFF);
+    let cmds = s.step(t(10), &t3, &stable());
+    let cmds = if cmds.is_empty() {
+        s.step(t(11), &on(11, &t3, OFF), &stable())
+    } else {
+        cmds
+    };
+    let mut got = ops(&cmds);
+    got.sort();
+    assert_eq!(got, ["power_on b1", "power_on b2"]);
+    for c in &cmds {
+        s.complete(t(12), c.id, Ok(()));
+    }
+    let t4 = on(20, &t3, ON);
+    assert!(s.step(t(20), &t4, &stable()).is_empty());
+    let audit = s.take_audit();
+    assert!(audit.iter().any(|a| a.episode == id
+        && matches!(&a.what, Audit::EpisodeStarted { reason, full: false, .. } if reason == "operator's test of group batch")));
+    assert!(audit.iter().any(|a| a.episode == id
+        && matches!(&a.what, Audit::EpisodeEnded { outcome } if outcome.starts_with("restored: 2 of 2"))), "{audit:#?}");
+    assert!(
+        !audit.iter().any(|a| matches!(
+            &a.what,
+            Audit::Issued {
+                cmd: Command::Host { .. } | Command::Device { .. },
+                ..
+            }
+        )),
+        "no host or device command"
+    );
+}

@@ -179,6 +179,7 @@ impl Api {
             .route("/api/hosts/{id}/power", post(host_power))
             .route("/api/hosts/{id}", delete(unregister))
             .route("/api/episode/abort", post(abort_episode))
+            .route("/api/test", post(start_test))
             .route("/api/reload", post(reload))
             .route("/metrics", get(metrics))
             // Before the layer, so unknown paths get the Host check and
@@ -990,6 +991,52 @@ async fn abort_episode(
         return err(StatusCode::SERVICE_UNAVAILABLE, e);
     }
     finish(&api, peer, ACTION, "episode", rx).await
+}
+
+/// `POST /api/test` `{"group": "<name>"}` (bearer token): a live test of
+/// one VM group, an episode that stops the group's VMs as an outage would
+/// and starts them again (`upsvisord test --group G --live`). 200 with the
+/// episode's id once started; 409 when disarmed, during an episode or
+/// unless mains is on line and stable; 422 for a group the configuration
+/// does not have; 400 for a body that is not `{"group": ...}`.
+async fn start_test(
+    State(api): State<Api>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    const ACTION: &str = "start_test";
+    if let Err(r) = api.authorize(&headers, peer, ACTION, "group") {
+        return *r;
+    }
+    let bytes = match api.read_body(body, peer, ACTION, "group").await {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TestBody {
+        group: String,
+    }
+    let group = match serde_json::from_slice::<TestBody>(&bytes) {
+        Ok(b) if !b.group.trim().is_empty() => clip(b.group.trim(), 200),
+        _ => {
+            api.audit(peer, ACTION, "group", "refused: bad body");
+            return err(
+                StatusCode::BAD_REQUEST,
+                "body must be JSON {\"group\": \"<name>\"}".to_string(),
+            );
+        }
+    };
+    api.audit(peer, ACTION, &group, "accepted");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if let Err(e) = api.shared.request(Request::Test {
+        group: group.clone(),
+        reply: tx,
+    }) {
+        return err(StatusCode::SERVICE_UNAVAILABLE, e);
+    }
+    finish(&api, peer, ACTION, &group, rx).await
 }
 
 async fn unregister(

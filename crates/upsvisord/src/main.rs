@@ -95,6 +95,22 @@ enum Cmd {
         #[arg(long)]
         token_file: PathBuf,
     },
+    /// Live test of one VM group on a running daemon (--url, or the [api]
+    /// address of --config): its VMs stop as in an outage, then start
+    /// again; audited like any episode (`POST /api/test`). Refused when
+    /// the daemon is disarmed, during an episode, or unless mains is on
+    /// line. Exit 0 started, 1 refused, 2 without --live or not reached.
+    Test {
+        /// The VM group (`default`: the VMs no group matches).
+        #[arg(long)]
+        group: String,
+        /// Really do it: real power commands are sent.
+        #[arg(long)]
+        live: bool,
+        /// The API's bearer token file (mode 0600).
+        #[arg(long)]
+        token_file: PathBuf,
+    },
     /// Notification targets ([[notify]]).
     Notify {
         /// Send a test message to every target now, and say which worked.
@@ -160,6 +176,11 @@ fn main() -> ExitCode {
         Cmd::Events { once, since, until } => events(&cli, *once, since, until),
         Cmd::Notify { .. } => notify_test(&cli),
         Cmd::Reload { token_file } => reload(&cli, token_file),
+        Cmd::Test {
+            group,
+            live,
+            token_file,
+        } => test_group(&cli, group, *live, token_file),
         Cmd::GenerateAssets { out } => generate_assets(out),
     };
     match r {
@@ -651,6 +672,31 @@ fn report(cli: &Cli, items: &[(String, bool, String)]) -> Res {
 }
 
 fn reload(cli: &Cli, token_file: &Path) -> Res {
+    post_to_daemon(cli, token_file, "/api/reload", None)
+}
+
+/// `upsvisord test --group G --live`: asks the running daemon for a live
+/// test of one VM group (`POST /api/test`). Without `--live` nothing is
+/// sent: the command says what it would do and how to rehearse it.
+fn test_group(cli: &Cli, group: &str, live: bool, token_file: &Path) -> Res {
+    if !live {
+        out!(
+            "a live test of group {group} stops its VMs as an outage would (hooks, timeouts, power-off after a guest that does not stop) and starts them again; nothing else is touched, and a real outage meanwhile turns it into a full shutdown. It sends real power commands: add --live to run it. `upsvisord drill --config ...` walks the whole plan without acting."
+        );
+        return Ok(ExitCode::from(2));
+    }
+    post_to_daemon(
+        cli,
+        token_file,
+        "/api/test",
+        Some(json!({ "group": group })),
+    )
+}
+
+/// POSTs to the running daemon (the `[api]` address of --config, else
+/// --url) with the bearer token; prints the result or the refusal. Exit
+/// 0 done, 1 refused, 2 not reached (the error).
+fn post_to_daemon(cli: &Cli, token_file: &Path, path: &str, body: Option<Value>) -> Res {
     let token = read_token(token_file)?;
     // With --config, the daemon is where that file's [api] listens.
     let base = match &cli.config {
@@ -665,11 +711,14 @@ fn reload(cli: &Cli, token_file: &Path) -> Res {
         }
         None => cli.url.trim_end_matches('/').to_string(),
     };
-    let url = format!("{base}/api/reload");
-    let r = ureq::post(&url)
+    let url = format!("{base}{path}");
+    let req = ureq::post(&url)
         .timeout(Duration::from_secs(30))
-        .set("Authorization", &format!("Bearer {}", token.expose()))
-        .call();
+        .set("Authorization", &format!("Bearer {}", token.expose()));
+    let r = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
     let (ok, v) = match r {
         Ok(resp) => (
             true,

@@ -123,6 +123,13 @@ pub enum Request {
         /// Answer.
         reply: tokio::sync::oneshot::Sender<Reply>,
     },
+    /// Start a live test of one VM group (`upsvisord test --live`).
+    Test {
+        /// The group's name (`default`: VMs no group matches).
+        group: String,
+        /// Answer.
+        reply: tokio::sync::oneshot::Sender<Reply>,
+    },
     /// Abort the running episode (an operator's explicit request).
     Abort {
         /// Why, for the audit.
@@ -668,6 +675,8 @@ fn refused(what: &str, e: &upsvisor_core::Error) -> (Failure, String) {
     let f = match e.kind() {
         upsvisor_core::ErrorKind::NotFound => Failure::NotFound,
         upsvisor_core::ErrorKind::InvalidState => Failure::Conflict,
+        // (A name the configuration does not have, e.g. a test's group.)
+        upsvisor_core::ErrorKind::Config => Failure::Invalid,
         _ => Failure::Upstream,
     };
     (f, format!("{what}: {e}"))
@@ -731,6 +740,18 @@ fn handle_request(
                     let _ = reply.send(Err(refused(&what, &e)));
                 }
             }
+            None
+        }
+        Request::Test { group, reply } => {
+            let r = engine
+                .start_test(&group)
+                .map(|id| {
+                    format!(
+                        "episode {id}: live test of group {group} started (its VMs stop as in an outage, then start again)"
+                    )
+                })
+                .map_err(|e| refused(&format!("test of group {group}"), &e));
+            let _ = reply.send(r);
             None
         }
         Request::Abort { reason, reply } => {

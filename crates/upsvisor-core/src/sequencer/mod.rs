@@ -707,7 +707,23 @@ impl Sequencer {
             let phase = e.phase.clone();
             match phase {
                 Phase::Stopping { stage } => {
-                    if !e.committed && view.mains_back && view.at_risk.is_empty() {
+                    // A live test stops its group with mains on line, then
+                    // restores it once past the VM groups' stages.
+                    let testing = e.test.is_some()
+                        && !e.full
+                        && matches!(self.stages().get(stage), Some(Stage::Group { .. }));
+                    if e.test.is_some() && !testing && !e.full {
+                        self.note(now, e.id, "test: the group is down; restoring it".into());
+                        e.phase = Phase::Restoring {
+                            since: now,
+                            outlets_on: true,
+                            group: 0,
+                            group_since: None,
+                            wait_from: None,
+                        };
+                        continue;
+                    }
+                    if !testing && !e.committed && view.mains_back && view.at_risk.is_empty() {
                         self.note(now, e.id, "mains stable before the commit point: aborting, restoring what was stopped".into());
                         e.phase = Phase::Restoring {
                             since: now,

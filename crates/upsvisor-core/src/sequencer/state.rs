@@ -278,6 +278,10 @@ pub(super) struct Episode {
     /// The episode's hooks that were started, by name.
     #[cfg_attr(feature = "serde", serde(default))]
     pub(super) hooks: BTreeMap<String, HookSt>,
+    /// An operator's live test of one VM group ([`super::Sequencer::start_test`]):
+    /// only that group is stopped, then restored while mains is on line.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub(super) test: Option<String>,
 }
 
 pub(super) fn new_host() -> HostTrack {

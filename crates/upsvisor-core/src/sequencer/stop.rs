@@ -68,6 +68,7 @@ impl Sequencer {
                     detached: BTreeSet::new(),
                     outlets_left_off: Vec::new(),
                     hooks: BTreeMap::new(),
+                    test: None,
                 };
                 self.track_new_vms(&mut e, table);
                 let reason = view.reason.clone();
@@ -86,6 +87,106 @@ impl Sequencer {
                 self.episode = Some(e);
             }
         }
+    }
+
+    /// Starts an operator's live test of VM group `group` (`default` is the
+    /// group of VMs no other group matches): an episode that stops that
+    /// group's VMs as an outage would (hooks, timeouts, power-off after a
+    /// guest that does not stop), touches no other VM, no host and no power
+    /// device, and restores the group once its stage is done, since mains
+    /// is on line. A real outage meanwhile makes it a full shutdown, as it
+    /// does a load-shedding episode. Audited like any episode (reason
+    /// `operator's test of group <group>`). Returns the episode's id.
+    ///
+    /// # Errors
+    /// `InvalidState` when disarmed, when an episode is in progress or held
+    /// after an abort, or while power is at risk or on battery; `Config`
+    /// for a group that is not configured.
+    pub fn start_test(
+        &mut self,
+        now: Instant,
+        table: &VmTable,
+        view: &PowerView,
+        group: &str,
+    ) -> Result<u64, crate::Error> {
+        use crate::Error;
+        if !self.cfg.armed {
+            return Err(Error::invalid_state(
+                "a live test sends real power commands: this controller is disarmed (arm it first)",
+            ));
+        }
+        if let Some(e) = &self.episode {
+            return Err(Error::invalid_state(format!(
+                "episode {} is in progress ({})",
+                e.id, e.reason
+            )));
+        }
+        if let Some(r) = &self.held {
+            return Err(Error::invalid_state(format!(
+                "new episodes are held after an abort ({r}) until power is no longer at risk"
+            )));
+        }
+        if !view.at_risk.is_empty() || view.on_battery || !view.mains_stable {
+            return Err(Error::invalid_state(format!(
+                "not while power is at risk or on battery ({}): a test needs mains on line and stable",
+                view.reason
+            )));
+        }
+        let known = group == "default" || self.cfg.groups.iter().any(|g| g.name == group);
+        if !known {
+            return Err(Error::config(
+                "group",
+                format!(
+                    "no group `{group}` (configured: {})",
+                    self.cfg
+                        .groups
+                        .iter()
+                        .map(|g| g.name.as_str())
+                        .chain(["default"])
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        self.episodes += 1;
+        let scope: BTreeSet<HostId> = table.hosts.keys().cloned().collect();
+        let reason = format!("operator's test of group {group}");
+        let mut e = Episode {
+            id: self.episodes,
+            started: now,
+            reason: reason.clone(),
+            full: false,
+            phase: Phase::Stopping { stage: 0 },
+            scope: scope.clone(),
+            vms: BTreeMap::new(),
+            hosts: scope.iter().map(|h| (h.clone(), new_host())).collect(),
+            in_flight: BTreeMap::new(),
+            committed: false,
+            finals: Vec::new(),
+            devices: BTreeSet::new(),
+            held_noted: false,
+            detached: BTreeSet::new(),
+            outlets_left_off: Vec::new(),
+            hooks: BTreeMap::new(),
+            test: Some(group.to_owned()),
+        };
+        self.track_new_vms(&mut e, table);
+        let id = e.id;
+        self.push(
+            now,
+            id,
+            Audit::EpisodeStarted {
+                reason,
+                scope: scope.into_iter().collect(),
+                full: false,
+            },
+        );
+        let first = self.phase_name(&e);
+        self.push(now, id, Audit::Phase { phase: first });
+        self.poll_wanted = true;
+        self.dirty = true;
+        self.episode = Some(e);
+        Ok(id)
     }
 
     /// Tracks VMs in scope not seen before; true if any was added.
@@ -217,7 +318,12 @@ impl Sequencer {
         out: &mut Vec<Issued>,
     ) -> bool {
         let (name, action, _, shed) = self.cfg.group_props(gi);
-        if !e.full && !shed {
+        let stops = match &e.test {
+            _ if e.full => true,
+            Some(g) => g == name,
+            None => shed,
+        };
+        if !stops {
             return true;
         }
         let point = HookPoint::BeforeGroup {
