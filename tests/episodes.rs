@@ -1365,7 +1365,15 @@ fn run(sc: &Scenario) -> Result<Stats, String> {
     // be shut down in time by anyone).
     let first_ep_ok = budget_ok.get(&1).copied();
     if let Some(true) = first_ep_ok {
-        if !troubled && unruly.is_empty() && restart_at.is_none() {
+        // (A failed blocking hook holds its step, by the operator's
+        // choice, until the forced deadline or the battery budget: time
+        // the plan at the trigger did not count. Seed 4083475797: held 14
+        // minutes, then a system VM its manager kept restarting was still
+        // on when the battery ran flat.)
+        let forced_past_hook = audit
+            .iter()
+            .any(|a| a.episode == 1 && matches!(a.what, Audit::ForcedPastHook { .. }));
+        if !troubled && unruly.is_empty() && restart_at.is_none() && !forced_past_hook {
             stats.budget_checked += 1;
             // (Once power was cut under the estate, by the plan's own
             // device command or a flat battery, a UPS that restores its
@@ -1726,6 +1734,7 @@ fn check_hooks(
     let mut started: BTreeMap<u64, (&ScHook, Instant, u64)> = BTreeMap::new();
     // (episode, hook) -> released (ok or forced past) at.
     let mut released: BTreeMap<(u64, &str), Instant> = BTreeMap::new();
+    let mut restoring: BTreeSet<u64> = BTreeSet::new();
     let mut holding: BTreeMap<(u64, &str), Instant> = BTreeMap::new();
     for a in audit {
         match &a.what {
@@ -1777,6 +1786,15 @@ fn check_hooks(
                     released.entry((a.episode, h.name.as_str())).or_insert(a.at);
                 }
             }
+            // Restore holds nothing back: a power-off there power-cycles a
+            // guest caught mid-shutdown to bring it back (seed 4083481497).
+            Audit::Phase { phase } if phase == "restoring" => {
+                restoring.insert(a.episode);
+            }
+            Audit::Phase { .. } => {
+                restoring.remove(&a.episode);
+            }
+            Audit::Issued { .. } if restoring.contains(&a.episode) => {}
             Audit::Issued { cmd, .. } => {
                 // Which blocking, holding hooks does this command wait for?
                 let waits_for: Vec<&ScHook> = hooks

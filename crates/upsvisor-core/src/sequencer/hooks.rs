@@ -190,7 +190,7 @@ impl Sequencer {
         holds: Holds,
     ) -> Option<String> {
         let battery = match holds {
-            Holds::Vms => self.guest_budget_gone(view),
+            Holds::Vms => self.vm_hold_budget_gone(view),
             Holds::Host => self.host_budget_gone(view),
         };
         if let Some(rt) = battery {
@@ -205,6 +205,31 @@ impl Sequencer {
         let due = self.cfg.force_host_after.map(|f| e.started + f);
         due.is_some_and(|d| now >= d)
             .then(|| "forced deadline reached".to_owned())
+    }
+
+    /// A held VM stage ends once the runtime left no longer covers what
+    /// still follows it, counted in full: every group's guest timeout (a
+    /// power-off group counts one call deadline), the hosts' and the
+    /// management hosts' halts, and the margin. Counting every group, not
+    /// only those after the held one, ends the hold early rather than
+    /// late: a plan that fitted the battery at the trigger still fits
+    /// after the hold (seed 4083475797: held until the guests' budget
+    /// alone was gone, a system VM its manager kept restarting was still
+    /// on when the battery ran flat).
+    fn vm_hold_budget_gone(&self, view: &PowerView) -> Option<u32> {
+        let rt = view.runtime_s?;
+        let groups: Duration = self
+            .cfg
+            .stop_order()
+            .into_iter()
+            .map(|gi| match self.cfg.group_props(gi).1 {
+                VmAction::Shutdown { timeout } => timeout,
+                VmAction::PowerOff => self.cfg.call_deadline,
+                VmAction::LeaveRunning => Duration::ZERO,
+            })
+            .sum();
+        let need = groups + self.cfg.host_down_wait * 2 + BUDGET_MARGIN;
+        (Duration::from_secs(u64::from(rt)) <= need).then_some(rt)
     }
 
     /// Hooks whose deadline passed without a result: failed (unknown is
