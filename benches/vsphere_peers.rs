@@ -290,8 +290,10 @@ fn shutdown(hosts: &[Host], url: &str, tp: &str, names: &str) {
     // last command answered.
     let (mut first_issued, mut last_completed) = (None::<u64>, None::<u64>);
     let (mut answered, mut failed) = (0usize, 0usize);
-    // When every running VM's ShutdownGuest had been answered (the
-    // simulator's guests are off when it answers), episode-relative ms.
+    // When every running VM's ShutdownGuest had been answered,
+    // episode-relative ms. The guests stop later (the harness's
+    // -guest-shutdown-ms, as vSphere's call "returns immediately"), or at
+    // once when that is 0.
     let mut all_answered = None::<u64>;
     let mut episode_at = None::<upsvisor::Instant>;
 

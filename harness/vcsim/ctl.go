@@ -36,7 +36,19 @@ func (h *Harness) hostByRef(ref string) *simulator.HostSystem {
 //	GET /ctl/latency?method=NAME&ms=N
 //	GET /ctl/host-power?host=REF&on=1|0      a dark host comes back (or goes dark)
 //	GET /ctl/stats                           SOAP requests seen, per method
+//	GET /ctl/guest-shutdown?ms=N             guests power off N ms after ShutdownGuest
 func (h *Harness) registerCtl() {
+	h.Ctl.HandleFunc("/ctl/guest-shutdown", func(w http.ResponseWriter, r *http.Request) {
+		ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+		if err != nil || ms < 0 {
+			http.Error(w, "ms must be a whole number of milliseconds, 0 or more", http.StatusBadRequest)
+			return
+		}
+		h.mu.Lock()
+		h.guestShutdown = time.Duration(ms) * time.Millisecond
+		h.mu.Unlock()
+		writeJSON(w, map[string]int{"guest_shutdown_ms": ms})
+	})
 	h.Ctl.HandleFunc("/ctl/stats", func(w http.ResponseWriter, r *http.Request) {
 		h.mu.Lock()
 		out := map[string]int{}

@@ -204,6 +204,19 @@ func (h *Harness) serveSDK(w http.ResponseWriter, r *http.Request) {
 			}
 			writeFault(w, "ToolsUnavailable", "Cannot complete operation because VMware Tools is not running in this virtual machine.", "")
 			return
+		default:
+			h.mu.Lock()
+			delayed := h.guestShutdown > 0
+			h.mu.Unlock()
+			ref := types.ManagedObjectReference{Type: "VirtualMachine", Value: call.This}
+			if vm := h.vmByRef(call.This); delayed && authed && vm != nil && vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
+				// Accepted at once; the guest stops -guest-shutdown-ms later
+				// (see shutdownGuest for the documented rule).
+				_ = h.shutdownGuest(context.Background(), ref)
+				w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+				fmt.Fprint(w, envelope(`<ShutdownGuestResponse xmlns="urn:vim25"></ShutdownGuestResponse>`))
+				return
+			}
 		}
 	}
 

@@ -67,7 +67,10 @@ type Harness struct {
 	calls      map[string]int    // SOAP method -> requests seen
 	darkDelay  time.Duration
 	rebootTime time.Duration
-	rng        *mrand.Rand
+	// guestShutdown is how long a guest takes to stop after ShutdownGuest
+	// (0: the simulator's own behaviour, off before the call returns).
+	guestShutdown time.Duration
+	rng           *mrand.Rand
 }
 
 // extraRoutes lets other files of this package add routes (e.g. MOB pages).
@@ -89,6 +92,7 @@ func main() {
 	user := flag.String("user", "user", "the one account's user name")
 	pass := flag.String("pass", "pass", "the one account's password")
 	rebootMs := flag.Int("reboot-ms", 1000, "how long a rebooting host stays dark")
+	guestShutdownMs := flag.Int("guest-shutdown-ms", 0, "how long a guest takes to power off after ShutdownGuest (0: at once, as the simulator does)")
 	flag.Parse()
 	log.SetOutput(os.Stderr)
 
@@ -115,18 +119,19 @@ func main() {
 	}
 
 	h := &Harness{
-		Model:      model,
-		Service:    model.Service,
-		Client:     client,
-		VPX:        *mode != "esx",
-		latency:    map[string]time.Duration{},
-		vmMode:     map[string]string{},
-		sessions:   map[string]bool{},
-		dark:       map[string]bool{},
-		calls:      map[string]int{},
-		darkDelay:  time.Duration(*darkDelay) * time.Millisecond,
-		rebootTime: time.Duration(*rebootMs) * time.Millisecond,
-		rng:        mrand.New(mrand.NewSource(*seed)),
+		Model:         model,
+		Service:       model.Service,
+		Client:        client,
+		VPX:           *mode != "esx",
+		latency:       map[string]time.Duration{},
+		vmMode:        map[string]string{},
+		sessions:      map[string]bool{},
+		dark:          map[string]bool{},
+		calls:         map[string]int{},
+		darkDelay:     time.Duration(*darkDelay) * time.Millisecond,
+		rebootTime:    time.Duration(*rebootMs) * time.Millisecond,
+		guestShutdown: time.Duration(*guestShutdownMs) * time.Millisecond,
+		rng:           mrand.New(mrand.NewSource(*seed)),
 	}
 	for _, kv := range strings.Split(*latency, ",") {
 		if kv == "" {

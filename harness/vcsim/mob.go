@@ -549,10 +549,9 @@ func (h *Harness) mobInvoke(ref types.ManagedObjectReference, method string, for
 		if method == "RebootGuest" || mode == "stubborn" {
 			return "", ""
 		}
-		if err := ovm.ShutdownGuest(ctx); err != nil {
+		if err := h.shutdownGuest(ctx, ref); err != nil {
 			return faultName(err)
 		}
-		h.setTools(vm, string(types.VirtualMachineToolsRunningStatusGuestToolsNotRunning))
 		return "", ""
 	}
 	if err != nil {

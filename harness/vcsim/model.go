@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
@@ -124,6 +125,42 @@ func (h *Harness) setTools(vm *simulator.VirtualMachine, status string) {
 	simulator.Map.WithLock(vm, func() {
 		simulator.Map.Update(vm, []types.PropertyChange{{Name: "guest.toolsRunningStatus", Val: status}})
 	})
+}
+
+// shutdownGuest carries out ShutdownGuest for a running guest with tools.
+//
+// The vSphere API reference (VirtualMachine.ShutdownGuest) says the call
+// "returns immediately and does not wait for the guest operating system to
+// complete the operation": the guest stops on its own time afterwards. The
+// 0.24.2 simulator powers the VM off before answering; with
+// -guest-shutdown-ms (or /ctl/guest-shutdown) the answer comes at once and
+// the power-off that long after, as a real guest's would. A guest powered
+// off meanwhile (a PowerOffVM_Task after a timeout) stays off.
+func (h *Harness) shutdownGuest(ctx context.Context, ref types.ManagedObjectReference) error {
+	h.mu.Lock()
+	delay := h.guestShutdown
+	h.mu.Unlock()
+	ovm := object.NewVirtualMachine(h.Client, ref)
+	if delay <= 0 {
+		if err := ovm.ShutdownGuest(ctx); err != nil {
+			return err
+		}
+		if vm := h.vmByRef(ref.Value); vm != nil {
+			h.setTools(vm, string(types.VirtualMachineToolsRunningStatusGuestToolsNotRunning))
+		}
+		return nil
+	}
+	go func() {
+		time.Sleep(delay)
+		vm := h.vmByRef(ref.Value)
+		if vm == nil || vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
+			return
+		}
+		if err := ovm.ShutdownGuest(context.Background()); err == nil {
+			h.setTools(vm, string(types.VirtualMachineToolsRunningStatusGuestToolsNotRunning))
+		}
+	}()
+	return nil
 }
 
 // relocate moves vm to host through the API (RelocateVM_Task), naming the
