@@ -23,10 +23,10 @@
 //!   holds no other host.
 //!
 //! Mains fails with low battery: the VM stops, then `kvm1` (and `backup`),
-//! then `nas`; then shutdown-with-return. Mains returns: `kvm1` is powered
-//! on over Redfish (the domain really starts), `nas` over IPMI (the
-//! chassis is told `power 1`), both answer again, and the VM is started,
-//! while `backup` stays off.
+//! then `nas`; then shutdown-with-return. Mains returns: `nas` is powered
+//! on over IPMI (the chassis is told `power 1`) and, once it answers,
+//! `kvm1` over Redfish (the domain really starts): storage first. Both
+//! answer again and the VM is started, while `backup` stays off.
 
 mod common;
 
@@ -342,11 +342,13 @@ fn outage_and_return(
     assert_eq!(ipmi.power_file(), "0", "the NAS halted");
 
     ups.on_line();
-    wait("kvm1 powered on over Redfish", 120, || {
-        redfish.lv.domstate("kvm1") == "running"
-    });
+    // Storage first: the NAS (which shuts down after kvm1) is powered on
+    // before kvm1, whose power-on waits until the NAS answers.
     wait("the NAS powered on over IPMI", 120, || {
         ipmi.events().contains("power 1")
+    });
+    wait("kvm1 powered on over Redfish", 120, || {
+        redfish.lv.domstate("kvm1") == "running"
     });
     wait("the VM back on kvm1", 120, || {
         vm_power(base, "test") == "powered_on"
@@ -372,6 +374,18 @@ fn outage_and_return(
             "{host}'s power-on audited as completed: {lines:?}"
         );
     }
+    let nas_on = host_cmd(&lines, "issued", "power_on", "nas").expect("nas powered on");
+    let kvm1_on = host_cmd(&lines, "issued", "power_on", "kvm1").expect("kvm1 powered on");
+    assert!(
+        nas_on < kvm1_on,
+        "the NAS powered on before the hypervisor using it: {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|v| v["what"]["text"].as_str().is_some_and(
+            |t| t == "kvm1 is powered on once nas is back (nas shuts down after kvm1)"
+        )),
+        "{lines:?}"
+    );
     assert!(
         lines.iter().any(|v| v["what"]["text"]
             .as_str()

@@ -85,17 +85,7 @@ impl Sequencer {
         if !self.cfg.hooks.iter().any(|h| &h.point == point) {
             return true;
         }
-        let unstarted: Vec<Hook> = self
-            .cfg
-            .hooks_at(point)
-            .filter(|h| !e.hooks.contains_key(&h.name))
-            .cloned()
-            .collect();
-        for h in unstarted {
-            let id = self.start_hook(now, e.id, &h, out);
-            let deadline = now + h.deadline;
-            e.hooks.insert(h.name, HookSt::Running { id, deadline });
-        }
+        self.start_unstarted(now, e, point, out);
         let holding: Vec<Hook> = self
             .cfg
             .hooks_at(point)
@@ -147,6 +137,30 @@ impl Sequencer {
         false
     }
 
+    /// Starts the hooks at `point` of episode `e` that have not started in
+    /// this episode (each runs at most once per episode), and returns them.
+    fn start_unstarted(
+        &mut self,
+        now: Instant,
+        e: &mut Episode,
+        point: &HookPoint,
+        out: &mut Vec<Issued>,
+    ) -> Vec<Hook> {
+        let unstarted: Vec<Hook> = self
+            .cfg
+            .hooks_at(point)
+            .filter(|h| !e.hooks.contains_key(&h.name))
+            .cloned()
+            .collect();
+        for h in &unstarted {
+            let id = self.start_hook(now, e.id, h, out);
+            let deadline = now + h.deadline;
+            e.hooks
+                .insert(h.name.clone(), HookSt::Running { id, deadline });
+        }
+        unstarted
+    }
+
     /// Starts the hooks at `point` of episode `e` that were not, and waits
     /// for none of them (said when one is blocking).
     pub(super) fn start_unwaited(
@@ -156,17 +170,7 @@ impl Sequencer {
         point: &HookPoint,
         out: &mut Vec<Issued>,
     ) {
-        let unstarted: Vec<Hook> = self
-            .cfg
-            .hooks_at(point)
-            .filter(|h| !e.hooks.contains_key(&h.name))
-            .cloned()
-            .collect();
-        for h in unstarted {
-            let id = self.start_hook(now, e.id, &h, out);
-            let deadline = now + h.deadline;
-            e.hooks
-                .insert(h.name.clone(), HookSt::Running { id, deadline });
+        for h in self.start_unstarted(now, e, point, out) {
             if h.holds() {
                 self.note(
                     now,

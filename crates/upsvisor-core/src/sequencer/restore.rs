@@ -18,6 +18,21 @@ impl Sequencer {
         self.cfg.call_deadline.max(self.cfg.observe_lag * 4)
     }
 
+    /// Whether restore brings host `h` back: this episode shut it down or
+    /// cut its power, or an earlier one it took over from did. Never a
+    /// host this episode did not take down.
+    fn restore_takes_up(
+        &self,
+        e: &Episode,
+        h: &HostId,
+        t: &HostTrack,
+        cut: Option<Instant>,
+    ) -> bool {
+        matches!(t.st, HostSt::Down | HostSt::ShutdownSent { .. })
+            || t.taken_down_before
+            || (cut.is_some() && e.scope.contains(h))
+    }
+
     /// Restore; true when finished.
     pub(super) fn step_restore(
         &mut self,
@@ -124,6 +139,32 @@ impl Sequencer {
         // (a wrong password) or that is slow to boot does not keep the
         // VMs of the hosts that are back off for its whole restore wait.
         let mut not_ready: BTreeSet<HostId> = BTreeSet::new();
+        // Hosts this episode took down that are not back yet and that
+        // restore can still expect: powered on out of band, or cut by
+        // the power device (a BIOS set to boot on power return). A host
+        // that shuts down after others (`after`: storage after the
+        // hypervisors using it) is powered on before them, as the
+        // shutdown order read backwards: a hypervisor that boots before
+        // its NFS or iSCSI datastore finds it missing and its VMs
+        // inaccessible, which needs an operator to recover.
+        let expected: BTreeSet<HostId> = e
+            .hosts
+            .iter()
+            .filter(|(h, t)| {
+                let method = self
+                    .inventory
+                    .hosts
+                    .iter()
+                    .any(|x| &x.id == *h && x.power_on);
+                !t.lost
+                    && self.restore_takes_up(e, h, t, cut)
+                    && ((method && !t.no_power_on) || cut.is_some())
+                    && !table.host(h).is_some_and(|r| {
+                        r.is_fresh() && r.last_seen.is_some_and(|s| s > answer_after)
+                    })
+            })
+            .map(|(h, _)| h.clone())
+            .collect();
         let hosts: Vec<HostId> = e.hosts.keys().cloned().collect();
         for h in hosts {
             let Some(t) = e.hosts.get(&h).cloned() else {
@@ -161,8 +202,49 @@ impl Sequencer {
             let answering = table.host(&h).is_some_and(|r| {
                 r.is_fresh() && (!was_down || r.last_seen.is_some_and(|s| s > answer_after))
             });
-            // (A host that halted during restore gets its whole wait.)
+            if !answering {
+                // Storage first: its power-on waits while a host that
+                // shuts down after it is expected back (see `expected`),
+                // and the wait does not count against its own.
+                let first: Vec<HostId> = self
+                    .inventory
+                    .hosts
+                    .iter()
+                    .filter(|x| x.after.contains(&h) && expected.contains(&x.id))
+                    .map(|x| x.id.clone())
+                    .collect();
+                if !first.is_empty()
+                    && has_method
+                    && !t.no_power_on
+                    && self.restore_takes_up(e, &h, &t, cut)
+                {
+                    if let Some(t) = e.hosts.get_mut(&h).filter(|t| !t.power_on_order_said) {
+                        t.power_on_order_said = true;
+                        let names: Vec<String> = first.iter().map(|x| x.to_string()).collect();
+                        let names = names.join(", ");
+                        self.note(
+                            now,
+                            e.id,
+                            format!("{h} is powered on once {names} is back ({names} shuts down after {h})"),
+                        );
+                    }
+                    not_ready.insert(h.clone());
+                    continue;
+                }
+                if t.power_on_order_said && t.power_on_free_at.is_none() {
+                    if let Some(x) = e.hosts.get_mut(&h) {
+                        x.power_on_free_at = Some(now);
+                    }
+                }
+            }
+            // (A host that halted during restore, or whose power-on waited
+            // for others, gets its whole wait.)
             let wait_from = t.halted_at.map_or(wait_from, |a| a.max(wait_from));
+            let wait_from = e
+                .hosts
+                .get(&h)
+                .and_then(|x| x.power_on_free_at)
+                .map_or(wait_from, |a| a.max(wait_from));
             if !answering {
                 // A host this episode shut down, or whose power it cut,
                 // stays off unless something turns it on (a halted host on
@@ -170,10 +252,7 @@ impl Sequencer {
                 // power loss): with an out-of-band method it is powered on,
                 // again at intervals, until it answers or the restore wait
                 // passes. Never a host this episode did not take down.
-                let ours = matches!(t.st, HostSt::Down | HostSt::ShutdownSent { .. })
-                    || t.taken_down_before
-                    || (cut.is_some() && e.scope.contains(&h));
-                if ours
+                if self.restore_takes_up(e, &h, &t, cut)
                     && has_method
                     && !t.no_power_on
                     && now < wait_from + self.cfg.restore_host_wait

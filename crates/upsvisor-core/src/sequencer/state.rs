@@ -147,6 +147,13 @@ pub(super) struct HostTrack {
     /// said.
     #[cfg_attr(feature = "serde", serde(default))]
     pub(super) restore_order_said: bool,
+    /// At restore, its out-of-band power-on waited for hosts that shut
+    /// down after it (storage first): whether that was said, and when the
+    /// wait ended (its own restore wait counts from then).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub(super) power_on_order_said: bool,
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub(super) power_on_free_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,5 +313,7 @@ pub(super) fn new_host() -> HostTrack {
         unconfirmed: false,
         order_said: false,
         restore_order_said: false,
+        power_on_order_said: false,
+        power_on_free_at: None,
     }
 }
