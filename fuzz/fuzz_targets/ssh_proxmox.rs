@@ -1,5 +1,5 @@
 #![no_main]
-//! qm / pct / pveversion output parsers.
+//! qm / pct / pveversion / pvesh /cluster/status output parsers.
 use libfuzzer_sys::fuzz_target;
 use upsvisor_core::{PowerState, VmInfo};
 use upsvisor_ssh::codec::proxmox;
@@ -13,4 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = proxmox::apply_config(&mut vm, &text);
     let _ = proxmox::parse_guest_interfaces(&text);
     let _ = proxmox::parse_pveversion(&text);
+    if let Ok(m) = proxmox::parse_cluster_status(&text) {
+        let _ = m.scope();
+    }
 });

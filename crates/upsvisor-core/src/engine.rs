@@ -918,6 +918,11 @@ impl Engine {
                 .filter(|s| s.on_battery() && !s.stale && s.warnings.is_empty())
                 .filter_map(|s| s.runtime_s)
                 .min(),
+            low_battery: self
+                .verdicts
+                .values()
+                .filter_map(|v| v.last.as_ref())
+                .any(|s| s.on_battery() && !s.stale && (s.low_battery || s.fsd)),
             reason: if reason.is_empty() {
                 self.verdicts
                     .iter()

@@ -164,6 +164,31 @@ fn a_failed_blocking_hook_holds_its_group_until_the_forced_deadline() {
     );
 }
 
+/// LB (or FSD) on battery means the battery is about to run out: a held
+/// step goes on at once, without a runtime reading and long before the
+/// forced deadline.
+#[test]
+fn low_battery_ends_a_blocking_hooks_hold() {
+    let mut s = Sequencer::new(cfg_with(group_hook(true)), inventory(&["h1"]));
+    let (t1, cmds) = started(&mut s);
+    let id = hook_id(&cmds, "flush");
+    s.complete(
+        t(5),
+        id,
+        Err(Error::protocol("hook flush", "exit status 1")),
+    );
+    assert!(s.step(t(60), &t1, &failing(None)).is_empty(), "held");
+    let mut lb = failing(None);
+    lb.low_battery = true;
+    let cmds = s.step(t(61), &t1, &lb);
+    assert_eq!(ops(&cmds), vec!["shutdown_guest a"], "LB ends the hold");
+    let a = audits(&mut s);
+    assert!(
+        a.iter().any(|a| matches!(a, Audit::ForcedPastHook { hook, reason } if hook == "flush" && reason.contains("LB"))),
+        "{a:?}"
+    );
+}
+
 #[test]
 fn a_blocking_hook_that_succeeds_releases_its_group_at_once() {
     let mut s = Sequencer::new(cfg_with(group_hook(true)), inventory(&["h1"]));

@@ -118,8 +118,45 @@ impl PveGuest {
     /// assert!(PveGuest::parse("qemu/100;ls").is_err());
     /// ```
     pub fn parse(s: &str) -> Result<PveGuest, Error> {
-        let bad = || refuse(s, "Proxmox guest id (qemu/<vmid> or lxc/<vmid>)");
-        let (kind, num) = s.split_once('/').ok_or_else(bad)?;
+        Self::parse_scoped(s).map(|(_, g)| g)
+    }
+
+    /// Parses a Proxmox [`VmId`] with its optional cluster scope
+    /// (`pve:<scope>/qemu/<vmid>`, see [`PveGuest::vm_id_in`]).
+    ///
+    /// ```
+    /// use upsvisor_ssh::cmd::PveGuest;
+    /// assert_eq!(
+    ///     PveGuest::parse_scoped("pve:corp~0a1b2c3d/lxc/200").unwrap(),
+    ///     (Some("corp~0a1b2c3d"), PveGuest::Lxc(200))
+    /// );
+    /// assert_eq!(PveGuest::parse_scoped("qemu/100").unwrap(), (None, PveGuest::Qemu(100)));
+    /// assert!(PveGuest::parse_scoped("pve:/qemu/100").is_err());
+    /// assert!(PveGuest::parse_scoped("pve:a;b/qemu/100").is_err());
+    /// ```
+    pub fn parse_scoped(s: &str) -> Result<(Option<&str>, PveGuest), Error> {
+        let bad = || {
+            refuse(
+                s,
+                "Proxmox guest id ([pve:<cluster>/]qemu/<vmid> or lxc/<vmid>)",
+            )
+        };
+        let (scope, rest) = match s.strip_prefix("pve:") {
+            Some(r) => {
+                let (scope, rest) = r.split_once('/').ok_or_else(bad)?;
+                let ok = !scope.is_empty()
+                    && scope.len() <= 80
+                    && scope.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+                    });
+                if !ok {
+                    return Err(bad());
+                }
+                (Some(scope), rest)
+            }
+            None => (None, s),
+        };
+        let (kind, num) = rest.split_once('/').ok_or_else(bad)?;
         if num.is_empty() || num.len() > 9 || !num.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
@@ -128,17 +165,30 @@ impl PveGuest {
             return Err(bad());
         }
         match kind {
-            "qemu" => Ok(PveGuest::Qemu(n)),
-            "lxc" => Ok(PveGuest::Lxc(n)),
+            "qemu" => Ok((scope, PveGuest::Qemu(n))),
+            "lxc" => Ok((scope, PveGuest::Lxc(n))),
             _ => Err(bad()),
         }
     }
 
-    /// The [`VmId`] for this guest.
+    /// The [`VmId`] for this guest: `qemu/<vmid>` or `lxc/<vmid>`.
     pub fn vm_id(self) -> VmId {
-        match self {
-            PveGuest::Qemu(n) => VmId::new(format!("qemu/{n}")),
-            PveGuest::Lxc(n) => VmId::new(format!("lxc/{n}")),
+        self.vm_id_in(None)
+    }
+
+    /// The [`VmId`] for this guest in cluster `scope`
+    /// ([`crate::codec::proxmox::PveMembership::scope`]):
+    /// `pve:<scope>/qemu/<vmid>`, unique in every estate and the same on
+    /// every node of the cluster, so a migration keeps it; without a
+    /// scope, [`PveGuest::vm_id`].
+    pub fn vm_id_in(self, scope: Option<&str>) -> VmId {
+        let local = match self {
+            PveGuest::Qemu(n) => format!("qemu/{n}"),
+            PveGuest::Lxc(n) => format!("lxc/{n}"),
+        };
+        match scope {
+            Some(s) => VmId::new(format!("pve:{s}/{local}")),
+            None => VmId::new(local),
         }
     }
 
@@ -245,6 +295,25 @@ mod tests {
         #[test]
         fn any_printable_string_round_trips_through_sh(s in "[ -~]{0,24}") {
             prop_assert_eq!(through_sh(&s), s);
+        }
+
+        /// Every key the transport makes parses back to its guest and
+        /// scope; any other text is refused or parsed, never a panic.
+        #[test]
+        fn proxmox_keys_round_trip(
+            scope in proptest::option::of("[A-Za-z0-9._-]{1,40}~[0-9a-f]{8}"),
+            vmid in 100u32..1_000_000_000,
+            lxc in any::<bool>(),
+            junk in "[ -~]{0,40}",
+        ) {
+            let g = if lxc { PveGuest::Lxc(vmid) } else { PveGuest::Qemu(vmid) };
+            let key = g.vm_id_in(scope.as_deref());
+            prop_assert_eq!(
+                PveGuest::parse_scoped(key.as_str()).unwrap(),
+                (scope.as_deref(), g)
+            );
+            let _ = PveGuest::parse_scoped(&junk);
+            let _ = PveGuest::parse_scoped(&format!("pve:{junk}"));
         }
     }
 }

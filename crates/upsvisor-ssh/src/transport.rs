@@ -60,7 +60,29 @@ struct Inner {
     session: Session,
     /// ESXi: VM id (instance UUID) → Vmid, refreshed by every listing.
     esxi_ids: Mutex<HashMap<String, String>>,
+    /// Proxmox: the node's cluster scope, as last read.
+    pve: Mutex<PveScope>,
 }
+
+/// A Proxmox node's cluster scope ([`proxmox::PveMembership::scope`]).
+///
+/// Read with the first inventory and again every
+/// [`PVE_MEMBERSHIP_REFRESH`]; a read that fails keeps what was known
+/// (keys do not flip with one failed `pvesh`: a VM whose key changed
+/// mid-outage would no longer be the one restore stopped). Never known
+/// means host-local keys, the safe default: they can only split one VM's
+/// history at a migration, never merge two VMs.
+#[derive(Debug, Default)]
+struct PveScope {
+    /// `Some(None)`: standalone; `Some(Some(scope))`: a cluster.
+    known: Option<Option<String>>,
+    read_at: Option<std::time::Instant>,
+}
+
+/// How often a Proxmox node's cluster membership is read again.
+const PVE_MEMBERSHIP_REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
+/// How soon a membership that was never read is tried again.
+const PVE_MEMBERSHIP_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl SshTransport {
     /// Builds a transport; checks the configuration and decodes the private
@@ -74,6 +96,7 @@ impl SshTransport {
                 cfg,
                 session,
                 esxi_ids: Mutex::new(HashMap::new()),
+                pve: Mutex::new(PveScope::default()),
             }),
         })
     }
@@ -329,13 +352,14 @@ impl Inner {
                 .await
             }
             Dialect::Proxmox => {
+                let scope = self.pve_scope().await;
                 let q = self.run_ok(proxmox::QM_LIST, "qm list").await?;
                 let mut rows = self.parsed(proxmox::parse_qm_list(&q))?;
                 let c = self.run_ok(proxmox::PCT_LIST, "pct list").await?;
                 rows.extend(self.parsed(proxmox::parse_pct_list(&c))?);
                 let keys = rows
                     .iter()
-                    .map(|r| r.guest.vm_id().as_str().to_owned())
+                    .map(|r| r.guest.vm_id_in(scope.as_deref()).as_str().to_owned())
                     .collect();
                 // Fetched in list order, so each key meets its own row (and
                 // its status, which saves a `status` call per guest).
@@ -345,7 +369,7 @@ impl Inner {
                     async move {
                         match row {
                             Some(r) => self.pve_vm(r.guest, Some(&r.status)).await,
-                            None => self.pve_vm(PveGuest::parse(&key)?, None).await,
+                            None => self.pve_vm(self.pve_guest(&key)?, None).await,
                         }
                     }
                 })
@@ -392,8 +416,9 @@ impl Inner {
                 let mut rows = self.parsed(proxmox::parse_qm_list(&q))?;
                 let c = self.run_ok(proxmox::PCT_LIST, "pct list").await?;
                 rows.extend(self.parsed(proxmox::parse_pct_list(&c))?);
+                let scope = self.pve_scope().await;
                 rows.into_iter()
-                    .map(|r| r.guest.vm_id().as_str().to_owned())
+                    .map(|r| r.guest.vm_id_in(scope.as_deref()).as_str().to_owned())
                     .collect()
             }
             Dialect::HyperV => {
@@ -441,7 +466,7 @@ impl Inner {
                 let u = cmd::uuid(vm.as_str())?.to_ascii_lowercase();
                 self.libvirt_vm(&u).await
             }
-            Dialect::Proxmox => self.pve_vm(PveGuest::parse(vm.as_str())?, None).await,
+            Dialect::Proxmox => self.pve_vm(self.pve_guest(vm.as_str())?, None).await,
             Dialect::HyperV => {
                 let g = cmd::uuid(vm.as_str())?;
                 let o = self
@@ -533,6 +558,71 @@ impl Inner {
         Ok(vm)
     }
 
+    /// The node's cluster scope for keys: read again when due (see
+    /// [`PveScope`]); `None` for a standalone node or one whose membership
+    /// was never read.
+    async fn pve_scope(&self) -> Option<String> {
+        let due = {
+            let st = self.pve.lock().unwrap_or_else(|e| e.into_inner());
+            let every = if st.known.is_some() {
+                PVE_MEMBERSHIP_REFRESH
+            } else {
+                PVE_MEMBERSHIP_RETRY
+            };
+            st.read_at.is_none_or(|t| t.elapsed() >= every)
+        };
+        if due {
+            let read = match self
+                .run_ok(proxmox::CLUSTER_STATUS, "pvesh get /cluster/status")
+                .await
+            {
+                Ok(o) => self.parsed(proxmox::parse_cluster_status(&o)),
+                Err(e) => Err(e),
+            };
+            let mut st = self.pve.lock().unwrap_or_else(|e| e.into_inner());
+            st.read_at = Some(std::time::Instant::now());
+            match read {
+                Ok(m) => {
+                    let scope = m.scope();
+                    if st.known.as_ref().is_some_and(|k| *k != scope) {
+                        tracing::warn!(host = %self.target, "Proxmox cluster membership changed: its guests' keys change once");
+                    }
+                    st.known = Some(scope);
+                }
+                Err(e) if st.known.is_none() => {
+                    tracing::warn!(host = %self.target, error = %e, "Proxmox cluster membership unknown: guests are keyed with this host until it can be read");
+                }
+                Err(_) => {}
+            }
+        }
+        self.pve_known_scope().flatten()
+    }
+
+    /// The scope as last read, without reading.
+    fn pve_known_scope(&self) -> Option<Option<String>> {
+        self.pve
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .known
+            .clone()
+    }
+
+    /// A guest from one of our keys. A key scoped to another cluster than
+    /// this node's (as last read) names no guest here: its VMID would be
+    /// another VM's.
+    fn pve_guest(&self, key: &str) -> Result<PveGuest> {
+        let (scope, g) = PveGuest::parse_scoped(key)?;
+        if let (Some(want), Some(Some(ours))) = (scope, self.pve_known_scope()) {
+            if want != ours {
+                return Err(Error::not_found(format!(
+                    "{key} at {}: this node is in cluster scope {ours}",
+                    self.target
+                )));
+            }
+        }
+        Ok(g)
+    }
+
     async fn pve_vm(&self, g: PveGuest, status: Option<&str>) -> Result<VmInfo> {
         let power = match status {
             Some(s) => proxmox::power_state(s),
@@ -544,8 +634,14 @@ impl Inner {
             }
         };
         // A VMID is unique within one Proxmox cluster only (a standalone
-        // node is a cluster of one, and every node numbers from 100).
-        let mut vm = VmInfo::new(g.vm_id(), "", power).host_local(true);
+        // node is a cluster of one, and every node numbers from 100): keyed
+        // with the cluster when the node's membership is known, else with
+        // the host.
+        let scope = self.pve_known_scope();
+        let mut vm = match &scope {
+            Some(Some(s)) => VmInfo::new(g.vm_id_in(Some(s)), "", power),
+            _ => VmInfo::new(g.vm_id(), "", power).host_local(true),
+        };
         let c = self
             .run_ok(&proxmox::guest_cmd(g, "config", &[]), "config")
             .await?;
@@ -609,7 +705,7 @@ impl Inner {
                 self.virsh(&[verb, &u])
             }
             Dialect::Proxmox => {
-                let g = PveGuest::parse(vm.as_str())?;
+                let g = self.pve_guest(vm.as_str())?;
                 let wait = self.cfg.guest_shutdown_wait.as_secs().max(1).to_string();
                 match (op, g) {
                     (VmOp::ShutdownGuest, _) => {
@@ -655,7 +751,7 @@ impl Inner {
                 self.parsed(esxi::parse_power_getstate(&o))
             }
             Dialect::Proxmox => {
-                let g = PveGuest::parse(vm.as_str())?;
+                let g = self.pve_guest(vm.as_str())?;
                 let o = self
                     .run_ok(&proxmox::guest_cmd(g, "status", &[]), "status")
                     .await?;

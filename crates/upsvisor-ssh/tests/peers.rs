@@ -272,6 +272,61 @@ fn proxmox_inventory_and_power_round_trip_via_shims() {
     assert_eq!(t.connection_count(), 1);
 }
 
+/// A node of a Proxmox cluster keys its guests with the cluster (VMIDs
+/// are unique cluster-wide and survive migration), so two nodes of one
+/// cluster name a guest alike and a migration keeps its key; a membership
+/// that cannot be read leaves host-local keys.
+#[test]
+fn proxmox_cluster_nodes_key_guests_with_their_cluster() {
+    let Some(sshd) = Sshd::start() else { return };
+    let status = r#"[{"id":"cluster","name":"corp-pve","nodes":2,"quorate":1,"type":"cluster","version":4},
+{"id":"node/pve","ip":"127.0.0.1","level":"","local":1,"name":"pve","nodeid":1,"online":1,"type":"node"},
+{"id":"node/pve2","ip":"127.0.0.2","level":"","local":0,"name":"pve2","nodeid":2,"online":0,"type":"node"}]"#;
+    let scope = upsvisor_ssh::codec::proxmox::parse_cluster_status(status)
+        .unwrap()
+        .scope()
+        .unwrap();
+
+    // Unreadable first (pvesh fails): host-local keys, as on a standalone
+    // node.
+    std::fs::write(sshd.state().join("pve.cluster"), "not json").unwrap();
+    let t = transport(sshd.config(Dialect::Proxmox));
+    let inv = block_on(t.inventory()).unwrap();
+    assert_eq!(inv.vms[0].id.as_str(), "qemu/100");
+    assert!(inv.vms.iter().all(|v| v.host_local));
+
+    // A fresh transport on a node whose membership reads: cluster keys.
+    std::fs::write(sshd.state().join("pve.cluster"), status).unwrap();
+    let a = transport(sshd.config(Dialect::Proxmox));
+    let b = transport(sshd.config(Dialect::Proxmox));
+    let inv = block_on(a.inventory()).unwrap();
+    let ids: Vec<&str> = inv.vms.iter().map(|v| v.id.as_str()).collect();
+    let want: Vec<String> = ["qemu/100", "qemu/101", "qemu/102", "lxc/200"]
+        .iter()
+        .map(|g| format!("pve:{scope}/{g}"))
+        .collect();
+    assert_eq!(ids, want);
+    assert!(inv.vms.iter().all(|v| !v.host_local));
+    // Another node of the same cluster names the same guest alike.
+    let other = block_on(b.inventory()).unwrap();
+    assert_eq!(other.vms[0].id, inv.vms[0].id);
+
+    // Commands take the scoped key; a key of another cluster names no
+    // guest here (its VMID would be another VM's).
+    let web = inv.vms[0].id.clone();
+    block_on(a.vm_power(&web, VmOp::ShutdownGuest)).unwrap();
+    assert_eq!(power_of(&a, web.as_str()), PowerState::PoweredOff);
+    let foreign = VmId::from("pve:corp-pve~00000000/qemu/101");
+    let e = block_on(a.vm_power(&foreign, VmOp::PowerOff)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let e = block_on(a.vm_info(&foreign)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert_eq!(
+        power_of(&a, &format!("pve:{scope}/qemu/101")),
+        PowerState::PoweredOff
+    );
+}
+
 // ---------------------------------------------------------------- Hyper-V
 
 #[test]

@@ -184,8 +184,9 @@ impl Sequencer {
         }
     }
 
-    /// Why a hold must end now, if it must: the forced deadline passed, or
-    /// the runtime left only covers what follows the held step.
+    /// Why a hold must end now, if it must: the UPS reports LB or FSD,
+    /// the forced deadline passed, or the runtime left only covers what
+    /// follows the held step.
     fn hold_over(
         &self,
         now: Instant,
@@ -193,6 +194,9 @@ impl Sequencer {
         view: &PowerView,
         holds: Holds,
     ) -> Option<String> {
+        if view.low_battery {
+            return Some("the UPS reports LB (low battery)".to_owned());
+        }
         let battery = match holds {
             Holds::Vms => self.vm_hold_budget_gone(view),
             Holds::Host => self.host_budget_gone(view),

@@ -129,6 +129,12 @@ pub struct PowerView {
     /// when it no longer covers them.
     #[cfg_attr(feature = "serde", serde(default))]
     pub runtime_s: Option<u32>,
+    /// A device on battery now reports `LB` or `FSD` (NUT's status
+    /// tokens, from a fresh reading): its battery is about to run out, so
+    /// nothing may hold the shutdown any longer. Ends every blocking
+    /// hook's hold, with or without a runtime reading.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub low_battery: bool,
     /// Every device has been on line for `stable_for`, whatever its
     /// battery: the outage is over. Ends stopping before the commit point
     /// and the *down* phase; restore then waits for `mains_stable`.

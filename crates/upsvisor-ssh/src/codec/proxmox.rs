@@ -1,7 +1,12 @@
 //! Proxmox VE: `qm` (QEMU VMs), `pct` (LXC containers), `pveversion`.
 //!
-//! VM ids are `qemu/<vmid>` and `lxc/<vmid>` (VMIDs are unique in a
-//! cluster and survive migration between nodes).
+//! VM ids are `qemu/<vmid>` and `lxc/<vmid>`. A VMID is unique within one
+//! cluster and survives migration between its nodes (Proxmox VE admin
+//! guide, "Cluster Manager"); a standalone node is a cluster of one and
+//! every node numbers from 100. The transport therefore keys guests of a
+//! clustered node with the cluster ([`PveMembership::scope`]) and guests
+//! of a standalone node, or of a node whose membership is unknown, with
+//! the host.
 
 use std::net::IpAddr;
 
@@ -16,6 +21,119 @@ pub const QM_LIST: &str = "qm list";
 pub const PCT_LIST: &str = "pct list";
 /// `pveversion`
 pub const PVEVERSION: &str = "pveversion";
+/// The node's cluster membership: the Proxmox VE API's `GET
+/// /cluster/status` through `pvesh` (Proxmox VE API viewer,
+/// `/cluster/status`; `pvesh(1)`).
+pub const CLUSTER_STATUS: &str = "pvesh get /cluster/status --output-format json";
+
+/// Whether a Proxmox node belongs to a cluster, from [`CLUSTER_STATUS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PveMembership {
+    /// No `cluster` entry: a standalone node (its VMIDs are its own).
+    Standalone,
+    /// A cluster: its name and the names of its nodes (every configured
+    /// node, online or not: the API lists them with `online` 0 or 1),
+    /// sorted.
+    Cluster {
+        /// `name` of the `cluster` entry (corosync's `totem.cluster_name`).
+        name: String,
+        /// `name` of each `node` entry, sorted, without duplicates.
+        nodes: Vec<String>,
+    },
+}
+
+impl PveMembership {
+    /// The scope of this node's VMIDs: `None` for a standalone node, else
+    /// `<cluster name>~<8 hex digits>`, the digits a 32-bit FNV-1a hash of
+    /// the sorted node names (joined by newlines). The hash keeps two
+    /// clusters that happen to share a name (two labs both called `pve`)
+    /// from sharing keys, which would hide one of two running VMs with
+    /// the same VMID; a node added to or removed from the cluster changes
+    /// every key once (its VMs are seen to vanish and appear again).
+    pub fn scope(&self) -> Option<String> {
+        match self {
+            PveMembership::Standalone => None,
+            PveMembership::Cluster { name, nodes } => {
+                let mut h: u32 = 0x811c_9dc5;
+                for (i, n) in nodes.iter().enumerate() {
+                    if i > 0 {
+                        h = (h ^ u32::from(b'\n')).wrapping_mul(0x0100_0193);
+                    }
+                    for b in n.bytes() {
+                        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+                    }
+                }
+                Some(format!("{name}~{h:08x}"))
+            }
+        }
+    }
+}
+
+/// Parses [`CLUSTER_STATUS`]: a JSON array of entries whose `type` is
+/// `cluster` (at most one: `name`, `nodes`, `quorate`, `version`) or
+/// `node` (`name`, `nodeid`, `online`, `local`, `ip`, ...). Unknown
+/// fields and entry types are ignored.
+///
+/// # Errors
+/// Not a JSON array; no `node` entry at all (every node lists at least
+/// itself); a `cluster` or `node` entry without a usable `name` (a name
+/// must be 1–64 characters of letters, digits, `-`, `_` and `.`, as
+/// Proxmox allows for cluster and node names); more than one `cluster`
+/// entry; over the parser's size limit.
+pub fn parse_cluster_status(text: &str) -> Result<PveMembership, ParseError> {
+    check_size(text)?;
+    let what = "pvesh get /cluster/status";
+    let v: serde_json::Value = serde_json::from_str(text.trim()).map_err(|e| {
+        ParseError(format!(
+            "{what}: bad JSON ({e}): {:?}",
+            super::snippet(text)
+        ))
+    })?;
+    let arr = v
+        .as_array()
+        .ok_or_else(|| ParseError(format!("{what}: not an array")))?;
+    let name_of = |e: &serde_json::Value, kind: &str| {
+        let n = e.get("name").and_then(|n| n.as_str()).unwrap_or("");
+        let ok = !n.is_empty()
+            && n.len() <= 64
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if ok {
+            Ok(n.to_owned())
+        } else {
+            Err(ParseError(format!(
+                "{what}: a {kind} entry without a usable name: {:?}",
+                super::snippet(&e.to_string())
+            )))
+        }
+    };
+    let mut cluster = None;
+    let mut nodes = Vec::new();
+    for e in arr {
+        match e.get("type").and_then(|t| t.as_str()) {
+            Some("cluster") => {
+                if cluster.is_some() {
+                    return Err(ParseError(format!("{what}: two cluster entries")));
+                }
+                cluster = Some(name_of(e, "cluster")?);
+            }
+            Some("node") => nodes.push(name_of(e, "node")?),
+            _ => {}
+        }
+    }
+    if nodes.is_empty() {
+        return Err(ParseError(format!(
+            "{what}: no node entry: {:?}",
+            super::snippet(text)
+        )));
+    }
+    nodes.sort();
+    nodes.dedup();
+    Ok(match cluster {
+        None => PveMembership::Standalone,
+        Some(name) => PveMembership::Cluster { name, nodes },
+    })
+}
 
 /// `qm|pct <verb> <vmid> [extra...]` for a validated guest.
 pub fn guest_cmd(g: PveGuest, verb: &str, extra: &[&str]) -> String {
@@ -309,6 +427,56 @@ pub fn failure_kind(text: &str) -> Option<upsvisor_traits::ErrorKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_status() {
+        // The shape of GET /cluster/status (a three-node cluster, one node
+        // offline) and of a standalone node.
+        let c = r#"[{"id":"cluster","name":"corp-pve","nodes":3,"quorate":1,"type":"cluster","version":5},
+            {"id":"node/pve02","ip":"10.0.0.2","level":"","local":0,"name":"pve02","nodeid":2,"online":1,"type":"node"},
+            {"id":"node/pve01","ip":"10.0.0.1","level":"c","local":1,"name":"pve01","nodeid":1,"online":1,"type":"node"},
+            {"id":"node/pve03","name":"pve03","nodeid":3,"online":0,"type":"node"}]"#;
+        let m = parse_cluster_status(c).unwrap();
+        assert_eq!(
+            m,
+            PveMembership::Cluster {
+                name: "corp-pve".into(),
+                nodes: vec!["pve01".into(), "pve02".into(), "pve03".into()]
+            }
+        );
+        let scope = m.scope().unwrap();
+        assert!(scope.starts_with("corp-pve~") && scope.len() == "corp-pve~".len() + 8);
+        // The same cluster name with other nodes is another scope.
+        let other = PveMembership::Cluster {
+            name: "corp-pve".into(),
+            nodes: vec!["lab1".into(), "lab2".into()],
+        };
+        assert_ne!(other.scope(), m.scope());
+        // FNV-1a of "a": the published test vector 0xe40c292c.
+        let a = PveMembership::Cluster {
+            name: "x".into(),
+            nodes: vec!["a".into()],
+        };
+        assert_eq!(a.scope().unwrap(), "x~e40c292c");
+
+        let s = r#"[{"id":"node/pve","ip":"192.168.1.10","level":"","local":1,"name":"pve","nodeid":0,"online":1,"type":"node"}]"#;
+        assert_eq!(parse_cluster_status(s).unwrap(), PveMembership::Standalone);
+        assert_eq!(PveMembership::Standalone.scope(), None);
+
+        for bad in [
+            "",
+            "[]",
+            "{}",
+            "ipcc_send_rec[1] failed: Connection refused",
+            r#"[{"type":"cluster","name":"c"}]"#,
+            r#"[{"type":"cluster"},{"type":"node","name":"n"}]"#,
+            r#"[{"type":"cluster","name":"a b"},{"type":"node","name":"n"}]"#,
+            r#"[{"type":"node","name":"n/../x"}]"#,
+            r#"[{"type":"cluster","name":"c"},{"type":"cluster","name":"d"},{"type":"node","name":"n"}]"#,
+        ] {
+            assert!(parse_cluster_status(bad).is_err(), "{bad:?}");
+        }
+    }
 
     const QM_LIST_OUT: &str = "      VMID NAME                 STATUS     MEM(MB)    BOOTDISK(GB) PID       \n       100 web1                 running    2048              32.00 12345     \n       101 db1                  stopped    4096              64.00 0         \n";
     const PCT_LIST_OUT: &str = "VMID       Status     Lock         Name                \n200        running                 ct1                 \n201        stopped    backup       ct2                 \n";
