@@ -99,6 +99,22 @@ fn run_hosts_after(
     seq: SequencerConfig,
     end: u64,
 ) -> Run {
+    run_hosts_acting(hosts, after, ups, script, policy, seq, end, &mut |_, _| {})
+}
+
+/// [`run_hosts_after`], calling `act` with the time (s) and the engine
+/// every 5 simulated seconds (an operator's command).
+#[allow(clippy::too_many_arguments)]
+fn run_hosts_acting(
+    hosts: Vec<SimHostSpec<'_>>,
+    after: After<'_>,
+    ups: UpsConfig,
+    script: UpsScript,
+    policy: PolicyConfig,
+    seq: SequencerConfig,
+    end: u64,
+    act: &mut dyn FnMut(u64, &mut Engine),
+) -> Run {
     let clock = SimClock::new();
     let estate = Estate::new(Arc::new(clock.clone()));
     let mut entries = Vec::new();
@@ -144,6 +160,7 @@ fn run_hosts_after(
     let mut t = 0;
     while t < end {
         t += 5;
+        act(t, &mut engine);
         clock.block_on(engine.run_until(at(t)));
         while let Some(ev) = events.try_next() {
             if let EngineEvent::Audit(a) = &*ev {
@@ -673,6 +690,148 @@ fn a_host_that_cannot_be_powered_on_does_not_hold_the_hosts_before_it() {
         r.log()
     );
     assert!(r.first("h1 a power_on -> ok").is_some(), "{:?}", r.log());
+}
+
+/// Issue 15: an operator's live test of one host, with mains on line. Its
+/// VMs stop, the host shuts down, it is powered on out of band, and its
+/// VMs start again; the other host, its VM and the UPS are not touched.
+/// Refused for a host without a power-on method.
+#[test]
+fn a_live_host_test_stops_and_brings_back_one_host_only() {
+    let host = || {
+        SimHostConfig::default()
+            .boots_on_power_return(false)
+            .power_on(true)
+    };
+    let mut started = None;
+    let mut refused = None;
+    let r = run_hosts_acting(
+        vec![
+            (
+                "h1",
+                host(),
+                true,
+                vec![
+                    (on("a"), Guest::Cooperative(secs(20))),
+                    (on("b"), Guest::Cooperative(secs(30))),
+                ],
+            ),
+            (
+                "h2",
+                host(),
+                false,
+                vec![(on("c"), Guest::Cooperative(secs(20)))],
+            ),
+        ],
+        &[],
+        UpsConfig::feeding("ups", vec!["h1".into(), "h2".into()], secs(3600)),
+        UpsScript::new(),
+        quick_policy(),
+        SequencerConfig::default(),
+        1500,
+        &mut |t, engine| {
+            if t == 120 {
+                refused = Some(engine.start_host_test(&HostId::from("h2")).unwrap_err());
+                started = Some(engine.start_host_test(&HostId::from("h1")));
+            }
+        },
+    );
+    let e = refused.expect("asked");
+    assert!(e.to_string().contains("no out-of-band power-on"), "{e}");
+    started
+        .expect("asked")
+        .expect("the test starts with mains on line");
+    let stop_a = r.first("h1 a shutdown_guest -> ok").expect("a stopped");
+    let down = r.first("h1 shutdown -> ok").expect("h1 shut down");
+    let up = r.first("h1 power_on -> ok").expect("h1 powered on");
+    let back = r.first("h1 a power_on -> ok").expect("a started again");
+    assert!(stop_a < down && down < up && up < back, "{:?}", r.log());
+    assert!(
+        r.first("h1 b power_on -> ok").is_some_and(|t| t > up),
+        "{:?}",
+        r.log()
+    );
+    let others: Vec<String> = r
+        .log()
+        .into_iter()
+        .map(|(_, l)| l)
+        .filter(|l| l.starts_with("h2") || l.starts_with("ups"))
+        .collect();
+    assert!(others.is_empty(), "nothing else is touched: {others:?}");
+    assert!(
+        r.audit.iter().any(|a| matches!(&a.what, Audit::EpisodeStarted { reason, .. } if reason == "operator's test of host h1")),
+        "{:?}",
+        r.audit
+    );
+    assert!(
+        r.audit.iter().any(|a| matches!(&a.what, Audit::EpisodeEnded { outcome } if outcome.starts_with("restored: 2 of 2"))),
+        "{:?}",
+        r.audit
+    );
+}
+
+/// A real outage during a host test makes it the outage's episode: every
+/// host fed is shut down and the UPS gets its command, as without the
+/// test.
+#[test]
+fn an_outage_during_a_host_test_becomes_the_outages_episode() {
+    let host = || {
+        SimHostConfig::default()
+            .boots_on_power_return(false)
+            .power_on(true)
+    };
+    let r = run_hosts_acting(
+        vec![
+            (
+                "h1",
+                host(),
+                true,
+                vec![(on("a"), Guest::Cooperative(secs(60)))],
+            ),
+            (
+                "h2",
+                host(),
+                true,
+                vec![(on("c"), Guest::Cooperative(secs(20)))],
+            ),
+        ],
+        &[],
+        UpsConfig::feeding("ups", vec!["h1".into(), "h2".into()], secs(3600)),
+        outage(130, None),
+        quick_policy(),
+        SequencerConfig::default()
+            .final_action(FinalAction::ShutdownReturn { delay: secs(0) })
+            .clone(),
+        1500,
+        &mut |t, engine| {
+            if t == 120 {
+                engine
+                    .start_host_test(&HostId::from("h1"))
+                    .expect("mains on line at 120 s");
+            }
+        },
+    );
+    assert!(
+        r.first("h2 c shutdown_guest -> ok").is_some(),
+        "{:?}",
+        r.log()
+    );
+    assert!(r.first("h2 shutdown -> ok").is_some(), "{:?}", r.log());
+    assert!(
+        r.first("shutdown.return").is_some(),
+        "the UPS command: {:?}",
+        r.log()
+    );
+    assert!(
+        r.audit.iter().any(|a| matches!(&a.what, Audit::Note { text } if text.starts_with("a real outage during the host test"))),
+        "{:?}",
+        r.audit
+    );
+    assert!(
+        r.first("h1 power_on").is_none(),
+        "no restore while mains is out: {:?}",
+        r.log()
+    );
 }
 
 /// Issue 14: the shutdown order read backwards at restore. A NAS that shuts

@@ -713,6 +713,27 @@ impl Engine {
         Ok(id)
     }
 
+    /// Starts an operator's live test of one host now: its VMs stop, the
+    /// host shuts down, then it is powered on out of band and its VMs are
+    /// started again (see [`Sequencer::start_host_test`]). Returns the
+    /// episode's id.
+    ///
+    /// # Errors
+    /// As [`Engine::start_test`]; `Config` for an unknown host, one without
+    /// an out-of-band power-on, or with host shutdown off; `InvalidState`
+    /// for the controller's own host or a host that did not answer the
+    /// latest poll.
+    pub fn start_host_test(&mut self, host: &HostId) -> Result<u64> {
+        let now = self.clock.now();
+        let view = self.view();
+        let table = self.poller.table().clone();
+        let id = self.seq.start_host_test(now, &table, &view, host)?;
+        logging::warn!(%host, episode = id, "live host test started by the operator");
+        self.save();
+        self.flush_audit();
+        Ok(id)
+    }
+
     fn refuse_if_contradicting(&self, starts: bool, what: &str) -> Result<()> {
         if !self.seq.config().armed {
             return Err(Error::invalid_state(format!(

@@ -715,9 +715,10 @@ impl Sequencer {
                 Phase::Stopping { stage } => {
                     // A live test stops its group with mains on line, then
                     // restores it once past the VM groups' stages.
-                    let testing = e.test.is_some()
+                    let testing = (e.test.is_some()
                         && !e.full
-                        && matches!(self.stages().get(stage), Some(Stage::Group { .. }));
+                        && matches!(self.stages().get(stage), Some(Stage::Group { .. })))
+                        || e.test_host.is_some();
                     if e.test.is_some() && !testing && !e.full {
                         self.note(now, e.id, "test: the group is down; restoring it".into());
                         e.phase = Phase::Restoring {
@@ -748,8 +749,10 @@ impl Sequencer {
                     if !e.full && !matches!(st, Stage::Group { .. }) {
                         break; // load shedding stops at the VM groups
                     }
-                    // A blocking trigger hook holds every stopping stage.
+                    // A blocking trigger hook holds every stopping stage
+                    // (an outage's: a host test triggers nothing).
                     if e.full
+                        && e.test_host.is_none()
                         && !self.hook_gate(
                             now,
                             &mut e,

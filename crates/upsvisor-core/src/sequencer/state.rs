@@ -289,6 +289,11 @@ pub(super) struct Episode {
     /// only that group is stopped, then restored while mains is on line.
     #[cfg_attr(feature = "serde", serde(default))]
     pub(super) test: Option<String>,
+    /// An operator's live test of one host ([`super::Sequencer::start_host_test`]):
+    /// its VMs and the host are stopped, then it is powered on out of band
+    /// and its VMs restored, while mains is on line.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub(super) test_host: Option<HostId>,
 }
 
 pub(super) fn new_host() -> HostTrack {

@@ -10,8 +10,15 @@ impl Sequencer {
         match &mut self.episode {
             Some(e) if !view.at_risk.is_empty() && matches!(e.phase, Phase::Stopping { .. }) => {
                 let new: Vec<HostId> = view.at_risk.difference(&e.scope).cloned().collect();
-                if !e.full || !new.is_empty() {
-                    let was_full = e.full;
+                // A live test of a host meets a real outage: from now on it
+                // is the outage's episode, with its devices' final action,
+                // and restore waits for mains.
+                let was_test = e.test_host.take().is_some();
+                if was_test {
+                    e.devices.extend(view.unhealthy.iter().cloned());
+                }
+                if !e.full || !new.is_empty() || was_test {
+                    let was_full = e.full && !was_test;
                     e.full = true;
                     e.scope.extend(new.iter().cloned());
                     for h in &new {
@@ -20,7 +27,12 @@ impl Sequencer {
                     // Re-walk the stages: finished ones finish at once.
                     e.phase = Phase::Stopping { stage: 0 };
                     let id = e.id;
-                    let text = if was_full {
+                    let text = if was_test {
+                        format!(
+                            "a real outage during the host test: this is now the outage's episode ({})",
+                            view.reason
+                        )
+                    } else if was_full {
                         format!("scope grows: {new:?}")
                     } else {
                         format!("load shedding becomes a full shutdown: {}", view.reason)
@@ -69,6 +81,7 @@ impl Sequencer {
                     outlets_left_off: Vec::new(),
                     hooks: BTreeMap::new(),
                     test: None,
+                    test_host: None,
                 };
                 self.track_new_vms(&mut e, table);
                 let reason = view.reason.clone();
@@ -89,26 +102,9 @@ impl Sequencer {
         }
     }
 
-    /// Starts an operator's live test of VM group `group` (`default` is the
-    /// group of VMs no other group matches): an episode that stops that
-    /// group's VMs as an outage would (hooks, timeouts, power-off after a
-    /// guest that does not stop), touches no other VM, no host and no power
-    /// device, and restores the group once its stage is done, since mains
-    /// is on line. A real outage meanwhile makes it a full shutdown, as it
-    /// does a load-shedding episode. Audited like any episode (reason
-    /// `operator's test of group <group>`). Returns the episode's id.
-    ///
-    /// # Errors
-    /// `InvalidState` when disarmed, when an episode is in progress or held
-    /// after an abort, or while power is at risk or on battery; `Config`
-    /// for a group that is not configured.
-    pub fn start_test(
-        &mut self,
-        now: Instant,
-        table: &VmTable,
-        view: &PowerView,
-        group: &str,
-    ) -> Result<u64, crate::Error> {
+    /// Why a live test may not start now, if it may not: disarmed, an
+    /// episode in progress or held, or power not on line and stable.
+    fn test_allowed(&self, view: &PowerView) -> Result<(), crate::Error> {
         use crate::Error;
         if !self.cfg.armed {
             return Err(Error::invalid_state(
@@ -132,6 +128,144 @@ impl Sequencer {
                 view.reason
             )));
         }
+        Ok(())
+    }
+
+    /// Starts an operator's live test of one host: an episode scoped to
+    /// `host` alone, as if only its feed had failed. Its VMs stop as in an
+    /// outage (every group in order, hooks, timeouts, a power-off after a
+    /// guest that does not stop), then the host shuts down; no power
+    /// device is commanded and no other host or VM is touched. Since mains
+    /// is on line, restore follows at once: the host is powered on out of
+    /// band, and once it answers its VMs are started again. This proves
+    /// the host's shutdown, its power-on method and its VMs' return before
+    /// an outage needs them. A real outage meanwhile makes it a real
+    /// episode (the scope grows, and restore then waits for mains).
+    /// Audited like any episode (reason `operator's test of host <host>`).
+    /// Returns the episode's id.
+    ///
+    /// # Errors
+    /// As [`Sequencer::start_test`]; `Config` for a host that is not in
+    /// the inventory, that has no out-of-band power-on (nothing would
+    /// bring it back), or when host shutdown is off (`shutdown_hosts`);
+    /// `InvalidState` for the host running this controller's own VM (the
+    /// test would stop the controller), or a host that did not answer the
+    /// latest poll (its VMs are not known).
+    pub fn start_host_test(
+        &mut self,
+        now: Instant,
+        table: &VmTable,
+        view: &PowerView,
+        host: &HostId,
+    ) -> Result<u64, crate::Error> {
+        use crate::Error;
+        self.test_allowed(view)?;
+        let Some(entry) = self.inventory.hosts.iter().find(|h| &h.id == host) else {
+            return Err(Error::config(
+                "host",
+                format!(
+                    "no host `{host}` (configured: {})",
+                    self.inventory
+                        .hosts
+                        .iter()
+                        .map(|h| h.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        if !entry.power_on {
+            return Err(Error::config(
+                "host",
+                format!(
+                    "{host} has no out-of-band power-on method: once shut down, nothing would bring it back"
+                ),
+            ));
+        }
+        if !self.cfg.shutdown_hosts {
+            return Err(Error::config(
+                "shutdown_hosts",
+                "host shutdown is off: a host test would only stop its VMs (test a group instead)",
+            ));
+        }
+        if self
+            .cfg
+            .controller_in(table)
+            .is_some_and(|(h, _)| h == host)
+        {
+            return Err(Error::invalid_state(format!(
+                "{host} runs this controller's own VM: the test would stop the controller"
+            )));
+        }
+        if !table.host(host).is_some_and(|r| r.is_fresh()) {
+            return Err(Error::invalid_state(format!(
+                "{host} did not answer the latest poll: its VMs are not known"
+            )));
+        }
+        self.episodes += 1;
+        let scope: BTreeSet<HostId> = BTreeSet::from([host.clone()]);
+        let reason = format!("operator's test of host {host}");
+        let mut e = Episode {
+            id: self.episodes,
+            started: now,
+            reason: reason.clone(),
+            full: true,
+            phase: Phase::Stopping { stage: 0 },
+            scope: scope.clone(),
+            vms: BTreeMap::new(),
+            hosts: scope.iter().map(|h| (h.clone(), new_host())).collect(),
+            in_flight: BTreeMap::new(),
+            committed: false,
+            finals: Vec::new(),
+            devices: BTreeSet::new(),
+            held_noted: false,
+            detached: BTreeSet::new(),
+            outlets_left_off: Vec::new(),
+            hooks: BTreeMap::new(),
+            test: None,
+            test_host: Some(host.clone()),
+        };
+        self.track_new_vms(&mut e, table);
+        let id = e.id;
+        self.push(
+            now,
+            id,
+            Audit::EpisodeStarted {
+                reason,
+                scope: scope.into_iter().collect(),
+                full: true,
+            },
+        );
+        let first = self.phase_name(&e);
+        self.push(now, id, Audit::Phase { phase: first });
+        self.poll_wanted = true;
+        self.dirty = true;
+        self.episode = Some(e);
+        Ok(id)
+    }
+
+    /// Starts an operator's live test of VM group `group` (`default` is the
+    /// group of VMs no other group matches): an episode that stops that
+    /// group's VMs as an outage would (hooks, timeouts, power-off after a
+    /// guest that does not stop), touches no other VM, no host and no power
+    /// device, and restores the group once its stage is done, since mains
+    /// is on line. A real outage meanwhile makes it a full shutdown, as it
+    /// does a load-shedding episode. Audited like any episode (reason
+    /// `operator's test of group <group>`). Returns the episode's id.
+    ///
+    /// # Errors
+    /// `InvalidState` when disarmed, when an episode is in progress or held
+    /// after an abort, or while power is at risk or on battery; `Config`
+    /// for a group that is not configured.
+    pub fn start_test(
+        &mut self,
+        now: Instant,
+        table: &VmTable,
+        view: &PowerView,
+        group: &str,
+    ) -> Result<u64, crate::Error> {
+        use crate::Error;
+        self.test_allowed(view)?;
         let known = group == "default" || self.cfg.groups.iter().any(|g| g.name == group);
         if !known {
             return Err(Error::config(
@@ -169,6 +303,7 @@ impl Sequencer {
             outlets_left_off: Vec::new(),
             hooks: BTreeMap::new(),
             test: Some(group.to_owned()),
+            test_host: None,
         };
         self.track_new_vms(&mut e, table);
         let id = e.id;
