@@ -758,6 +758,25 @@ fn a_live_host_test_stops_and_brings_back_one_host_only() {
         .filter(|l| l.starts_with("h2") || l.starts_with("ups"))
         .collect();
     assert!(others.is_empty(), "nothing else is touched: {others:?}");
+    let device_cmds: Vec<&AuditEntry> = r
+        .audit
+        .iter()
+        .filter(|a| {
+            matches!(
+                &a.what,
+                Audit::Issued {
+                    cmd: upsvisor::Command::Device { .. }
+                        | upsvisor::Command::Detach { .. }
+                        | upsvisor::Command::Attach { .. },
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert!(
+        device_cmds.is_empty(),
+        "no device command, no detach from the UPS: {device_cmds:?}"
+    );
     assert!(
         r.audit.iter().any(|a| matches!(&a.what, Audit::EpisodeStarted { reason, .. } if reason == "operator's test of host h1")),
         "{:?}",

@@ -55,7 +55,7 @@ use subtle::ConstantTimeEq as _;
 use upsvisor_core::{Freshness, HostId, HostOp, Secret, VmId, VmOp};
 
 use crate::registry::Registration;
-use crate::runtime::{Failure, Request, Shared};
+use crate::runtime::{Failure, Request, Shared, TestTarget};
 use crate::serve::{Counters, Limits};
 
 /// Failed authentications allowed per client in [`FAILURE_WINDOW`].
@@ -993,12 +993,16 @@ async fn abort_episode(
     finish(&api, peer, ACTION, "episode", rx).await
 }
 
-/// `POST /api/test` `{"group": "<name>"}` (bearer token): a live test of
-/// one VM group, an episode that stops the group's VMs as an outage would
-/// and starts them again (`upsvisord test --group G --live`). 200 with the
-/// episode's id once started; 409 when disarmed, during an episode or
-/// unless mains is on line and stable; 422 for a group the configuration
-/// does not have; 400 for a body that is not `{"group": ...}`.
+/// `POST /api/test` `{"group": "<name>"}` or `{"host": "<id>"}` (bearer
+/// token): a live test of one VM group, an episode that stops the group's
+/// VMs as an outage would and starts them again (`upsvisord test --group G
+/// --live`), or of one host: its VMs stop, it shuts down, it is powered on
+/// out of band and its VMs start again (`--host H`). 200 with the
+/// episode's id once started; 409 when disarmed, during an episode,
+/// unless mains is on line and stable, or for the controller's own host or
+/// a host not answering; 422 for a group or host the configuration does
+/// not have, a host without a power-on method, or with `shutdown_hosts`
+/// off; 400 for a body that is not exactly one of the two.
 async fn start_test(
     State(api): State<Api>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -1016,27 +1020,36 @@ async fn start_test(
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct TestBody {
-        group: String,
+        group: Option<String>,
+        host: Option<String>,
     }
-    let group = match serde_json::from_slice::<TestBody>(&bytes) {
-        Ok(b) if !b.group.trim().is_empty() => clip(b.group.trim(), 200),
+    let target = match serde_json::from_slice::<TestBody>(&bytes) {
+        Ok(TestBody {
+            group: Some(g),
+            host: None,
+        }) if !g.trim().is_empty() => TestTarget::Group(clip(g.trim(), 200)),
+        Ok(TestBody {
+            group: None,
+            host: Some(h),
+        }) if !h.trim().is_empty() => TestTarget::Host(HostId::from(clip(h.trim(), 200))),
         _ => {
-            api.audit(peer, ACTION, "group", "refused: bad body");
+            api.audit(peer, ACTION, "test", "refused: bad body");
             return err(
                 StatusCode::BAD_REQUEST,
-                "body must be JSON {\"group\": \"<name>\"}".to_string(),
+                "body must be JSON {\"group\": \"<name>\"} or {\"host\": \"<id>\"}".to_string(),
             );
         }
     };
-    api.audit(peer, ACTION, &group, "accepted");
+    let what = match &target {
+        TestTarget::Group(g) => format!("group {g}"),
+        TestTarget::Host(h) => format!("host {h}"),
+    };
+    api.audit(peer, ACTION, &what, "accepted");
     let (tx, rx) = tokio::sync::oneshot::channel();
-    if let Err(e) = api.shared.request(Request::Test {
-        group: group.clone(),
-        reply: tx,
-    }) {
+    if let Err(e) = api.shared.request(Request::Test { target, reply: tx }) {
         return err(StatusCode::SERVICE_UNAVAILABLE, e);
     }
-    finish(&api, peer, ACTION, &group, rx).await
+    finish(&api, peer, ACTION, &what, rx).await
 }
 
 async fn unregister(

@@ -95,15 +95,21 @@ enum Cmd {
         #[arg(long)]
         token_file: PathBuf,
     },
-    /// Live test of one VM group on a running daemon (--url, or the [api]
-    /// address of --config): its VMs stop as in an outage, then start
-    /// again; audited like any episode (`POST /api/test`). Refused when
+    /// Live test of one VM group, or one host, on a running daemon (--url,
+    /// or the [api] address of --config): a group's VMs stop as in an
+    /// outage, then start again; a host's VMs stop, it shuts down, is
+    /// powered on out of band and its VMs start again; audited like any
+    /// episode (`POST /api/test`). Refused when
     /// the daemon is disarmed, during an episode, or unless mains is on
     /// line. Exit 0 started, 1 refused, 2 without --live or not reached.
     Test {
         /// The VM group (`default`: the VMs no group matches).
+        #[arg(long, required_unless_present = "host", conflicts_with = "host")]
+        group: Option<String>,
+        /// Or one host: its VMs stop, it shuts down, it is powered on out
+        /// of band (its `power_on` method) and its VMs start again.
         #[arg(long)]
-        group: String,
+        host: Option<String>,
         /// Really do it: real power commands are sent.
         #[arg(long)]
         live: bool,
@@ -178,9 +184,10 @@ fn main() -> ExitCode {
         Cmd::Reload { token_file } => reload(&cli, token_file),
         Cmd::Test {
             group,
+            host,
             live,
             token_file,
-        } => test_group(&cli, group, *live, token_file),
+        } => test_live(&cli, group.as_deref(), host.as_deref(), *live, token_file),
         Cmd::GenerateAssets { out } => generate_assets(out),
     };
     match r {
@@ -678,19 +685,35 @@ fn reload(cli: &Cli, token_file: &Path) -> Res {
 /// `upsvisord test --group G --live`: asks the running daemon for a live
 /// test of one VM group (`POST /api/test`). Without `--live` nothing is
 /// sent: the command says what it would do and how to rehearse it.
-fn test_group(cli: &Cli, group: &str, live: bool, token_file: &Path) -> Res {
+fn test_live(
+    cli: &Cli,
+    group: Option<&str>,
+    host: Option<&str>,
+    live: bool,
+    token_file: &Path,
+) -> Res {
+    let (what, body) = match (group, host) {
+        (Some(g), _) => (
+            format!(
+                "group {g} stops its VMs as an outage would (hooks, timeouts, power-off after a guest that does not stop) and starts them again"
+            ),
+            json!({ "group": g }),
+        ),
+        (None, Some(h)) => (
+            format!(
+                "host {h} stops its VMs as an outage would, shuts the host down, powers it on out of band and starts its VMs again"
+            ),
+            json!({ "host": h }),
+        ),
+        (None, None) => return Err("say --group G or --host H".into()),
+    };
     if !live {
         out!(
-            "a live test of group {group} stops its VMs as an outage would (hooks, timeouts, power-off after a guest that does not stop) and starts them again; nothing else is touched, and a real outage meanwhile turns it into a full shutdown. It sends real power commands: add --live to run it. `upsvisord drill --config ...` walks the whole plan without acting."
+            "a live test of {what}; nothing else is touched, and a real outage meanwhile turns it into that outage's shutdown. It sends real power commands: add --live to run it. `upsvisord drill --config ...` walks the whole plan without acting."
         );
         return Ok(ExitCode::from(2));
     }
-    post_to_daemon(
-        cli,
-        token_file,
-        "/api/test",
-        Some(json!({ "group": group })),
-    )
+    post_to_daemon(cli, token_file, "/api/test", Some(body))
 }
 
 /// POSTs to the running daemon (the `[api]` address of --config, else

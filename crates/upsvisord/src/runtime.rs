@@ -123,10 +123,11 @@ pub enum Request {
         /// Answer.
         reply: tokio::sync::oneshot::Sender<Reply>,
     },
-    /// Start a live test of one VM group (`upsvisord test --live`).
+    /// Start a live test of one VM group or one host (`upsvisord test
+    /// --live`).
     Test {
-        /// The group's name (`default`: VMs no group matches).
-        group: String,
+        /// What to test.
+        target: TestTarget,
         /// Answer.
         reply: tokio::sync::oneshot::Sender<Reply>,
     },
@@ -160,6 +161,15 @@ pub enum Request {
         /// Answer.
         reply: tokio::sync::oneshot::Sender<Reply>,
     },
+}
+
+/// What an operator's live test covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestTarget {
+    /// One VM group (`default`: the VMs no group matches).
+    Group(String),
+    /// One host: its VMs, its shutdown, its out-of-band power-on.
+    Host(HostId),
 }
 
 /// State shared between the engine thread and the API.
@@ -742,15 +752,25 @@ fn handle_request(
             }
             None
         }
-        Request::Test { group, reply } => {
-            let r = engine
-                .start_test(&group)
-                .map(|id| {
-                    format!(
-                        "episode {id}: live test of group {group} started (its VMs stop as in an outage, then start again)"
-                    )
-                })
-                .map_err(|e| refused(&format!("test of group {group}"), &e));
+        Request::Test { target, reply } => {
+            let r = match &target {
+                TestTarget::Group(group) => engine
+                    .start_test(group)
+                    .map(|id| {
+                        format!(
+                            "episode {id}: live test of group {group} started (its VMs stop as in an outage, then start again)"
+                        )
+                    })
+                    .map_err(|e| refused(&format!("test of group {group}"), &e)),
+                TestTarget::Host(host) => engine
+                    .start_host_test(host)
+                    .map(|id| {
+                        format!(
+                            "episode {id}: live test of host {host} started (its VMs stop, it shuts down, it is powered on out of band and its VMs start again)"
+                        )
+                    })
+                    .map_err(|e| refused(&format!("test of host {host}"), &e)),
+            };
             let _ = reply.send(r);
             None
         }

@@ -18,8 +18,18 @@ use upsvisor_testkit::TempDir;
 const TOKEN: &str = "live-test-token-0123456789abcdef";
 
 fn cli_test(base: &str, token: &Path, group: &str, live: bool) -> (Option<i32>, String) {
+    cli_test_of(base, token, "--group", group, live)
+}
+
+fn cli_test_of(
+    base: &str,
+    token: &Path,
+    what: &str,
+    name: &str,
+    live: bool,
+) -> (Option<i32>, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_upsvisord"));
-    c.args(["test", "--url", base, "--group", group, "--token-file"])
+    c.args(["test", "--url", base, what, name, "--token-file"])
         .arg(token);
     if live {
         c.arg("--live");
@@ -87,6 +97,24 @@ fn a_live_test_stops_and_restores_one_group_only() {
         "{out}"
     );
     assert!(vm_commands(&audit).is_empty(), "nothing sent yet");
+    // A host test: refused for a host nothing could power on again, and
+    // for a host the configuration does not have.
+    let (code, out) = cli_test_of(&base, &token, "--host", "kvm1", false);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("host kvm1") && out.contains("add --live"),
+        "{out}"
+    );
+    let (code, out) = cli_test_of(&base, &token, "--host", "kvm1", true);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no out-of-band power-on method"), "{out}");
+    let (code, out) = cli_test_of(&base, &token, "--host", "nope", true);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("no host `nope`") && out.contains("kvm2"),
+        "{out}"
+    );
+    assert!(vm_commands(&audit).is_empty(), "nothing sent yet");
 
     let (code, out) = cli_test(&base, &token, "batch", true);
     assert_eq!(code, Some(0), "{out}");
@@ -131,10 +159,20 @@ fn a_live_test_stops_and_restores_one_group_only() {
         "the group's VMs only: no other VM, no host, no device"
     );
     wait("8 VMs on again", 30, || vms_on(&base) == 8);
-    // The API refuses a body without a group.
+    // The API refuses a body without a group or host, and one with both.
+    for body in ["{}", r#"{"group": "batch", "host": "kvm1"}"#] {
+        let r = ureq::post(&format!("{base}/api/test"))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
+            .send_string(body);
+        assert!(
+            matches!(r, Err(ureq::Error::Status(400, _))),
+            "{body}: {r:?}"
+        );
+    }
+    // A host the configuration does not have: 422.
     let r = ureq::post(&format!("{base}/api/test"))
         .set("Authorization", &format!("Bearer {TOKEN}"))
-        .send_string("{}");
-    assert!(matches!(r, Err(ureq::Error::Status(400, _))), "{r:?}");
+        .send_string(r#"{"host": "nope"}"#);
+    assert!(matches!(r, Err(ureq::Error::Status(422, _))), "{r:?}");
     drop(nut);
 }

@@ -42,6 +42,7 @@ use upsvisor_testkit::megatec::MegatecUps;
 use upsvisor_testkit::nut::start_nut_megatec;
 use upsvisor_testkit::relay::Relay;
 
+const API_TOKEN: &str = "restore-e2e-token-0123456789abcdef";
 const BMC_PASSWORD: &str = "bmc-s3cret";
 const KVM1_SYSTEM: &str = "7c0b2a4e-5d1f-4e6a-9b3c-0d8e1f2a3b4c";
 const BACKUP_SYSTEM: &str = "7c0b2a4e-5d1f-4e6a-9b3c-0d8e1f2a3b4d";
@@ -117,6 +118,8 @@ fn outage_shutdown_with_return_and_power_on_over_redfish_and_ipmi() {
         r#"
 version = 1
 armed = true
+[api]
+token_file = "token"
 [credentials]
 file = "credentials.toml"
 [poller]
@@ -134,6 +137,9 @@ default_timeout_s = 15
 shutdown_hosts = true
 host_down_wait_s = 20
 host_down_deadline_s = 60
+# The backup server's BMC refuses: give it up after a minute, not 15, so
+# the episode ends and the live host test below may start.
+restore_host_wait_s = 60
 # nutdrv_qx takes 12..600 s (ups.delay.shutdown's range).
 final_action = "shutdown_return"
 final_delay_s = 12
@@ -189,6 +195,8 @@ power_on = {{ method = "redfish", url = "{rf_url}", system_id = "{KVM1_SYSTEM}",
     );
     let cfg_path = d.join("upsvisord.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
+    let token = d.join("token");
+    common::write(&token, API_TOKEN, 0o600);
 
     // Preflight: `check` probes both BMCs (harmless reads) and the UPS.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_upsvisord"))
@@ -244,22 +252,23 @@ power_on = {{ method = "redfish", url = "{rf_url}", system_id = "{KVM1_SYSTEM}",
     std::thread::scope(|s| {
         s.spawn(|| {
             let (mut kvm1_up, mut nas_up) = (true, true);
-            let (mut kvm1_halted, mut nas_halted, mut backup_halted) = (false, false, false);
+            // Shutdowns seen so far, per host: each new one halts it.
+            let (mut kvm1_halted, mut nas_halted, mut backup_halted) = (0, 0, 0);
             while !stop.load(Ordering::SeqCst) {
                 let calls = sshd.calls();
-                let called = |c: &str| calls.lines().any(|l| l.trim() == c);
-                if !kvm1_halted && called("systemctl poweroff") {
-                    kvm1_halted = true;
+                let called = |c: &str| calls.lines().filter(|l| l.trim() == c).count();
+                if called("systemctl poweroff") > kvm1_halted {
+                    kvm1_halted = called("systemctl poweroff");
                     std::thread::sleep(Duration::from_millis(500));
                     redfish.lv.virsh(&["destroy", "kvm1"]);
                 }
-                if !nas_halted && called("nas-poweroff now") {
-                    nas_halted = true;
+                if called("nas-poweroff now") > nas_halted {
+                    nas_halted = called("nas-poweroff now");
                     std::thread::sleep(Duration::from_millis(500));
                     ipmi.set_power(false);
                 }
-                if !backup_halted && called("nas-poweroff backup") {
-                    backup_halted = true;
+                if called("nas-poweroff backup") > backup_halted {
+                    backup_halted = called("nas-poweroff backup");
                     std::thread::sleep(Duration::from_millis(500));
                     redfish.lv.virsh(&["destroy", "backup"]);
                     backup_link.blip();
@@ -286,7 +295,8 @@ power_on = {{ method = "redfish", url = "{rf_url}", system_id = "{KVM1_SYSTEM}",
             }
         });
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            outage_and_return(&base, &audit, &ups, &redfish, &ipmi)
+            outage_and_return(&base, &audit, &ups, &redfish, &ipmi);
+            live_host_test(&base, &audit, &token, &redfish);
         }));
         stop.store(true, Ordering::SeqCst);
         if let Err(p) = result {
@@ -297,6 +307,97 @@ power_on = {{ method = "redfish", url = "{rf_url}", system_id = "{KVM1_SYSTEM}",
         }
     });
     drop(daemon);
+}
+
+/// With mains on line again, an operator's live test of kvm1 (`upsvisord
+/// test --host kvm1 --live`): its VM stops, kvm1 shuts down, it is powered
+/// on over Redfish and its VM starts again; the NAS, the backup server and
+/// the UPS get nothing.
+fn live_host_test(
+    base: &str,
+    audit: &std::path::Path,
+    token: &std::path::Path,
+    redfish: &RedfishEmulator,
+) {
+    wait("the outage's episode ended and mains stable", 120, || {
+        audit_lines(audit)
+            .iter()
+            .any(|v| is(v, "/what/audit", "episode_ended"))
+            && get(&format!("{base}/api/power"))["devices"]["ups1"]["mains_stable"] == true
+    });
+    let before = audit_lines(audit).len();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_upsvisord"))
+        .args([
+            "test",
+            "--url",
+            base,
+            "--host",
+            "kvm1",
+            "--live",
+            "--token-file",
+        ])
+        .arg(token)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("live test of host kvm1 started"), "{out}");
+    wait("kvm1 shut down by the test", 120, || {
+        redfish.lv.domstate("kvm1") == "shut off"
+    });
+    wait("kvm1 powered on over Redfish again", 120, || {
+        redfish.lv.domstate("kvm1") == "running"
+    });
+    wait("the test's episode ended", 120, || {
+        audit_lines(audit)[before..]
+            .iter()
+            .any(|v| is(v, "/what/audit", "episode_ended"))
+    });
+    let lines = audit_lines(audit);
+    let test: Vec<&Value> = lines[before..].iter().collect();
+    let ended = test
+        .iter()
+        .find(|v| is(v, "/what/audit", "episode_ended"))
+        .unwrap();
+    assert!(
+        ended["what"]["outcome"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("restored: 1 of 1")),
+        "{ended}"
+    );
+    assert_eq!(vm_power(base, "test"), "powered_on");
+    let issued: Vec<String> = test
+        .iter()
+        .filter(|v| is(v, "/what/audit", "issued"))
+        .map(|v| {
+            format!(
+                "{} {}",
+                v.pointer("/what/cmd/op")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?"),
+                v.pointer("/what/cmd/name")
+                    .or_else(|| v.pointer("/what/cmd/host"))
+                    .or_else(|| v.pointer("/what/cmd/device"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+            )
+        })
+        .collect();
+    assert_eq!(
+        issued,
+        [
+            "shutdown_guest test",
+            "shutdown kvm1",
+            "power_on kvm1",
+            "power_on test"
+        ],
+        "kvm1 and its VM only, in order: {test:?}"
+    );
 }
 
 fn outage_and_return(

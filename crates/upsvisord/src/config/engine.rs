@@ -104,6 +104,13 @@ pub struct SequencerSection {
     /// How long the power-device action waits for a host to be seen down
     /// (stop answering); past it power is cut anyway, logged as forced.
     pub host_down_deadline_s: u64,
+    /// At restore, how long a host this episode took down may take to
+    /// answer again (its out-of-band power-on is repeated meanwhile);
+    /// past it the host is given up and its VMs stay off.
+    pub restore_host_wait_s: u64,
+    /// At restore, how long a VM's start may take to show in a poll
+    /// before it counts as failed.
+    pub restore_vm_wait_s: u64,
     /// This controller's own VM when it runs inside the estate: a VM name
     /// glob, `id:<vm id>`, or `auto` (this machine's SMBIOS UUID, read from
     /// `/sys/class/dmi/id/product_uuid` as root, else its addresses; see
@@ -128,6 +135,8 @@ impl Default for SequencerSection {
             force_host_after_s: 0,
             host_down_wait_s: 120,
             host_down_deadline_s: 900,
+            restore_host_wait_s: 900,
+            restore_vm_wait_s: 180,
             controller_vm: String::new(),
             final_action: "none".into(),
             final_delay_s: 60,
@@ -235,6 +244,8 @@ impl Config {
         )
         .host_down_wait(Duration::from_secs(s.host_down_wait_s.max(1)))
         .host_down_deadline(Duration::from_secs(s.host_down_deadline_s.max(1)))
+        .restore_host_wait(Duration::from_secs(s.restore_host_wait_s.max(1)))
+        .restore_vm_wait(Duration::from_secs(s.restore_vm_wait_s.max(1)))
         .controller_vm(match s.controller_vm.trim() {
             "" => None,
             "auto" => {
