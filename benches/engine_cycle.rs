@@ -9,7 +9,12 @@
 //!   only the poller's own work (futures, merge into the table);
 //! - *simulator alone*: every simulated host's `inventory()` called at once
 //!   with no latency and no poller, so the cycle is only the simulator's
-//!   request cost.
+//!   request cost;
+//! - *prebuilt alone*: every prebuilt transport's `inventory()` at once, no
+//!   poller: the fake transport's own copying, which *engine alone*
+//!   includes (a deep copy of every record while `HostInventory` held
+//!   plain `VmInfo`s, pointer copies since it shares them). *Engine alone*
+//!   minus this is the poller and merge.
 //!
 //! Run: `cargo bench --bench engine_cycle` (`-- --quick`: 10 and 100 hosts,
 //! fewer runs; `scripts/bench-peers` calls it). Prints one line per case,
@@ -51,7 +56,7 @@ impl HostTransport for Prebuilt {
             .vms
             .iter()
             .find(|v| &v.id == vm)
-            .cloned()
+            .map(|v| VmInfo::clone(v))
             .ok_or_else(|| upsvisor::Error::not_found(format!("{vm}")))
     }
     async fn inventory(&self) -> upsvisor::Result<HostInventory> {
@@ -175,6 +180,17 @@ fn main() {
                 (h, t)
             })
             .collect();
+        let copies: Vec<Arc<dyn HostTransport>> = prebuilt.iter().map(|(_, t)| t.clone()).collect();
+        let copy_f = measure(runs, || {
+            let all = futures::executor::block_on(futures::future::join_all(
+                copies.iter().map(|t| t.inventory()),
+            ));
+            let n: usize = all
+                .into_iter()
+                .map(|r| r.expect("prebuilt").vms.len())
+                .sum();
+            assert_eq!(n, vms);
+        });
         let mut engine = poller(prebuilt);
         let engine_f = measure(runs, || {
             let u = futures::executor::block_on(engine.poll_once());
@@ -185,6 +201,7 @@ fn main() {
             ("full_20ms", &full_f),
             ("engine_alone", &engine_f),
             ("simulator_alone", &sim_f),
+            ("prebuilt_alone", &copy_f),
         ] {
             println!(
                 "engine_cycle hosts={hosts} case={case} median_ms={:.2} min_ms={:.2} max_ms={:.2} runs={}",
@@ -194,17 +211,26 @@ fn main() {
                 f.runs
             );
         }
-        rows.push((hosts, full_f.median, engine_f.median, sim_f.median));
+        rows.push((
+            hosts,
+            full_f.median,
+            engine_f.median,
+            sim_f.median,
+            copy_f.median,
+        ));
     }
     println!();
-    println!("| hosts (× 20 VMs) | full cycle, 20 ms latency | engine alone | simulator alone |");
-    println!("|---:|---:|---:|---:|");
-    for (hosts, full, engine, sim) in &rows {
+    println!(
+        "| hosts (× 20 VMs) | full cycle, 20 ms latency | engine alone | simulator alone | prebuilt alone |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for (hosts, full, engine, sim, copy) in &rows {
         println!(
-            "| {hosts} | {:.1} ms | {:.2} ms | {:.2} ms |",
+            "| {hosts} | {:.1} ms | {:.2} ms | {:.2} ms | {:.2} ms |",
             ms(*full),
             ms(*engine),
-            ms(*sim)
+            ms(*sim),
+            ms(*copy)
         );
     }
     if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
