@@ -9,12 +9,18 @@
 //!   only the poller's own work (futures, merge into the table);
 //! - *simulator alone*: every simulated host's `inventory()` called at once
 //!   with no latency and no poller, so the cycle is only the simulator's
-//!   request cost.
+//!   request cost;
+//! - *prebuilt alone*: every prebuilt transport's `inventory()` at once, no
+//!   poller: the fake transport's own copying, which *engine alone*
+//!   includes (a deep copy of every record while `HostInventory` held
+//!   plain `VmInfo`s, pointer copies since it shares them). *Engine alone*
+//!   minus this is the poller and merge.
 //!
 //! Run: `cargo bench --bench engine_cycle` (`-- --quick`: 10 and 100 hosts,
 //! fewer runs; `scripts/bench-peers` calls it). Prints one line per case,
-//! `engine_cycle hosts=N case=C median_ms=M min_ms=L max_ms=H runs=R`,
-//! then a table. Times are wall clock on `futures::executor::block_on` (no
+//! `engine_cycle hosts=N case=C median_ms=M min_ms=L max_ms=H
+//! cpu_median_ms=U runs=R` (U: the median on-CPU time of the thread that
+//! runs the cycle, Linux only, `-` elsewhere), then a table. Times are wall clock on `futures::executor::block_on` (no
 //! async runtime), as the daemon's one-shot commands poll.
 
 #![allow(missing_docs)]
@@ -51,7 +57,7 @@ impl HostTransport for Prebuilt {
             .vms
             .iter()
             .find(|v| &v.id == vm)
-            .cloned()
+            .map(|v| VmInfo::clone(v))
             .ok_or_else(|| upsvisor::Error::not_found(format!("{vm}")))
     }
     async fn inventory(&self) -> upsvisor::Result<HostInventory> {
@@ -98,24 +104,46 @@ struct Figure {
     median: Duration,
     min: Duration,
     max: Duration,
+    /// Median of the runs' on-CPU time of this thread, where known.
+    cpu: Option<Duration>,
     runs: usize,
+}
+
+/// This thread's time on a CPU so far: the first field of Linux's
+/// `/proc/thread-self/schedstat` (nanoseconds; proc(5)). `None` elsewhere.
+/// Unlike wall time it does not grow while other processes hold the CPUs,
+/// so it gives the cycle's own cost on a loaded machine (the poller runs
+/// on this thread under `block_on`; the clock's timer thread is not
+/// counted). The kernel updates it at scheduler ticks and switches, so it
+/// is good to a few milliseconds: read it for the 1,000-host cases only
+/// (smaller cycles often read 0).
+fn thread_cpu() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 /// One untimed run, then `runs` timed ones.
 fn measure(runs: usize, mut f: impl FnMut()) -> Figure {
     f();
-    let mut t: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed()
-        })
-        .collect();
+    let mut t = Vec::with_capacity(runs);
+    let mut cpu = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let c = thread_cpu();
+        let s = Instant::now();
+        f();
+        t.push(s.elapsed());
+        if let (Some(a), Some(b)) = (c, thread_cpu()) {
+            cpu.push(b.saturating_sub(a));
+        }
+    }
     t.sort();
+    cpu.sort();
     Figure {
         median: t[t.len() / 2],
         min: t[0],
         max: t[t.len() - 1],
+        cpu: cpu.get(cpu.len() / 2).copied(),
         runs,
     }
 }
@@ -175,6 +203,17 @@ fn main() {
                 (h, t)
             })
             .collect();
+        let copies: Vec<Arc<dyn HostTransport>> = prebuilt.iter().map(|(_, t)| t.clone()).collect();
+        let copy_f = measure(runs, || {
+            let all = futures::executor::block_on(futures::future::join_all(
+                copies.iter().map(|t| t.inventory()),
+            ));
+            let n: usize = all
+                .into_iter()
+                .map(|r| r.expect("prebuilt").vms.len())
+                .sum();
+            assert_eq!(n, vms);
+        });
         let mut engine = poller(prebuilt);
         let engine_f = measure(runs, || {
             let u = futures::executor::block_on(engine.poll_once());
@@ -185,26 +224,37 @@ fn main() {
             ("full_20ms", &full_f),
             ("engine_alone", &engine_f),
             ("simulator_alone", &sim_f),
+            ("prebuilt_alone", &copy_f),
         ] {
             println!(
-                "engine_cycle hosts={hosts} case={case} median_ms={:.2} min_ms={:.2} max_ms={:.2} runs={}",
+                "engine_cycle hosts={hosts} case={case} median_ms={:.2} min_ms={:.2} max_ms={:.2} cpu_median_ms={} runs={}",
                 ms(f.median),
                 ms(f.min),
                 ms(f.max),
+                f.cpu.map_or("-".to_owned(), |c| format!("{:.2}", ms(c))),
                 f.runs
             );
         }
-        rows.push((hosts, full_f.median, engine_f.median, sim_f.median));
+        rows.push((
+            hosts,
+            full_f.median,
+            engine_f.median,
+            sim_f.median,
+            copy_f.median,
+        ));
     }
     println!();
-    println!("| hosts (× 20 VMs) | full cycle, 20 ms latency | engine alone | simulator alone |");
-    println!("|---:|---:|---:|---:|");
-    for (hosts, full, engine, sim) in &rows {
+    println!(
+        "| hosts (× 20 VMs) | full cycle, 20 ms latency | engine alone | simulator alone | prebuilt alone |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for (hosts, full, engine, sim, copy) in &rows {
         println!(
-            "| {hosts} | {:.1} ms | {:.2} ms | {:.2} ms |",
+            "| {hosts} | {:.1} ms | {:.2} ms | {:.2} ms | {:.2} ms |",
             ms(*full),
             ms(*engine),
-            ms(*sim)
+            ms(*sim),
+            ms(*copy)
         );
     }
     if let (Some(first), Some(last)) = (rows.first(), rows.last()) {

@@ -20,8 +20,10 @@
 //! 5. **Vanished** means: its host answered, did not list it, and no other
 //!    host that answered lists it.
 
+use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::clock::Instant;
 use crate::model::{
@@ -135,7 +137,8 @@ impl Event {
 fn scope_host_local_ids(host: &HostId, inv: &mut HostInventory) {
     for v in &mut inv.vms {
         if v.host_local {
-            v.id = VmId::scoped(host, v.id.as_str());
+            let id = VmId::scoped(host, v.id.as_str());
+            Arc::make_mut(v).id = id;
         }
     }
 }
@@ -145,11 +148,13 @@ fn scope_host_local_ids(host: &HostId, inv: &mut HostInventory) {
 /// (except for VMs that an answering host now lists). If `outcomes` names a
 /// host twice, the first answer wins over failures and over later answers.
 ///
-/// Cost: O(V) hash lookups for the V VMs answered, plus per-host lookups
-/// for the comparison with `prev`; the VM records of the answers are moved
-/// into the table, not copied. An estate-wide index of `prev` (or of the
-/// new table) is built only when a VM is not where it was before (it
-/// appeared, moved, or vanished).
+/// Cost: O(V) hash lookups for the V VMs answered, and one ordered walk of
+/// each host's row beside its previous row for the comparison with
+/// `prev`. No VM record is copied: the table shares the answers' records
+/// (`Arc<VmInfo>`), and a host that did not answer keeps its previous
+/// records. An estate-wide index of `prev` (or of the new table) is built
+/// only when a VM is not where it was before (it appeared, moved, or
+/// vanished).
 pub fn merge(
     prev: &VmTable,
     outcomes: impl IntoIterator<Item = (HostId, HostOutcome)>,
@@ -300,13 +305,21 @@ pub fn merge(
             continue;
         };
         let keep = keep.next().unwrap_or_default();
-        let vms: BTreeMap<VmId, VmInfo> = inv
-            .vms
-            .into_iter()
-            .zip(keep)
-            .filter(|(_, k)| *k)
-            .map(|(v, _)| (v.id.clone(), v))
-            .collect();
+        let vms = match prev.hosts.get(&h) {
+            // The same records as before, in the same (id) order, all
+            // kept: share the previous row.
+            Some(old) if keep.iter().all(|k| *k) && same_records(&inv.vms, &old.vms) => {
+                Arc::clone(&old.vms)
+            }
+            _ => Arc::new(
+                inv.vms
+                    .into_iter()
+                    .zip(keep)
+                    .filter(|(_, k)| *k)
+                    .map(|(v, _)| (v.id.clone(), v))
+                    .collect(),
+            ),
+        };
         next.hosts.insert(
             h,
             HostRecord {
@@ -318,55 +331,50 @@ pub fn merge(
         );
     }
 
+    // Each host's row beside its previous row, both in id order: a VM in
+    // both is compared in place; one only in the new row appeared or moved
+    // here, one only in the old row vanished or moved away (the estate-wide
+    // indexes, built on first need, tell which).
+    let mut next_index = LazyIndex::default();
+    let mut vanished: Vec<(&VmId, &HostId, &VmInfo)> = Vec::new();
+    let no_vms = Arc::default();
     for (h, rec) in &next.hosts {
-        let here = prev.hosts.get(h);
-        for (id, v) in &rec.vms {
-            let was = match here.and_then(|r| r.vms.get(id)) {
-                Some(pv) => Some((h, pv)),
-                None => prev_index.get(prev).get(id).copied(),
+        let old = prev.hosts.get(h).map_or(&no_vms, |r| &r.vms);
+        if Arc::ptr_eq(old, &rec.vms) {
+            // The same row: nothing changed here.
+            continue;
+        }
+        let mut new_it = rec.vms.iter().peekable();
+        let mut old_it = old.iter().peekable();
+        loop {
+            let step = match (new_it.peek(), old_it.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((n, _)), Some((o, _))) => n.cmp(o),
             };
-            match was {
-                None => events.push(Event::VmAppeared {
-                    host: h.clone(),
-                    vm: id.clone(),
-                    name: v.name.clone(),
-                    power: v.power,
-                }),
-                Some((ph, pv)) => {
-                    if ph != h {
-                        events.push(Event::VmMigrated {
-                            vm: id.clone(),
-                            name: v.name.clone(),
-                            from: ph.clone(),
-                            to: h.clone(),
-                        });
-                    }
-                    if pv.power != v.power {
-                        events.push(Event::VmPowerChanged {
-                            host: h.clone(),
-                            vm: id.clone(),
-                            name: v.name.clone(),
-                            from: pv.power,
-                            to: v.power,
-                        });
+            match step {
+                Ordering::Less => {
+                    let Some((id, v)) = new_it.next() else { break };
+                    let was = prev_index.get(prev).get(id).copied();
+                    changes(&mut events, h, id, v, was);
+                }
+                Ordering::Equal => {
+                    let (Some((id, v)), Some((_, pv))) = (new_it.next(), old_it.next()) else {
+                        break;
+                    };
+                    changes(&mut events, h, id, v, Some((h, &**pv)));
+                }
+                Ordering::Greater => {
+                    let Some((id, pv)) = old_it.next() else { break };
+                    if !next_index.get(&next).contains_key(id) {
+                        vanished.push((id, h, &**pv));
                     }
                 }
             }
         }
     }
     // Vanished, in VM id order.
-    let mut next_index = LazyIndex::default();
-    let mut vanished: Vec<(&VmId, &HostId, &VmInfo)> = Vec::new();
-    for (ph, r) in &prev.hosts {
-        let there = next.hosts.get(ph);
-        for (id, pv) in &r.vms {
-            let present = there.is_some_and(|n| n.vms.contains_key(id))
-                || next_index.get(&next).contains_key(id);
-            if !present {
-                vanished.push((id, ph, pv));
-            }
-        }
-    }
     vanished.sort_by(|a, b| a.0.cmp(b.0));
     for (id, ph, pv) in vanished {
         events.push(Event::VmVanished {
@@ -380,6 +388,44 @@ pub fn merge(
     (next, host_events)
 }
 
+/// The events of one VM now on `h` as `v`, that was on `was` before (if
+/// anywhere): appeared, or migrated and/or power changed.
+fn changes(
+    events: &mut Vec<Event>,
+    h: &HostId,
+    id: &VmId,
+    v: &VmInfo,
+    was: Option<(&HostId, &VmInfo)>,
+) {
+    match was {
+        None => events.push(Event::VmAppeared {
+            host: h.clone(),
+            vm: id.clone(),
+            name: v.name.clone(),
+            power: v.power,
+        }),
+        Some((ph, pv)) => {
+            if ph != h {
+                events.push(Event::VmMigrated {
+                    vm: id.clone(),
+                    name: v.name.clone(),
+                    from: ph.clone(),
+                    to: h.clone(),
+                });
+            }
+            if pv.power != v.power {
+                events.push(Event::VmPowerChanged {
+                    host: h.clone(),
+                    vm: id.clone(),
+                    name: v.name.clone(),
+                    from: pv.power,
+                    to: v.power,
+                });
+            }
+        }
+    }
+}
+
 /// Where each VM of a table is, built on first use.
 #[derive(Default)]
 struct LazyIndex<'a>(Option<HashMap<&'a VmId, (&'a HostId, &'a VmInfo)>>);
@@ -390,8 +436,8 @@ impl<'a> LazyIndex<'a> {
             let mut m = HashMap::with_capacity(t.vm_count());
             // Later hosts win, as a map collected in host order would.
             for (h, r) in &t.hosts {
-                for (id, v) in &r.vms {
-                    m.insert(id, (h, v));
+                for (id, v) in r.vms.iter() {
+                    m.insert(id, (h, &**v));
                 }
             }
             m
@@ -399,15 +445,33 @@ impl<'a> LazyIndex<'a> {
     }
 }
 
+/// The VMs of a host that did not answer that no answering host claims:
+/// its previous row itself (shared) when none is claimed.
 fn keep_unclaimed(
     base: &HostRecord,
     owner: &HashMap<&VmId, (usize, usize)>,
-) -> BTreeMap<VmId, VmInfo> {
-    base.vms
-        .iter()
-        .filter(|(id, _)| !owner.contains_key(id))
-        .map(|(id, v)| (id.clone(), v.clone()))
-        .collect()
+) -> Arc<BTreeMap<VmId, Arc<VmInfo>>> {
+    if !base.vms.keys().any(|id| owner.contains_key(id)) {
+        return Arc::clone(&base.vms);
+    }
+    Arc::new(
+        base.vms
+            .iter()
+            .filter(|(id, _)| !owner.contains_key(id))
+            .map(|(id, v)| (id.clone(), v.clone()))
+            .collect(),
+    )
+}
+
+/// Whether an answer is exactly a previous row: the same records (the
+/// same allocations, as a transport that keeps its records hands them
+/// out), in the row's id order, none twice.
+fn same_records(answer: &[Arc<VmInfo>], row: &BTreeMap<VmId, Arc<VmInfo>>) -> bool {
+    answer.len() == row.len()
+        && answer
+            .iter()
+            .zip(row.iter())
+            .all(|(a, (id, r))| Arc::ptr_eq(a, r) && a.id == *id)
 }
 
 #[cfg(test)]
@@ -665,6 +729,60 @@ mod tests {
         assert_eq!(ev.len(), 2);
     }
 
+    #[test]
+    fn an_unchanged_row_is_shared_not_rebuilt() {
+        let recs: Vec<Arc<VmInfo>> = vec![Arc::new(vm("1", ON)), Arc::new(vm("2", OFF))];
+        let shared = |recs: &[Arc<VmInfo>]| {
+            HostOutcome::Answered(HostInventory::shared(
+                HostInfo::new("sim", "1"),
+                recs.to_vec(),
+            ))
+        };
+        let t0 = VmTable::with_hosts([&h("a"), &h("b")]);
+        let (t1, _) = merge(
+            &t0,
+            [(h("a"), shared(&recs)), (h("b"), failed())],
+            Instant::ZERO,
+        );
+        // The table holds the answer's records themselves.
+        assert!(Arc::ptr_eq(
+            &t1.hosts[&h("a")].vms[&VmId::from("1")],
+            &recs[0]
+        ));
+        let (t2, ev) = merge(
+            &t1,
+            [(h("a"), shared(&recs)), (h("b"), failed())],
+            Instant::from_millis(1),
+        );
+        assert!(ev.is_empty(), "{ev:?}");
+        assert!(Arc::ptr_eq(&t1.hosts[&h("a")].vms, &t2.hosts[&h("a")].vms));
+        assert!(Arc::ptr_eq(&t1.hosts[&h("b")].vms, &t2.hosts[&h("b")].vms));
+        // One record changed (a new allocation): a new row, one event, the
+        // other record still shared.
+        let mut changed = recs.clone();
+        Arc::make_mut(&mut changed[1]).power = ON;
+        let (t3, ev) = merge(
+            &t2,
+            [(h("a"), shared(&changed)), (h("b"), failed())],
+            Instant::from_millis(2),
+        );
+        assert!(!Arc::ptr_eq(&t2.hosts[&h("a")].vms, &t3.hosts[&h("a")].vms));
+        assert!(Arc::ptr_eq(
+            &t3.hosts[&h("a")].vms[&VmId::from("1")],
+            &recs[0]
+        ));
+        assert_eq!(
+            ev,
+            vec![Event::VmPowerChanged {
+                host: h("a"),
+                vm: "2".into(),
+                name: "name-2".into(),
+                from: OFF,
+                to: ON
+            }]
+        );
+    }
+
     // ---- properties
 
     fn arb_round(hosts: usize, vms: usize) -> impl Strategy<Value = Vec<(HostId, HostOutcome)>> {
@@ -742,14 +860,14 @@ mod tests {
             }
         }
 
-        let prev_loc: BTreeMap<&VmId, (&HostId, &VmInfo)> = prev
+        let prev_loc: BTreeMap<&VmId, (&HostId, &Arc<VmInfo>)> = prev
             .hosts
             .iter()
             .flat_map(|(h, r)| r.vms.iter().map(move |(id, v)| (id, (h, v))))
             .collect();
 
         // Who claims each VM among hosts that answered.
-        let mut claims: BTreeMap<&VmId, Vec<(&HostId, &VmInfo)>> = BTreeMap::new();
+        let mut claims: BTreeMap<&VmId, Vec<(&HostId, &Arc<VmInfo>)>> = BTreeMap::new();
         for (h, o) in &by_host {
             if let HostOutcome::Answered(inv) = o {
                 for v in &inv.vms {
@@ -759,7 +877,7 @@ mod tests {
         }
 
         let mut events = Vec::new();
-        let mut owner: BTreeMap<&VmId, (&HostId, &VmInfo)> = BTreeMap::new();
+        let mut owner: BTreeMap<&VmId, (&HostId, &Arc<VmInfo>)> = BTreeMap::new();
         for (vm, cs) in &claims {
             // Same host listing a VM twice counts once: keep the first copy.
             let mut hosts_seen = BTreeSet::new();
@@ -789,7 +907,7 @@ mod tests {
         }
 
         // The VMs each answering host owns, grouped once (not per host).
-        let mut owned: BTreeMap<&HostId, BTreeMap<VmId, VmInfo>> = BTreeMap::new();
+        let mut owned: BTreeMap<&HostId, BTreeMap<VmId, Arc<VmInfo>>> = BTreeMap::new();
         for (id, (h, v)) in &owner {
             owned
                 .entry(*h)
@@ -818,7 +936,7 @@ mod tests {
                         info: Some(inv.info.clone()),
                         freshness: Freshness::Fresh,
                         last_seen: Some(now),
-                        vms: owned.remove(h).unwrap_or_default(),
+                        vms: Arc::new(owned.remove(h).unwrap_or_default()),
                     }
                 }
                 Some(HostOutcome::Failed(e)) => {
@@ -840,14 +958,14 @@ mod tests {
                             kind: e.kind(),
                             error: e.to_string(),
                         },
-                        vms: reference_keep_unclaimed(&base, &owner),
+                        vms: Arc::new(reference_keep_unclaimed(&base, &owner)),
                         ..base
                     }
                 }
                 None => {
                     let base = old.cloned().unwrap_or_else(HostRecord::unknown);
                     HostRecord {
-                        vms: reference_keep_unclaimed(&base, &owner),
+                        vms: Arc::new(reference_keep_unclaimed(&base, &owner)),
                         ..base
                     }
                 }
@@ -856,7 +974,7 @@ mod tests {
         }
 
         for (h, rec) in &next.hosts {
-            for (id, v) in &rec.vms {
+            for (id, v) in rec.vms.iter() {
                 match prev_loc.get(id) {
                     None => events.push(Event::VmAppeared {
                         host: h.clone(),
@@ -902,13 +1020,33 @@ mod tests {
 
     fn reference_keep_unclaimed(
         base: &HostRecord,
-        owner: &BTreeMap<&VmId, (&HostId, &VmInfo)>,
-    ) -> BTreeMap<VmId, VmInfo> {
+        owner: &BTreeMap<&VmId, (&HostId, &Arc<VmInfo>)>,
+    ) -> BTreeMap<VmId, Arc<VmInfo>> {
         base.vms
             .iter()
             .filter(|(id, _)| !owner.contains_key(id))
             .map(|(id, v)| (id.clone(), v.clone()))
             .collect()
+    }
+
+    /// `round` with each answered record replaced by the equal record of
+    /// `t` (same id and contents), wherever `t` has one.
+    fn shared_with(t: &VmTable, round: &[(HostId, HostOutcome)]) -> Vec<(HostId, HostOutcome)> {
+        let mut round = round.to_vec();
+        for (_, o) in &mut round {
+            if let HostOutcome::Answered(inv) = o {
+                for v in &mut inv.vms {
+                    if let Some(same) = t
+                        .hosts
+                        .values()
+                        .find_map(|r| r.vms.get(&v.id).filter(|r| **r == *v))
+                    {
+                        *v = Arc::clone(same);
+                    }
+                }
+            }
+        }
+        round
     }
 
     /// Adds, to some rounds, a VM listed twice by the same host (the
@@ -927,12 +1065,13 @@ mod tests {
                         if let HostOutcome::Answered(inv) = o {
                             if let Some(first) = inv.vms.first().cloned() {
                                 let mut again = first;
-                                again.power = if again.power == ON { OFF } else { ON };
+                                let again_vm = Arc::make_mut(&mut again);
+                                again_vm.power = if again_vm.power == ON { OFF } else { ON };
                                 inv.vms.push(again);
                             }
                             let mut local = vm("qemu/100", ON);
                             local.host_local = true;
-                            inv.vms.push(local);
+                            inv.vms.push(Arc::new(local));
                             break;
                         }
                     }
@@ -965,6 +1104,10 @@ mod tests {
             let mut t = VmTable::default();
             for (i, round) in history.iter().enumerate() {
                 let at = Instant::from_millis(i as u64 * 1000);
+                // In odd seeds, answers hand back the table's own records
+                // where they are equal (a transport that keeps its
+                // records), so unchanged rows are shared.
+                let round = if seed % 2 == 1 { shared_with(&t, round) } else { round.clone() };
                 let (n, ev) = merge(&t, round.clone(), at);
                 let (rn, rev) = reference_merge(&t, round.clone(), at);
                 prop_assert_eq!(&n, &rn);

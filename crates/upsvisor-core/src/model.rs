@@ -7,6 +7,7 @@
 //! The JSON of [`VmTable`] is what goes to a management terminal.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub use upsvisor_traits::{
     DeviceId, HostId, HostInfo, HostInventory, OutletId, PowerState, ToolsState, VmId, VmInfo,
@@ -406,8 +407,15 @@ pub struct HostRecord {
         serde(default, skip_serializing_if = "Option::is_none")
     )]
     pub last_seen: Option<Instant>,
-    /// Its VMs, as last seen.
-    pub vms: BTreeMap<VmId, VmInfo>,
+    /// Its VMs, as last seen, by id. Shared, at two levels: the records
+    /// with the answer they came from and with the tables before and after
+    /// this one (a VM unchanged between cycles is one record), and the
+    /// whole map with the previous table's row when the host's VMs did not
+    /// change (same records, as a transport that keeps its records hands
+    /// them out) or the host did not answer. Read it as a map (`vms.get`,
+    /// `vms.values()`); change it with [`Arc::make_mut`] (copies it first
+    /// if it is shared). Serialises as a plain map of [`VmInfo`].
+    pub vms: Arc<BTreeMap<VmId, Arc<VmInfo>>>,
 }
 
 impl HostRecord {
@@ -417,7 +425,7 @@ impl HostRecord {
             info: None,
             freshness: Freshness::Unknown,
             last_seen: None,
-            vms: BTreeMap::new(),
+            vms: Arc::default(),
         }
     }
 
@@ -428,7 +436,7 @@ impl HostRecord {
 
     /// VMs that are (or may be) on.
     pub fn vms_on(&self) -> impl Iterator<Item = &VmInfo> {
-        self.vms.values().filter(|v| v.power.is_on())
+        self.vms.values().map(|v| &**v).filter(|v| v.power.is_on())
     }
 }
 
@@ -466,7 +474,7 @@ impl VmTable {
     pub fn locate(&self, vm: &VmId) -> Option<(&HostId, &VmInfo)> {
         self.hosts
             .iter()
-            .find_map(|(h, r)| r.vms.get(vm).map(|v| (h, v)))
+            .find_map(|(h, r)| r.vms.get(vm).map(|v| (h, &**v)))
     }
 
     /// Where every VM is: build once when locating many VMs
@@ -482,7 +490,7 @@ impl VmTable {
     pub fn vms(&self) -> impl Iterator<Item = (&HostId, &VmInfo)> {
         self.hosts
             .iter()
-            .flat_map(|(h, r)| r.vms.values().map(move |v| (h, v)))
+            .flat_map(|(h, r)| r.vms.values().map(move |v| (h, &**v)))
     }
 
     /// Number of VMs in the table.
@@ -520,7 +528,7 @@ mod tests {
         vm.memory_mib = Some(4096);
         vm.tools = ToolsState::Running;
         let r = t.hosts.get_mut(&HostId::from("esx1")).unwrap();
-        r.vms.insert(vm.id.clone(), vm);
+        Arc::make_mut(&mut r.vms).insert(vm.id.clone(), Arc::new(vm));
         r.freshness = Freshness::Fresh;
         r.last_seen = Some(Instant::from_millis(1500));
         let json = serde_json::to_value(&t).unwrap();

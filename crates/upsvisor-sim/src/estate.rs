@@ -343,12 +343,21 @@ pub(crate) struct HostState {
 #[derive(Debug, Clone)]
 pub(crate) struct VmState {
     pub(crate) host: HostId,
-    pub(crate) info: VmInfo,
+    /// Shared with the answers handed out: a change copies it first if an
+    /// answer (or the engine's table) still holds it ([`VmState::info_mut`]).
+    pub(crate) info: Arc<VmInfo>,
     pub(crate) guest: Guest,
     /// HA restart: delay, restarts left.
     pub(crate) ha: Option<(Duration, u32)>,
     /// A cluster manager's system VM: restarted after this delay.
     pub(crate) system: Option<Duration>,
+}
+
+impl VmState {
+    /// The record, to change: copied first if it is shared.
+    pub(crate) fn info_mut(&mut self) -> &mut VmInfo {
+        Arc::make_mut(&mut self.info)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -643,11 +652,11 @@ impl State {
                     .retain(|_, a| !matches!(a, Action::GuestOff { vm: v } if *v == vm));
                 if let Some(v) = self.vms.get_mut(&vm) {
                     if v.info.power == PowerState::PoweredOn {
-                        v.info.power = PowerState::PoweredOff;
-                        v.info.ips.clear();
+                        v.info_mut().power = PowerState::PoweredOff;
+                        v.info_mut().ips.clear();
                         // The guest is down, and its tools with it.
                         if v.info.tools == ToolsState::Running {
-                            v.info.tools = ToolsState::NotRunning;
+                            v.info_mut().tools = ToolsState::NotRunning;
                         }
                         self.after_stop(&vm);
                     }
@@ -710,11 +719,11 @@ impl State {
                 });
             }
             if v.info.power != PowerState::Suspended {
-                v.info.power = PowerState::PoweredOff;
+                v.info_mut().power = PowerState::PoweredOff;
             }
-            v.info.ips.clear();
+            v.info_mut().ips.clear();
             if v.info.tools == ToolsState::Running {
-                v.info.tools = ToolsState::NotRunning;
+                v.info_mut().tools = ToolsState::NotRunning;
             }
         }
         // Pending guest shutdowns on a dark host never complete.
@@ -907,7 +916,7 @@ impl Estate {
             key,
             VmState {
                 host: host.clone(),
-                info,
+                info: Arc::new(info),
                 guest,
                 ha: None,
                 system: None,
@@ -1001,9 +1010,11 @@ impl Estate {
         if let Some(v) = lock(&self.state).vms.get_mut(vm) {
             v.guest = g;
             match g {
-                Guest::NoTools => v.info.tools = ToolsState::NotInstalled,
-                Guest::Acpi(_) => v.info.tools = ToolsState::Unknown,
-                Guest::StaleTools if v.info.power.is_on() => v.info.tools = ToolsState::Running,
+                Guest::NoTools => v.info_mut().tools = ToolsState::NotInstalled,
+                Guest::Acpi(_) => v.info_mut().tools = ToolsState::Unknown,
+                Guest::StaleTools if v.info.power.is_on() => {
+                    v.info_mut().tools = ToolsState::Running
+                }
                 _ => {}
             }
         }
@@ -1016,7 +1027,7 @@ impl Estate {
         st.catch_up(now);
         st.vms
             .iter()
-            .map(|(id, v)| (id.clone(), (v.host.clone(), v.info.clone())))
+            .map(|(id, v)| (id.clone(), (v.host.clone(), VmInfo::clone(&v.info))))
             .collect()
     }
 
@@ -1266,7 +1277,7 @@ impl HostTransport for SimHost {
 
     async fn vm_info(&self, vm: &VmId) -> Result<VmInfo> {
         let st = self.request().await?;
-        Ok(self.vm_on_host(&st, vm)?.info.clone())
+        Ok(VmInfo::clone(&self.vm_on_host(&st, vm)?.info))
     }
 
     async fn inventory(&self) -> Result<HostInventory> {
@@ -1285,7 +1296,7 @@ impl HostTransport for SimHost {
             .map(|h| h.cfg.info.clone())
             .unwrap_or_default();
         let vms = st.vms_on(&self.host).map(|(_, v)| v.info.clone()).collect();
-        Ok(HostInventory::new(info, vms))
+        Ok(HostInventory::shared(info, vms))
     }
 
     async fn vm_power(&self, vm: &VmId, op: VmOp) -> Result<()> {
@@ -1510,10 +1521,10 @@ fn vm_op(st: &mut State, host: &HostId, vm: &VmId, op: VmOp) -> Result<()> {
             }
         }
         VmOp::PowerOff => {
-            v.info.power = PowerState::PoweredOff;
-            v.info.ips.clear();
+            v.info_mut().power = PowerState::PoweredOff;
+            v.info_mut().ips.clear();
             if v.info.tools == ToolsState::Running {
-                v.info.tools = ToolsState::NotRunning;
+                v.info_mut().tools = ToolsState::NotRunning;
             }
             let id = vm.clone();
             st.actions
@@ -1552,8 +1563,8 @@ fn vm_op(st: &mut State, host: &HostId, vm: &VmId, op: VmOp) -> Result<()> {
             let Some(v) = st.vms.get_mut(vm) else {
                 return Err(Error::not_found(format!("VM {vm}")));
             };
-            v.info.power = PowerState::PoweredOn;
-            v.info.tools = match v.guest {
+            v.info_mut().power = PowerState::PoweredOn;
+            v.info_mut().tools = match v.guest {
                 Guest::NoTools => ToolsState::NotInstalled,
                 Guest::Acpi(_) => ToolsState::Unknown,
                 _ => ToolsState::Running,
@@ -1572,8 +1583,8 @@ fn vm_op(st: &mut State, host: &HostId, vm: &VmId, op: VmOp) -> Result<()> {
         }
         VmOp::Suspend => {
             if on {
-                v.info.power = PowerState::Suspended;
-                v.info.ips.clear();
+                v.info_mut().power = PowerState::Suspended;
+                v.info_mut().ips.clear();
             }
             Ok(())
         }

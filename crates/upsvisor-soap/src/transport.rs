@@ -938,7 +938,7 @@ impl HostTransport for SoapTransport {
             .await?
             .vms
             .into_iter()
-            .map(|v| v.id)
+            .map(|v| v.id.clone())
             .collect())
     }
 
@@ -949,6 +949,7 @@ impl HostTransport for SoapTransport {
             .vms
             .into_iter()
             .find(|v| &v.id == vm)
+            .map(std::sync::Arc::unwrap_or_clone)
             .ok_or_else(|| Error::not_found(format!("VM {vm} on {}", self.inner.target)))
     }
 

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 macro_rules! id_type {
     ($(#[$m:meta])* $name:ident) => {
@@ -13,12 +14,14 @@ macro_rules! id_type {
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
         #[cfg_attr(feature = "serde", serde(transparent))]
-        pub struct $name(String);
+        // Shared text: a clone (every table, event and index holds ids) is
+        // a reference count, not an allocation. Serialises as a string.
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Wraps an id.
             pub fn new(id: impl Into<String>) -> Self {
-                $name(id.into())
+                $name(Arc::from(id.into()))
             }
             /// The id as text.
             pub fn as_str(&self) -> &str {
@@ -34,13 +37,13 @@ macro_rules! id_type {
 
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
-                $name(s.to_owned())
+                $name(Arc::from(s))
             }
         }
 
         impl From<String> for $name {
             fn from(s: String) -> Self {
-                $name(s)
+                $name(Arc::from(s))
             }
         }
     };
@@ -61,7 +64,7 @@ id_type!(
 impl VmId {
     /// The key of a host-local platform id: `<local>@<host>`.
     pub fn scoped(host: &HostId, local: &str) -> VmId {
-        VmId(format!("{local}@{host}"))
+        VmId::from(format!("{local}@{host}"))
     }
 
     /// The platform's own id inside a key made by [`VmId::scoped`] for
@@ -276,19 +279,36 @@ impl VmInfo {
 }
 
 /// What one host answered in one poll.
+///
+/// The VM records are shared ([`Arc`]): the engine's table keeps the same
+/// records, so a VM costs a pointer copy from an answer into the table and
+/// from one cycle's table into the next, and a transport that keeps its own
+/// records (a cache, a simulator) can hand them out without copying them.
+/// With `serde` a record serialises exactly as a plain [`VmInfo`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct HostInventory {
     /// The host's own description.
     pub info: HostInfo,
-    /// Its VMs.
-    pub vms: Vec<VmInfo>,
+    /// Its VMs. Change one in place with [`Arc::make_mut`] (copies it only
+    /// if it is shared).
+    pub vms: Vec<Arc<VmInfo>>,
 }
 
 impl HostInventory {
-    /// An inventory answer.
+    /// An inventory answer from plain records (each moved into an
+    /// [`Arc`]).
     pub fn new(info: HostInfo, vms: Vec<VmInfo>) -> Self {
+        HostInventory {
+            info,
+            vms: vms.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// An inventory answer from records the transport keeps and shares
+    /// (no copy).
+    pub fn shared(info: HostInfo, vms: Vec<Arc<VmInfo>>) -> Self {
         HostInventory { info, vms }
     }
 }

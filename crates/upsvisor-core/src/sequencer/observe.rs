@@ -27,5 +27,5 @@ pub(super) fn locate<'t>(
     vm: &VmId,
 ) -> Option<(&'t HostId, &'t crate::model::VmInfo)> {
     let h = *index.get(vm)?;
-    table.hosts.get(h)?.vms.get(vm).map(|v| (h, v))
+    table.hosts.get(h)?.vms.get(vm).map(|v| (h, &**v))
 }

@@ -548,7 +548,7 @@ mod tests {
                     format!("vm{i}-{j}"),
                     PowerState::PoweredOn,
                 );
-                rec.vms.insert(v.id.clone(), v);
+                std::sync::Arc::make_mut(&mut rec.vms).insert(v.id.clone(), std::sync::Arc::new(v));
             }
         }
         let scope: BTreeSet<HostId> = hosts.iter().cloned().collect();
@@ -592,7 +592,8 @@ mod tests {
             // A keepalived pair: both report the virtual IP.
             let mut v = VmInfo::new(format!("lb{i}"), format!("lb{i}"), PowerState::PoweredOn);
             v.ips = vec![ip];
-            table.hosts.get_mut(h).unwrap().vms.insert(v.id.clone(), v);
+            let rec = table.hosts.get_mut(h).unwrap();
+            std::sync::Arc::make_mut(&mut rec.vms).insert(v.id.clone(), std::sync::Arc::new(v));
         }
         let scope: BTreeSet<HostId> = hosts.iter().cloned().collect();
         let me = MachineIdentity {
@@ -622,7 +623,7 @@ mod tests {
             "{stopped:?}"
         );
         // With one of them gone the other is this machine.
-        table.hosts.get_mut(&hosts[1]).unwrap().vms.clear();
+        std::sync::Arc::make_mut(&mut table.hosts.get_mut(&hosts[1]).unwrap().vms).clear();
         assert_eq!(
             cfg.controller_in(&table).map(|(_, v)| v.name.as_str()),
             Some("lb0")
