@@ -68,6 +68,9 @@ pub struct SoapConfig {
     pub(crate) max_xml_depth: usize,
     /// `maxObjects` per RetrievePropertiesEx page.
     pub(crate) page_size: u32,
+    /// How long after a fetch is sent its result may serve other hosts of
+    /// the session (see [`SoapConfig::fetch_reuse`]).
+    pub(crate) fetch_reuse: Duration,
 }
 
 impl Default for SoapConfig {
@@ -85,6 +88,7 @@ impl Default for SoapConfig {
             max_reply_bytes: 64 << 20,
             max_xml_depth: 48,
             page_size: 1000,
+            fetch_reuse: Duration::from_secs(3),
         }
     }
 }
@@ -177,6 +181,26 @@ impl SoapConfig {
     /// Sets the page size of property retrieval.
     pub fn page_size(mut self, n: u32) -> Self {
         self.page_size = n.max(1);
+        self
+    }
+
+    /// Sets how long a datacenter (or cluster) fetch may serve the other
+    /// hosts of a shared session ([`crate::SoapTransport::share`]), counted
+    /// from the moment the fetch was sent. Default 3 s: well under a poll
+    /// period (the daemon's default is 60 s, 15 s on battery), and long
+    /// enough that every batch of a poll cycle (the poller polls
+    /// `max_concurrency` hosts at a time) uses the one fetch the first batch
+    /// made.
+    ///
+    /// The rule: a caller joins a fetch in flight, or takes the result of
+    /// one that succeeded, only while that fetch is younger than this
+    /// window; older data is never served, a failed fetch is never reused,
+    /// and a power call through the session drops what is kept, so a poll
+    /// after a power call (or an immediate poll after a power event that
+    /// comes later than the window) always asks the server again.
+    /// `Duration::ZERO` turns sharing of fetches off (each host fetches).
+    pub fn fetch_reuse(mut self, d: Duration) -> Self {
+        self.fetch_reuse = d;
         self
     }
 
