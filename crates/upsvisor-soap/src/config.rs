@@ -68,7 +68,7 @@ pub struct SoapConfig {
     pub(crate) max_xml_depth: usize,
     /// `maxObjects` per RetrievePropertiesEx page.
     pub(crate) page_size: u32,
-    /// How long after a fetch is sent its result may serve other hosts of
+    /// How long after its answer arrived a fetch may serve other hosts of
     /// the session (see [`SoapConfig::fetch_reuse`]).
     pub(crate) fetch_reuse: Duration,
 }
@@ -184,21 +184,27 @@ impl SoapConfig {
         self
     }
 
-    /// Sets how long a datacenter (or cluster) fetch may serve the other
-    /// hosts of a shared session ([`crate::SoapTransport::share`]), counted
-    /// from the moment the fetch was sent. Default 3 s: well under a poll
+    /// Sets how long, after its answer arrived, a datacenter (or cluster)
+    /// fetch may serve the other hosts of a shared session
+    /// ([`crate::SoapTransport::share`]). Default 3 s: well under a poll
     /// period (the daemon's default is 60 s, 15 s on battery), and long
-    /// enough that every batch of a poll cycle (the poller polls
-    /// `max_concurrency` hosts at a time) uses the one fetch the first batch
-    /// made.
+    /// enough for the poller's later batches (it polls `max_concurrency`
+    /// hosts at a time, the next as one finishes) to use the fetch the
+    /// first batch made: one fetch per cycle.
     ///
-    /// The rule: a caller joins a fetch in flight, or takes the result of
-    /// one that succeeded, only while that fetch is younger than this
-    /// window; older data is never served, a failed fetch is never reused,
-    /// and a power call through the session drops what is kept, so a poll
-    /// after a power call (or an immediate poll after a power event that
-    /// comes later than the window) always asks the server again.
-    /// `Duration::ZERO` turns sharing of fetches off (each host fetches).
+    /// The rule, and why it is safe:
+    /// - a fetch serves each host **once**: a host asking again (its next
+    ///   poll, or an immediate poll after a power event) always gets a
+    ///   fetch sent after it asked, or one still in flight that it had
+    ///   not yet been served by;
+    /// - other hosts take a kept result only within this window of its
+    ///   arrival: data older than one fetch plus the window is never
+    ///   served;
+    /// - a failed fetch is never kept, and a power call through the
+    ///   session drops what is kept and in flight.
+    ///
+    /// `Duration::ZERO` keeps nothing: hosts then share only fetches that
+    /// are in flight when they ask.
     pub fn fetch_reuse(mut self, d: Duration) -> Self {
         self.fetch_reuse = d;
         self

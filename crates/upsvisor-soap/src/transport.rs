@@ -233,9 +233,9 @@ struct Pending {
     fut: SharedFetch,
 }
 
-/// A fetch that succeeded: when it was sent, the hosts it served.
+/// A fetch that succeeded: when its answer arrived, the hosts it served.
 struct Kept {
-    sent: Instant,
+    arrived: Instant,
     served: Served,
     snap: Arc<Snapshot>,
 }
@@ -258,7 +258,7 @@ struct State {
     /// Fetches in flight, per scope, that concurrent callers join.
     inflight: HashMap<MoRef, Pending>,
     /// The last successful fetch of each scope, served to other hosts
-    /// within [`SoapConfig::fetch_reuse`] of its sending.
+    /// within [`SoapConfig::fetch_reuse`] of its arrival.
     recent: HashMap<MoRef, Kept>,
     vm_refs: HashMap<VmId, MoRef>,
     /// Per session: the change feed of each scope (private collector, version).
@@ -400,8 +400,9 @@ impl SoapTransport {
     /// its cluster when the session's hosts are few against their
     /// datacenter (their clusters hold at most half of its hosts, at most
     /// 16 clusters): a lone host of a large vCenter then fetches its
-    /// cluster's VMs, not the datacenter's. A fetch serves the hosts that
-    /// ask within [`SoapConfig::fetch_reuse`] of its start.
+    /// cluster's VMs, not the datacenter's. A fetch serves each host once:
+    /// those that ask while it runs, and those that ask within
+    /// [`SoapConfig::fetch_reuse`] of its answer.
     pub fn share(&self, host: HostSelector) -> SoapTransport {
         {
             // A new host changes the scopes: list again at the next call.
@@ -900,9 +901,9 @@ impl Inner {
         Ok(Arc::new(snap))
     }
 
-    /// The inventory data of `scope` for host `sel`: a fetch sent less than
-    /// [`SoapConfig::fetch_reuse`] ago that has not served `sel` yet (its
-    /// result if it succeeded, joined if still in flight), else a new one.
+    /// The inventory data of `scope` for host `sel`: a fetch that has not
+    /// served `sel` yet, joined if still in flight, or its result if it
+    /// succeeded less than [`SoapConfig::fetch_reuse`] ago; else a new one.
     async fn snapshot(
         self: &Arc<Self>,
         s: Arc<Session>,
@@ -914,18 +915,18 @@ impl Inner {
         let fut = {
             let mut st = self.lock();
             // Expired results are dropped here, not kept until replaced.
-            st.recent.retain(|_, k| k.sent.elapsed() < window);
+            st.recent.retain(|_, k| k.arrived.elapsed() < window);
             if let Some(k) = st.recent.get_mut(scope) {
                 if k.served.insert(sel.clone()) {
                     return Ok(Arc::clone(&k.snap));
                 }
             }
-            // Also covers an abandoned fetch (every caller dropped it): not
-            // joined once older than the window.
+            // An abandoned fetch (every caller dropped it) is not joined
+            // once older than one exchange's deadline.
             let joined = st
                 .inflight
                 .get_mut(scope)
-                .filter(|p| p.sent.elapsed() < window)
+                .filter(|p| p.sent.elapsed() < self.cfg.timeout)
                 .filter(|p| !p.served.contains(sel))
                 .map(|p| {
                     p.served.insert(sel.clone());
@@ -957,9 +958,9 @@ impl Inner {
         // log says so once.
         if st.inflight.get(scope).is_some_and(|p| p.fut.ptr_eq(&fut)) {
             if let (Some(p), Ok(snap)) = (st.inflight.remove(scope), &r) {
-                if p.sent.elapsed() < window {
+                if !window.is_zero() {
                     let kept = Kept {
-                        sent: p.sent,
+                        arrived: Instant::now(),
                         served: p.served,
                         snap: Arc::clone(snap),
                     };
