@@ -294,12 +294,13 @@ struct Inner {
 ///
 /// The inventory is one `RetrievePropertiesEx` (plus
 /// `ContinueRetrievePropertiesEx` pages) over a container view of the
-/// host's datacenter, keeping the VMs whose `runtime.host` is this host: a
-/// VM migrated by vCenter shows up under its new host at the next poll.
-/// Transports made with [`SoapTransport::share`] use one session and, when
-/// polled at the same time (as the poller does every cycle), join one
-/// fetch per datacenter: a whole vCenter costs one round trip per cycle,
-/// and every VM appears under exactly one host.
+/// host's datacenter (or of its cluster, see [`SoapTransport::share`]),
+/// keeping the VMs whose `runtime.host` is this host: a VM migrated by
+/// vCenter shows up under its new host at the next poll. Transports made
+/// with [`SoapTransport::share`] use one session, are resolved from one
+/// listing of the endpoint's hosts, and share one fetch per datacenter and
+/// poll cycle ([`SoapConfig::fetch_reuse`]): a whole vCenter costs one
+/// round trip per cycle, and every VM appears under exactly one host.
 ///
 /// With the `ureq` feature each HTTP exchange runs on a short-lived
 /// thread of its own and is handed back as a future: no async runtime is

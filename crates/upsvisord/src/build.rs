@@ -860,6 +860,21 @@ mod tests {
         assert_eq!(parts.hosts.len(), 1);
     }
 
+    /// A vCenter fetch serves the session's other hosts for 3 s, or a
+    /// quarter of the shorter poll period when that is less.
+    #[test]
+    fn fetch_reuse_stays_well_under_the_poll_period() {
+        let p = |period_s, on_battery_period_s| crate::config::PollerSection {
+            period_s,
+            on_battery_period_s,
+            ..Default::default()
+        };
+        assert_eq!(fetch_reuse(&p(60, 15)), Duration::from_secs(3));
+        assert_eq!(fetch_reuse(&p(60, 4)), Duration::from_secs(1));
+        assert_eq!(fetch_reuse(&p(1, 1)), Duration::from_millis(250));
+        assert_eq!(fetch_reuse(&p(0, 0)), Duration::from_millis(250));
+    }
+
     /// Hosts of one vCenter share a session only when every connection
     /// setting is equal; `vsphere_host` alone may differ.
     #[test]
