@@ -170,13 +170,35 @@ func (h *Harness) relocate(ctx context.Context, vm *simulator.VirtualMachine, ho
 	if vm.Runtime.Host != nil {
 		from = vm.Runtime.Host.Value
 	}
+	oldPool, oldHost := vm.ResourcePool, vm.Runtime.Host
 	ref := host.Self
 	spec := types.VirtualMachineRelocateSpec{Host: &ref, Pool: poolOf(host)}
 	task, err := object.NewVirtualMachine(h.Client, vm.Self).Relocate(ctx, spec, types.VirtualMachineMovePriorityDefaultPriority)
 	if err != nil {
 		return from, err
 	}
-	return from, task.Wait(ctx)
+	if err := task.Wait(ctx); err != nil {
+		return from, err
+	}
+	// govmomi 0.24.2's RelocateVM_Task sets the VM's resourcePool and
+	// runtime.host but leaves the pools' and hosts' `vm` lists as they
+	// were, so a container view of a cluster (or host) created afterwards
+	// would still walk the VM under its old place. vCenter moves it.
+	if oldPool != nil && spec.Pool != nil && *oldPool != *spec.Pool {
+		if p, ok := simulator.Map.Get(*oldPool).(*simulator.ResourcePool); ok {
+			simulator.Map.RemoveReference(p, &p.Vm, vm.Self)
+		}
+		if p, ok := simulator.Map.Get(*spec.Pool).(*simulator.ResourcePool); ok {
+			simulator.Map.AddReference(p, &p.Vm, vm.Self)
+		}
+	}
+	if oldHost != nil && *oldHost != ref {
+		if o, ok := simulator.Map.Get(*oldHost).(*simulator.HostSystem); ok {
+			simulator.Map.RemoveReference(o, &o.Vm, vm.Self)
+		}
+		simulator.Map.AddReference(host, &host.Vm, vm.Self)
+	}
+	return from, nil
 }
 
 // TruthVM is one VM as the simulator holds it.

@@ -68,6 +68,9 @@ pub struct SoapConfig {
     pub(crate) max_xml_depth: usize,
     /// `maxObjects` per RetrievePropertiesEx page.
     pub(crate) page_size: u32,
+    /// How long after its answer arrived a fetch may serve other hosts of
+    /// the session (see [`SoapConfig::fetch_reuse`]).
+    pub(crate) fetch_reuse: Duration,
 }
 
 impl Default for SoapConfig {
@@ -85,6 +88,7 @@ impl Default for SoapConfig {
             max_reply_bytes: 64 << 20,
             max_xml_depth: 48,
             page_size: 1000,
+            fetch_reuse: Duration::from_secs(3),
         }
     }
 }
@@ -177,6 +181,32 @@ impl SoapConfig {
     /// Sets the page size of property retrieval.
     pub fn page_size(mut self, n: u32) -> Self {
         self.page_size = n.max(1);
+        self
+    }
+
+    /// Sets how long, after its answer arrived, a datacenter (or cluster)
+    /// fetch may serve the other hosts of a shared session
+    /// ([`crate::SoapTransport::share`]). Default 3 s: well under a poll
+    /// period (the daemon's default is 60 s, 15 s on battery), and long
+    /// enough for the poller's later batches (it polls `max_concurrency`
+    /// hosts at a time, the next as one finishes) to use the fetch the
+    /// first batch made: one fetch per cycle.
+    ///
+    /// The rule, and why it is safe:
+    /// - a fetch serves each host **once**: a host asking again (its next
+    ///   poll, or an immediate poll after a power event) always gets a
+    ///   fetch sent after it asked, or one still in flight that it had
+    ///   not yet been served by;
+    /// - other hosts take a kept result only within this window of its
+    ///   arrival: data older than one fetch plus the window is never
+    ///   served;
+    /// - a failed fetch is never kept, and a power call through the
+    ///   session drops what is kept and in flight.
+    ///
+    /// `Duration::ZERO` keeps nothing: hosts then share only fetches that
+    /// are in flight when they ask.
+    pub fn fetch_reuse(mut self, d: Duration) -> Self {
+        self.fetch_reuse = d;
         self
     }
 

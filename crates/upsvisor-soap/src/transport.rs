@@ -47,12 +47,170 @@ struct Session {
 }
 
 /// A host as resolved under a session: its reference, name and the
-/// datacenter whose view holds its VMs.
+/// container (its datacenter, or its cluster: [`Listing::scopes`]) whose
+/// view holds its VMs.
 #[derive(Debug, Clone)]
 struct Resolved {
     host: MoRef,
     name: String,
     scope: MoRef,
+    /// Its datacenter (the change feed's scope).
+    datacenter: MoRef,
+}
+
+impl Resolved {
+    /// Whether the view is a cluster's: made for each fetch (see
+    /// [`Inner::scoped_fetch`]) rather than kept for the session.
+    fn by_cluster(&self) -> bool {
+        self.scope != self.datacenter
+    }
+}
+
+/// One host of a [`Listing`].
+#[derive(Debug, Clone)]
+struct Listed {
+    host: MoRef,
+    name: String,
+    /// Its parent: the `ClusterComputeResource` or (standalone) the
+    /// `ComputeResource` that holds it; the host itself if it has neither.
+    cluster: MoRef,
+    /// The `Datacenter` above it; the root folder if there is none.
+    datacenter: MoRef,
+}
+
+/// Every host of the endpoint as one retrieval found it, and the view
+/// scope of each host this session polls.
+#[derive(Debug, Default)]
+struct Listing {
+    hosts: Vec<Listed>,
+    scope: HashMap<MoRef, MoRef>,
+}
+
+/// Most cluster views one session fetches per cycle before it fetches the
+/// datacenter instead: at most this many round trips per cycle.
+const MAX_CLUSTER_SCOPES: usize = 16;
+
+impl Listing {
+    /// From `(host, name)` pairs and the `parent` of every host, compute
+    /// resource and folder: walks each host up to its datacenter.
+    fn new(hosts: Vec<(MoRef, String)>, parents: &HashMap<MoRef, MoRef>, root: &MoRef) -> Self {
+        let hosts = hosts
+            .into_iter()
+            .map(|(host, name)| {
+                let cluster = parents
+                    .get(&host)
+                    .filter(|p| p.kind.ends_with("ComputeResource"))
+                    .cloned()
+                    .unwrap_or_else(|| host.clone());
+                let mut datacenter = root.clone();
+                let mut cur = &host;
+                // Folders nest; a cycle in a broken answer ends here.
+                for _ in 0..64 {
+                    match parents.get(cur) {
+                        Some(p) if p.kind == "Datacenter" => {
+                            datacenter = p.clone();
+                            break;
+                        }
+                        Some(p) => cur = p,
+                        None => break,
+                    }
+                }
+                Listed {
+                    host,
+                    name,
+                    cluster,
+                    datacenter,
+                }
+            })
+            .collect();
+        Listing {
+            hosts,
+            scope: HashMap::new(),
+        }
+    }
+
+    /// The host `sel` names: `None` when the listing does not hold it.
+    fn find(&self, sel: &HostSelector, target: &str) -> Option<Result<&Listed>> {
+        match sel {
+            HostSelector::Name(want) => self.hosts.iter().find(|h| &h.name == want).map(Ok),
+            HostSelector::MoRef(id) => self.hosts.iter().find(|h| &h.host.value == id).map(Ok),
+            _ => match self.hosts.as_slice() {
+                [] => None,
+                [only] => Some(Ok(only)),
+                many => Some(Err(Error::config(
+                    "soap.host",
+                    format!(
+                        "{target} manages {} hosts; name the one this transport is for (HostSelector::Name)",
+                        many.len()
+                    ),
+                ))),
+            },
+        }
+    }
+
+    fn resolved(&self, sel: &HostSelector, target: &str) -> Option<Result<Resolved>> {
+        self.find(sel, target).map(|r| {
+            r.map(|h| Resolved {
+                host: h.host.clone(),
+                name: h.name.clone(),
+                datacenter: h.datacenter.clone(),
+                scope: self
+                    .scope
+                    .get(&h.host)
+                    .cloned()
+                    .unwrap_or_else(|| h.datacenter.clone()),
+            })
+        })
+    }
+
+    fn missing(sel: &HostSelector, target: &str) -> Error {
+        match sel {
+            HostSelector::Name(n) => Error::not_found(format!("host named {n:?} at {target}")),
+            HostSelector::MoRef(id) => Error::not_found(format!("host {id} at {target}")),
+            _ => Error::not_found(format!("any host at {target}")),
+        }
+    }
+
+    /// Sets the view scope of every host of `polled` (the hosts this
+    /// session polls). Per datacenter: when the clusters (compute
+    /// resources) of the polled hosts hold at most half of the
+    /// datacenter's hosts, and are at most [`MAX_CLUSTER_SCOPES`], each
+    /// polled host's view is its cluster; otherwise it is the datacenter.
+    /// A fetch costs about its VMs, which go with hosts, so one lone host
+    /// of a 100-host vCenter in 10-host clusters fetches a tenth of the
+    /// VMs, and a session polling most of a datacenter still makes one
+    /// fetch for all. A host with no compute resource above it always uses
+    /// its datacenter (a view of a host holds its VMs but not the host).
+    fn set_scopes<'a>(&mut self, polled: impl Iterator<Item = &'a HostSelector>, target: &str) {
+        let mut wanted: Vec<&Listed> = polled
+            .filter_map(|sel| self.find(sel, target).and_then(|r| r.ok()))
+            .collect();
+        wanted.sort_by(|a, b| a.host.value.cmp(&b.host.value));
+        wanted.dedup_by(|a, b| a.host == b.host);
+        let mut per_dc: HashMap<&MoRef, Vec<&Listed>> = HashMap::new();
+        for h in wanted {
+            per_dc.entry(&h.datacenter).or_default().push(h);
+        }
+        let mut scope = HashMap::new();
+        for (dc, polled) in per_dc {
+            let clusters: std::collections::HashSet<&MoRef> =
+                polled.iter().map(|h| &h.cluster).collect();
+            let in_dc = self.hosts.iter().filter(|h| &h.datacenter == dc).count();
+            let covered = self
+                .hosts
+                .iter()
+                .filter(|h| &h.datacenter == dc && clusters.contains(&h.cluster))
+                .count();
+            let by_cluster = covered * 2 <= in_dc
+                && clusters.len() <= MAX_CLUSTER_SCOPES
+                && polled.iter().all(|h| h.cluster != h.host);
+            for h in polled {
+                let s = if by_cluster { &h.cluster } else { dc };
+                scope.insert(h.host.clone(), s.clone());
+            }
+        }
+        self.scope = scope;
+    }
 }
 
 /// One fetch of a whole datacenter: every host's state and every VM.
@@ -64,15 +222,44 @@ struct Snapshot {
 
 type SharedFetch = Shared<BoxFuture<'static, CallResult<Arc<Snapshot>>>>;
 
+/// Which hosts a fetch has served: each host at most once, so a host that
+/// asks again (its next poll) always gets a new fetch.
+type Served = std::collections::HashSet<HostSelector>;
+
+/// A fetch in flight: when it was sent, the hosts waiting for it.
+struct Pending {
+    sent: Instant,
+    served: Served,
+    fut: SharedFetch,
+}
+
+/// A fetch that succeeded: when its answer arrived, the hosts it served.
+struct Kept {
+    arrived: Instant,
+    served: Served,
+    snap: Arc<Snapshot>,
+}
+
 #[derive(Default)]
 struct State {
     session: Option<Arc<Session>>,
     generation: u64,
+    /// The hosts transports of this session speak for (how many of each):
+    /// what [`Listing::set_scopes`] scopes views for.
+    polled: HashMap<HostSelector, usize>,
+    /// Per session: the last host listing, its container view, and how
+    /// many listings were made (callers that waited for one take it).
+    listing: Option<Listing>,
+    listing_view: Option<MoRef>,
+    listings: u64,
     /// Per session: resolved hosts and the container view of each scope.
     resolved: HashMap<HostSelector, Resolved>,
     views: HashMap<MoRef, MoRef>,
     /// Fetches in flight, per scope, that concurrent callers join.
-    inflight: HashMap<MoRef, (Instant, SharedFetch)>,
+    inflight: HashMap<MoRef, Pending>,
+    /// The last successful fetch of each scope, served to other hosts
+    /// within [`SoapConfig::fetch_reuse`] of its arrival.
+    recent: HashMap<MoRef, Kept>,
     vm_refs: HashMap<VmId, MoRef>,
     /// Per session: the change feed of each scope (private collector, version).
     feeds: HashMap<MoRef, (MoRef, String)>,
@@ -92,6 +279,9 @@ struct Inner {
     backend: Box<dyn Backend>,
     state: Mutex<State>,
     login_lock: futures::lock::Mutex<()>,
+    /// Held while listing hosts or creating a view: concurrent callers
+    /// wait and take the one made.
+    setup_lock: futures::lock::Mutex<()>,
 }
 
 /// A [`HostTransport`] over the vSphere Web Services API (vim25 SOAP): an
@@ -104,12 +294,13 @@ struct Inner {
 ///
 /// The inventory is one `RetrievePropertiesEx` (plus
 /// `ContinueRetrievePropertiesEx` pages) over a container view of the
-/// host's datacenter, keeping the VMs whose `runtime.host` is this host: a
-/// VM migrated by vCenter shows up under its new host at the next poll.
-/// Transports made with [`SoapTransport::share`] use one session and, when
-/// polled at the same time (as the poller does every cycle), join one
-/// fetch per datacenter: a whole vCenter costs one round trip per cycle,
-/// and every VM appears under exactly one host.
+/// host's datacenter (or of its cluster, see [`SoapTransport::share`]),
+/// keeping the VMs whose `runtime.host` is this host: a VM migrated by
+/// vCenter shows up under its new host at the next poll. Transports made
+/// with [`SoapTransport::share`] use one session, are resolved from one
+/// listing of the endpoint's hosts, and share one fetch per datacenter and
+/// poll cycle ([`SoapConfig::fetch_reuse`]): a whole vCenter costs one
+/// round trip per cycle, and every VM appears under exactly one host.
 ///
 /// With the `ureq` feature each HTTP exchange runs on a short-lived
 /// thread of its own and is handed back as a future: no async runtime is
@@ -184,27 +375,68 @@ impl SoapTransport {
                 backend,
                 state: Mutex::new(State::default()),
                 login_lock: futures::lock::Mutex::new(()),
+                setup_lock: futures::lock::Mutex::new(()),
             }),
             host,
         }
+        .registered()
+    }
+
+    fn registered(self) -> Self {
+        *self
+            .inner
+            .lock()
+            .polled
+            .entry(self.host.clone())
+            .or_default() += 1;
+        self
     }
 
     /// Another host of the same endpoint (vCenter), over the same session.
     /// Inventories of sharing transports that run at the same time join one
     /// fetch of their datacenter.
+    ///
+    /// All hosts of a session are resolved from one listing of the
+    /// endpoint's hosts. Each host's inventory view is its datacenter, or
+    /// its cluster when the session's hosts are few against their
+    /// datacenter (their clusters hold at most half of its hosts, at most
+    /// 16 clusters): a lone host of a large vCenter then fetches its
+    /// cluster's VMs, not the datacenter's. A fetch serves each host once:
+    /// those that ask while it runs, and those that ask within
+    /// [`SoapConfig::fetch_reuse`] of its answer.
     pub fn share(&self, host: HostSelector) -> SoapTransport {
+        {
+            // A new host changes the scopes: list again at the next call.
+            let mut st = self.inner.lock();
+            if !st.polled.contains_key(&host) {
+                st.listing = None;
+                st.resolved.clear();
+            }
+        }
         SoapTransport {
             inner: Arc::clone(&self.inner),
             host,
         }
+        .registered()
+    }
+
+    /// The managed object whose container view holds this host's
+    /// inventory, as `(type, id)` (`("Datacenter", "datacenter-2")`,
+    /// `("ClusterComputeResource", "domain-c7")`), once a call has
+    /// resolved the host.
+    pub fn inventory_scope(&self) -> Option<(String, String)> {
+        self.inner
+            .lock()
+            .resolved
+            .get(&self.host)
+            .map(|r| (r.scope.kind.clone(), r.scope.value.clone()))
     }
 
     /// Logs out (if logged in). Later calls log in again.
     pub async fn close(&self) -> Result<()> {
         let session = {
             let mut st = self.inner.lock();
-            st.resolved.clear();
-            st.views.clear();
+            st.forget_session_objects();
             st.session.take()
         };
         if let Some(s) = session {
@@ -257,6 +489,38 @@ impl SoapTransport {
             .resolved
             .get(&self.host)
             .map(|r| r.name.clone())
+    }
+}
+
+impl Drop for SoapTransport {
+    fn drop(&mut self) {
+        let mut st = self.inner.lock();
+        if let Some(n) = st.polled.get_mut(&self.host) {
+            *n -= 1;
+            if *n == 0 {
+                st.polled.remove(&self.host);
+            }
+        }
+    }
+}
+
+impl State {
+    /// Drops what belongs to the session (server-side objects and what
+    /// was read through it).
+    fn forget_session_objects(&mut self) {
+        self.listing = None;
+        self.listing_view = None;
+        self.resolved.clear();
+        self.views.clear();
+        self.inflight.clear();
+        self.recent.clear();
+        self.feeds.clear();
+    }
+
+    /// After a power call: nothing read before it is served again.
+    fn forget_fetches(&mut self) {
+        self.inflight.clear();
+        self.recent.clear();
     }
 }
 
@@ -405,10 +669,7 @@ impl Inner {
             info!(target = %self.target, "vSphere login succeeds again");
         }
         st.session = Some(Arc::clone(&s));
-        st.resolved.clear();
-        st.views.clear();
-        st.inflight.clear();
-        st.feeds.clear();
+        st.forget_session_objects();
         Ok(s)
     }
 
@@ -464,112 +725,120 @@ impl Inner {
         })
     }
 
-    /// Resolves `sel` under `s` (cached per session).
+    /// Resolves `sel` under `s` from the session's host listing (one
+    /// retrieval for every host of the endpoint, cached per session). A
+    /// selector the listing does not know makes one new listing (a host
+    /// added or renamed since); concurrent callers join it.
     async fn resolve(&self, s: &Session, sel: &HostSelector) -> CallResult<Resolved> {
-        if let Some(r) = self.lock().resolved.get(sel).cloned() {
-            return Ok(r);
+        let seen = {
+            let st = self.lock();
+            if let Some(r) = st.resolved.get(sel) {
+                return Ok(r.clone());
+            }
+            st.listings
+        };
+        let _one_listing = self.setup_lock.lock().await;
+        {
+            let mut st = self.lock();
+            if let Some(r) = st.resolved.get(sel) {
+                return Ok(r.clone());
+            }
+            // A listing was made while this caller waited: its answer holds.
+            if st.listings != seen {
+                if let Some(r) = st.listing.as_ref().map(|l| {
+                    l.resolved(sel, &self.target)
+                        .unwrap_or_else(|| Err(Listing::missing(sel, &self.target)))
+                }) {
+                    if let Ok(r) = &r {
+                        st.resolved.insert(sel.clone(), r.clone());
+                    }
+                    return r.map_err(CallError::from);
+                }
+            }
         }
-        let (host, name) = self.find_host(s, sel).await?;
-        let scope = self.datacenter_of(s, &host).await?;
-        debug!(target = %self.target, host = %name, scope = %scope.value, "host resolved");
-        let r = Resolved { host, name, scope };
-        self.lock().resolved.insert(sel.clone(), r.clone());
-        Ok(r)
+        let mut listing = self.list_hosts(s).await?;
+        let mut st = self.lock();
+        st.listings += 1;
+        listing.set_scopes(st.polled.keys(), &self.target);
+        let resolved: HashMap<HostSelector, Resolved> = st
+            .polled
+            .keys()
+            .filter_map(|p| match listing.resolved(p, &self.target) {
+                Some(Ok(r)) => Some((p.clone(), r)),
+                _ => None,
+            })
+            .collect();
+        debug!(target = %self.target, hosts = listing.hosts.len(), resolved = resolved.len(), "hosts listed");
+        st.resolved = resolved;
+        let r = listing
+            .resolved(sel, &self.target)
+            .unwrap_or_else(|| Err(Listing::missing(sel, &self.target)));
+        if let Ok(r) = &r {
+            st.resolved.insert(sel.clone(), r.clone());
+        }
+        st.listing = Some(listing);
+        r.map_err(CallError::from)
     }
 
-    async fn find_host(&self, s: &Session, sel: &HostSelector) -> CallResult<(MoRef, String)> {
-        if let HostSelector::MoRef(id) = sel {
-            let h = MoRef::new("HostSystem", id.clone());
-            let q = PropertyQuery::default()
-                .props("HostSystem", &["name"])
-                .object(h.clone());
-            let objs = match self.retrieve_all(s, &q).await {
-                Err(CallError::Fault(f)) if f.kind == "ManagedObjectNotFound" => Vec::new(),
-                other => other?,
-            };
-            let name = objs
-                .first()
-                .and_then(|o| o.prop("name"))
-                .map(|v| v.text.trim().to_owned())
-                .ok_or_else(|| Error::not_found(format!("host {id} at {}", self.target)))?;
-            return Ok((h, name));
-        }
-        let el = self
-            .call(
-                s,
-                codec::create_container_view(
-                    &s.sc.view_manager,
-                    &s.sc.root_folder,
-                    &["HostSystem"],
-                ),
-                "CreateContainerViewResponse",
-            )
-            .await?;
-        let view = codec::parse_moref(&el).map_err(|e| Error::protocol(&self.target, e))?;
+    /// Every host of the endpoint with its name, compute resource and
+    /// datacenter: one `RetrievePropertiesEx` over a container view of
+    /// hosts, compute resources and folders (`name`, `parent`), the parent
+    /// chains walked here.
+    async fn list_hosts(&self, s: &Session) -> CallResult<Listing> {
+        let existing = self.lock().listing_view.clone();
+        let view = match existing {
+            Some(v) => v,
+            None => {
+                let el = self
+                    .call(
+                        s,
+                        codec::create_container_view(
+                            &s.sc.view_manager,
+                            &s.sc.root_folder,
+                            &["HostSystem", "ComputeResource", "Folder"],
+                        ),
+                        "CreateContainerViewResponse",
+                    )
+                    .await?;
+                let v = codec::parse_moref(&el).map_err(|e| Error::protocol(&self.target, e))?;
+                self.lock().listing_view = Some(v.clone());
+                v
+            }
+        };
         let q = PropertyQuery::default()
-            .props("HostSystem", &["name"])
-            .view(view.clone());
-        let hosts = self.retrieve_all(s, &q).await;
-        let _ = self
-            .call(s, codec::destroy_view(&view), "DestroyViewResponse")
-            .await;
-        let hosts: Vec<(MoRef, String)> = hosts?
-            .into_iter()
-            .map(|o| {
+            .props("HostSystem", &["name", "parent"])
+            .props("ComputeResource", &["parent"])
+            .props("ClusterComputeResource", &["parent"])
+            .props("Folder", &["parent"])
+            .view(view);
+        let objs = self.retrieve_all(s, &q).await?;
+        let mut parents = HashMap::new();
+        let mut hosts = Vec::new();
+        for o in &objs {
+            if let Some(p) = o
+                .prop("parent")
+                .filter(|v| !v.text.trim().is_empty())
+                .map(|v| MoRef::new(v.ref_type.clone().unwrap_or_default(), v.text.trim()))
+            {
+                parents.insert(o.obj.clone(), p);
+            }
+            if o.obj.kind == "HostSystem" {
                 let name = o
                     .prop("name")
                     .map(|v| v.text.trim().to_owned())
                     .unwrap_or_default();
-                (o.obj, name)
-            })
-            .collect();
-        match sel {
-            HostSelector::Name(want) => {
-                hosts.into_iter().find(|(_, n)| n == want).ok_or_else(|| {
-                    Error::not_found(format!("host named {want:?} at {}", self.target)).into()
-                })
-            }
-            _ => {
-                let n = hosts.len();
-                let mut it = hosts.into_iter();
-                match (it.next(), n) {
-                    (Some(only), 1) => Ok(only),
-                    (None, _) => Err(Error::not_found(format!("any host at {}", self.target)).into()),
-                    _ => Err(Error::config(
-                        "soap.host",
-                        format!("{} manages {n} hosts; name the one this transport is for (HostSelector::Name)", self.target),
-                    )
-                    .into()),
-                }
+                hosts.push((o.obj.clone(), name));
             }
         }
-    }
-
-    /// Walks `parent` up from the host to its datacenter (the root folder
-    /// if there is none): the scope of the inventory view.
-    async fn datacenter_of(&self, s: &Session, host: &MoRef) -> CallResult<MoRef> {
-        let mut cur = host.clone();
-        for _ in 0..16 {
-            let q = PropertyQuery::default()
-                .props(&cur.kind, &["parent"])
-                .object(cur.clone());
-            let objs = self.retrieve_all(s, &q).await?;
-            let parent = objs
-                .first()
-                .and_then(|o| o.prop("parent"))
-                .filter(|v| !v.text.trim().is_empty())
-                .map(|v| MoRef::new(v.ref_type.clone().unwrap_or_default(), v.text.trim()));
-            match parent {
-                Some(p) if p.kind == "Datacenter" => return Ok(p),
-                Some(p) => cur = p,
-                None => break,
-            }
-        }
-        Ok(s.sc.root_folder.clone())
+        Ok(Listing::new(hosts, &parents, &s.sc.root_folder))
     }
 
     /// The container view (VMs and hosts) of `scope`, created once per session.
     async fn view(&self, s: &Session, scope: &MoRef) -> CallResult<MoRef> {
+        if let Some(v) = self.lock().views.get(scope).cloned() {
+            return Ok(v);
+        }
+        let _one_view = self.setup_lock.lock().await;
         if let Some(v) = self.lock().views.get(scope).cloned() {
             return Ok(v);
         }
@@ -633,34 +902,72 @@ impl Inner {
         Ok(Arc::new(snap))
     }
 
-    /// Joins the fetch of `scope` in flight, or starts one.
+    /// The inventory data of `scope` for host `sel`: a fetch that has not
+    /// served `sel` yet, joined if still in flight, or its result if it
+    /// succeeded less than [`SoapConfig::fetch_reuse`] ago; else a new one.
     async fn snapshot(
         self: &Arc<Self>,
         s: Arc<Session>,
+        sel: &HostSelector,
         scope: &MoRef,
-        view: MoRef,
+        view: Option<MoRef>,
     ) -> CallResult<Arc<Snapshot>> {
+        let window = self.cfg.fetch_reuse;
         let fut = {
             let mut st = self.lock();
-            match st.inflight.get(scope) {
-                // An abandoned fetch (every caller dropped it) is not joined
-                // once it is older than one exchange's deadline.
-                Some((started, f)) if started.elapsed() < self.cfg.timeout => f.clone(),
-                _ => {
-                    let f = Arc::clone(self).fetch(s, view).boxed().shared();
-                    st.inflight
-                        .insert(scope.clone(), (Instant::now(), f.clone()));
-                    f
+            // Expired results are dropped here, not kept until replaced.
+            st.recent.retain(|_, k| k.arrived.elapsed() < window);
+            if let Some(k) = st.recent.get_mut(scope) {
+                if k.served.insert(sel.clone()) {
+                    return Ok(Arc::clone(&k.snap));
+                }
+            }
+            // An abandoned fetch (every caller dropped it) is not joined
+            // once older than one exchange's deadline.
+            let joined = st
+                .inflight
+                .get_mut(scope)
+                .filter(|p| p.sent.elapsed() < self.cfg.timeout)
+                .filter(|p| !p.served.contains(sel))
+                .map(|p| {
+                    p.served.insert(sel.clone());
+                    p.fut.clone()
+                });
+            match joined {
+                Some(fut) => fut,
+                None => {
+                    let fut = match view {
+                        Some(view) => Arc::clone(self).fetch(s, view).boxed(),
+                        None => Arc::clone(self).scoped_fetch(s, scope.clone()).boxed(),
+                    }
+                    .shared();
+                    let pending = Pending {
+                        sent: Instant::now(),
+                        served: Served::from([sel.clone()]),
+                        fut: fut.clone(),
+                    };
+                    st.inflight.insert(scope.clone(), pending);
+                    fut
                 }
             }
         };
         let r = fut.clone().await;
         let mut st = self.lock();
-        // The one caller that retires a fetch logs its outcome, and only
-        // the first failure of a streak: every host of a shared session
-        // fails with it, and the log says so once.
-        if st.inflight.get(scope).is_some_and(|(_, f)| f.ptr_eq(&fut)) {
-            st.inflight.remove(scope);
+        // The one caller that retires a fetch keeps its result (success
+        // only) and logs its outcome, and only the first failure of a
+        // streak: every host of a shared session fails with it, and the
+        // log says so once.
+        if st.inflight.get(scope).is_some_and(|p| p.fut.ptr_eq(&fut)) {
+            if let (Some(p), Ok(snap)) = (st.inflight.remove(scope), &r) {
+                if !window.is_zero() {
+                    let kept = Kept {
+                        arrived: Instant::now(),
+                        served: p.served,
+                        snap: Arc::clone(snap),
+                    };
+                    st.recent.insert(scope.clone(), kept);
+                }
+            }
             match &r {
                 Err(e) if !st.failing.contains(scope) => {
                     let error = match e {
@@ -679,18 +986,48 @@ impl Inner {
         r
     }
 
+    /// A fetch over a view of `scope` (a cluster) made for it and
+    /// destroyed after: its membership is the server's at this fetch, so
+    /// a VM migrated into the cluster is in it, whether or not a server
+    /// keeps older views up to date.
+    async fn scoped_fetch(
+        self: Arc<Self>,
+        s: Arc<Session>,
+        scope: MoRef,
+    ) -> CallResult<Arc<Snapshot>> {
+        let body = codec::create_container_view(
+            &s.sc.view_manager,
+            &scope,
+            &["VirtualMachine", "HostSystem"],
+        );
+        let el = self.call(&s, body, "CreateContainerViewResponse").await?;
+        let view = codec::parse_moref(&el).map_err(|e| Error::protocol(&self.target, e))?;
+        let r = Arc::clone(&self).fetch(Arc::clone(&s), view.clone()).await;
+        let _ = self
+            .call(&s, codec::destroy_view(&view), "DestroyViewResponse")
+            .await;
+        r
+    }
+
     async fn inventory_once(
         self: &Arc<Self>,
         s: Arc<Session>,
         sel: &HostSelector,
     ) -> CallResult<HostInventory> {
         let r = self.resolve(&s, sel).await?;
-        let view = self.view(&s, &r.scope).await?;
-        let snap = self.snapshot(s, &r.scope, view).await?;
-        let host = snap
-            .hosts
-            .get(&r.host)
-            .ok_or_else(|| Error::not_found(format!("host {} at {}", r.name, self.target)))?;
+        let view = match r.by_cluster() {
+            true => None,
+            false => Some(self.view(&s, &r.scope).await?),
+        };
+        let snap = self.snapshot(s, sel, &r.scope, view).await?;
+        let Some(host) = snap.hosts.get(&r.host) else {
+            // Removed, or moved out of its cluster or datacenter: list the
+            // hosts again at the next call.
+            let mut st = self.lock();
+            st.resolved.remove(sel);
+            st.listing = None;
+            return Err(Error::not_found(format!("host {} at {}", r.name, self.target)).into());
+        };
         if let Some(cs) = host
             .connection_state
             .as_deref()
@@ -739,11 +1076,11 @@ impl Inner {
         max_wait: Duration,
     ) -> CallResult<bool> {
         let r = self.resolve(&s, sel).await?;
-        let existing = self.lock().feeds.get(&r.scope).cloned();
+        let existing = self.lock().feeds.get(&r.datacenter).cloned();
         let (pc, version) = match existing {
             Some(f) => f,
             None => {
-                let view = self.view(&s, &r.scope).await?;
+                let view = self.view(&s, &r.datacenter).await?;
                 let el = self
                     .call(
                         &s,
@@ -776,7 +1113,9 @@ impl Inner {
                     .map_err(|e| Error::protocol(&self.target, e))?
                     .map(|u| u.version)
                     .unwrap_or_default();
-                self.lock().feeds.insert(r.scope.clone(), (pc, version));
+                self.lock()
+                    .feeds
+                    .insert(r.datacenter.clone(), (pc, version));
                 return Ok(false);
             }
         };
@@ -795,7 +1134,7 @@ impl Inner {
         match codec::parse_update_set(&el).map_err(|e| Error::protocol(&self.target, e))? {
             Some(u) => {
                 debug!(target = %self.target, changes = u.changed.len(), "change feed");
-                self.lock().feeds.insert(r.scope, (pc, u.version));
+                self.lock().feeds.insert(r.datacenter, (pc, u.version));
                 Ok(true)
             }
             None => Ok(false),
@@ -959,11 +1298,14 @@ impl HostTransport for SoapTransport {
 
     async fn vm_power(&self, vm: &VmId, op: VmOp) -> Result<()> {
         let moref = self.inner.vm_ref(&self.host, vm).await?;
+        self.inner.lock().forget_fetches();
         let what = format!("{op} of VM {vm}");
         let r = self
             .inner
             .with_session(&what, |s| self.inner.vm_power_once(s, moref.clone(), op))
             .await;
+        // Nor what a fetch sent during the call read.
+        self.inner.lock().forget_fetches();
         if let Err(e) = &r {
             if e.kind() == ErrorKind::NotFound {
                 // Stale id → moref mapping (VM re-registered): forget it.
@@ -976,9 +1318,13 @@ impl HostTransport for SoapTransport {
 
     async fn host_power(&self, op: HostOp) -> Result<()> {
         let what = format!("{op} of the host");
-        self.inner
+        self.inner.lock().forget_fetches();
+        let r = self
+            .inner
             .with_session(&what, |s| self.inner.host_power_once(s, &self.host, op))
-            .await
+            .await;
+        self.inner.lock().forget_fetches();
+        r
     }
 }
 
@@ -1067,18 +1413,15 @@ mod tests {
                 };
                 ok(&format!("<returnval>{next}{}</returnval>", vm_obj(tok)))
             }
-            "RetrievePropertiesEx" if body.contains("<pathSet>parent</pathSet>") => {
-                let parent = if body.contains(">ha-host<") {
-                    r#"<val type="ComputeResource">ha-compute-res</val>"#
-                } else if body.contains(">ha-compute-res<") {
-                    r#"<val type="Datacenter">ha-datacenter</val>"#
-                } else {
-                    ""
-                };
-                ok(&format!(
-                    r#"<returnval><objects><obj type="X">x</obj><propSet><name>parent</name>{parent}</propSet></objects></returnval>"#
-                ))
-            }
+            // The host listing: every host, compute resource and folder
+            // with its parent.
+            "RetrievePropertiesEx" if body.contains("<type>ComputeResource</type>") => ok(concat!(
+                r#"<returnval><objects><obj type="HostSystem">ha-host</obj><propSet><name>name</name><val>esx1</val></propSet>"#,
+                r#"<propSet><name>parent</name><val type="ComputeResource">ha-compute-res</val></propSet></objects>"#,
+                r#"<objects><obj type="ComputeResource">ha-compute-res</obj><propSet><name>parent</name><val type="Folder">ha-folder-host</val></propSet></objects>"#,
+                r#"<objects><obj type="Folder">ha-folder-host</obj><propSet><name>parent</name><val type="Datacenter">ha-datacenter</val></propSet></objects>"#,
+                r#"</returnval>"#
+            )),
             "RetrievePropertiesEx" if body.contains("info.state") => ok(&format!(
                 r#"<returnval><objects><obj type="Task">task-1</obj>{}</objects></returnval>"#,
                 prop("info.state", "success")
@@ -1157,6 +1500,84 @@ mod tests {
         assert_eq!(ids, ["uuid-0", "uuid-1", "uuid-2", "uuid-3"]);
         assert_eq!(inv.info.hostname.as_deref(), Some("esx1"));
         assert_eq!(t.host_name().as_deref(), Some("esx1"));
+    }
+
+    /// dc-1: clusters c0 and c1 of 4 hosts each, standalone s0 and s1
+    /// (own compute resources); dc-2: one standalone host; `bare` has no
+    /// compute resource above it.
+    fn listing() -> Listing {
+        fn mo(kind: &str, value: impl Into<String>) -> MoRef {
+            MoRef::new(kind, value)
+        }
+        let mut parents = HashMap::new();
+        let mut hosts = Vec::new();
+        for c in 0..2 {
+            parents.insert(
+                mo("ClusterComputeResource", format!("c{c}")),
+                mo("Folder", "hf1"),
+            );
+            for h in 0..4 {
+                let host = mo("HostSystem", format!("h{c}{h}"));
+                parents.insert(host.clone(), mo("ClusterComputeResource", format!("c{c}")));
+                hosts.push((host, format!("esx-{c}{h}")));
+            }
+        }
+        for (name, dc_folder) in [("s0", "hf1"), ("s1", "hf1"), ("s2", "hf2")] {
+            let host = mo("HostSystem", name);
+            parents.insert(host.clone(), mo("ComputeResource", format!("cr-{name}")));
+            parents.insert(
+                mo("ComputeResource", format!("cr-{name}")),
+                mo("Folder", dc_folder),
+            );
+            hosts.push((host, name.to_owned()));
+        }
+        parents.insert(mo("HostSystem", "bare"), mo("Folder", "hf1"));
+        hosts.push((mo("HostSystem", "bare"), "bare".to_owned()));
+        parents.insert(mo("Folder", "hf1"), mo("Folder", "nested"));
+        parents.insert(mo("Folder", "nested"), mo("Datacenter", "dc-1"));
+        parents.insert(mo("Folder", "hf2"), mo("Datacenter", "dc-2"));
+        Listing::new(hosts, &parents, &mo("Folder", "root"))
+    }
+
+    fn scopes_of(polled: &[&str]) -> Vec<String> {
+        let mut l = listing();
+        let sels: Vec<HostSelector> = polled
+            .iter()
+            .map(|n| HostSelector::Name((*n).to_owned()))
+            .collect();
+        l.set_scopes(sels.iter(), "vc");
+        sels.iter()
+            .map(|s| l.resolved(s, "vc").unwrap().unwrap().scope.value)
+            .collect()
+    }
+
+    #[test]
+    fn views_are_scoped_to_clusters_when_the_session_polls_few_hosts() {
+        // dc-1 has 11 hosts. A lone host: its cluster (4 of 11).
+        assert_eq!(scopes_of(&["esx-00"]), ["c0"]);
+        // A standalone host: its own compute resource.
+        assert_eq!(scopes_of(&["s0", "s1"]), ["cr-s0", "cr-s1"]);
+        // Two hosts of one cluster: still that cluster, one view.
+        assert_eq!(scopes_of(&["esx-00", "esx-03"]), ["c0", "c0"]);
+        // Both clusters (8 of 11 hosts): the datacenter, one fetch for all.
+        assert_eq!(scopes_of(&["esx-00", "esx-10"]), ["dc-1", "dc-1"]);
+        // The only host of its datacenter (an ESXi host reached directly).
+        assert_eq!(scopes_of(&["s2"]), ["dc-2"]);
+        // No compute resource above it: a view of the host would not hold
+        // the host itself, so its datacenter.
+        assert_eq!(scopes_of(&["bare", "esx-00"]), ["dc-1", "dc-1"]);
+        // Not polled by this session: its datacenter.
+        let mut l = listing();
+        l.set_scopes([HostSelector::Name("esx-00".into())].iter(), "vc");
+        let r = l.resolved(&HostSelector::MoRef("h10".into()), "vc");
+        assert_eq!(r.unwrap().unwrap().scope.value, "dc-1");
+        // Selectors: unknown, and `Only` with many hosts.
+        assert!(
+            l.resolved(&HostSelector::Name("nope".into()), "vc")
+                .is_none()
+        );
+        let e = l.resolved(&HostSelector::Only, "vc").unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
     }
 
     #[test]

@@ -418,6 +418,7 @@ fn soap_transport(
     h: &HostSection,
     vault: &Vault,
     sessions: &mut BTreeMap<SessionKey, upsvisor_soap::SoapTransport>,
+    poller: &crate::config::PollerSection,
 ) -> std::result::Result<Arc<dyn HostTransport>, String> {
     let Some(skey) = SessionKey::of(h) else {
         return host_transport(key, h, vault, None);
@@ -425,7 +426,7 @@ fn soap_transport(
     if let Some(first) = sessions.get(&skey) {
         return Ok(Arc::new(first.share(selector(h))));
     }
-    vsphere_soap(key, h, vault).map(|t| {
+    vsphere_soap(key, h, vault, fetch_reuse(poller)).map(|t| {
         let t = Arc::new(t);
         sessions.insert(skey, t.share(selector(h)));
         t as Arc<dyn HostTransport>
@@ -454,14 +455,25 @@ fn vsphere_account<'v>(
     Ok(r)
 }
 
+/// How long one vCenter fetch serves the other hosts of its session
+/// ([`upsvisor_soap::SoapConfig::fetch_reuse`]): the crate's 3 s, or a
+/// quarter of the shorter poll period when that is less, so a fetch never
+/// serves into the next cycle.
+fn fetch_reuse(poller: &crate::config::PollerSection) -> Duration {
+    let shortest = poller.period_s.min(poller.on_battery_period_s).max(1);
+    Duration::from_secs(3).min(Duration::from_secs(shortest) / 4)
+}
+
 /// A vSphere host over SOAP with a session of its own.
 fn vsphere_soap(
     key: &str,
     h: &HostSection,
     vault: &Vault,
+    reuse: Duration,
 ) -> std::result::Result<upsvisor_soap::SoapTransport, String> {
     let r = vsphere_account(key, h, vault)?;
     let mut c = upsvisor_soap::SoapConfig::new(vsphere_url(&h.address, "/sdk"), r.creds.clone())
+        .fetch_reuse(reuse)
         .dangerous_accept_invalid_certs(h.dangerous_accept_invalid_certs)
         .dangerous_allow_plain_http(h.dangerous_allow_plain_http)
         .host(selector(h));
@@ -481,7 +493,8 @@ fn vsphere_transport(
     soap: bool,
 ) -> std::result::Result<Arc<dyn HostTransport>, String> {
     if soap {
-        return vsphere_soap(key, h, vault).map(|t| Arc::new(t) as Arc<dyn HostTransport>);
+        return vsphere_soap(key, h, vault, fetch_reuse(&Default::default()))
+            .map(|t| Arc::new(t) as Arc<dyn HostTransport>);
     }
     let r = vsphere_account(key, h, vault)?;
     let mut c = upsvisor_mob::MobConfig::new(vsphere_url(&h.address, ""), r.creds.clone())
@@ -694,7 +707,7 @@ pub fn from_config(cfg: &Config, vault: &Vault) -> (Parts, Vec<(String, String)>
             }
         };
         let built = if SessionKey::of(h).is_some() {
-            soap_transport(&key, h, vault, &mut sessions)
+            soap_transport(&key, h, vault, &mut sessions, &cfg.poller)
         } else if let Transport::Ssh(dialect) = h.transport {
             // One SSH connection per host: its hooks share it.
             ssh_transport(&key, h, vault, dialect).map(|t| {
@@ -845,6 +858,21 @@ mod tests {
         let (parts, errors) = from_config(&cfg, &vault);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(parts.hosts.len(), 1);
+    }
+
+    /// A vCenter fetch serves the session's other hosts for 3 s, or a
+    /// quarter of the shorter poll period when that is less.
+    #[test]
+    fn fetch_reuse_stays_well_under_the_poll_period() {
+        let p = |period_s, on_battery_period_s| crate::config::PollerSection {
+            period_s,
+            on_battery_period_s,
+            ..Default::default()
+        };
+        assert_eq!(fetch_reuse(&p(60, 15)), Duration::from_secs(3));
+        assert_eq!(fetch_reuse(&p(60, 4)), Duration::from_secs(1));
+        assert_eq!(fetch_reuse(&p(1, 1)), Duration::from_millis(250));
+        assert_eq!(fetch_reuse(&p(0, 0)), Duration::from_millis(250));
     }
 
     /// Hosts of one vCenter share a session only when every connection

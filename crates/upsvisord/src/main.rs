@@ -224,7 +224,20 @@ fn load(path: &Path) -> Result<(Config, config::Vault), String> {
 }
 
 fn print_json(v: &Value) {
-    out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    print_json_of(v);
+}
+
+/// Writes `v` as pretty JSON straight to stdout, without building a
+/// `Value` tree or a string of the whole answer first (a 5,000-VM status
+/// is megabytes of each).
+fn print_json_of<T: serde::Serialize + ?Sized>(v: &T) {
+    use std::io::Write as _;
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    if serde_json::to_writer_pretty(&mut w, v).is_ok() {
+        let _ = writeln!(w);
+    }
+    let _ = w.flush();
 }
 
 /// Parts, the engine after one turn, and per-item build errors.
@@ -812,7 +825,7 @@ fn status(cli: &Cli) -> Res {
         }
     };
     if cli.json {
-        print_json(&serde_json::to_value(&snap).unwrap_or(Value::Null));
+        print_json_of(&snap);
     } else {
         outn!("{}", render::status(&snap));
     }
