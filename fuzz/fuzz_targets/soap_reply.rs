@@ -1,5 +1,6 @@
 //! Fuzzes upsvisor-soap's reply pipeline: envelope, faults, property
-//! collector pages and the VM/host/task readers built on them.
+//! collector pages (tree and streamed) and the VM/host/task readers built
+//! on them.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,6 +12,13 @@ fuzz_target!(|data: &[u8]| {
         max_bytes: 1 << 20,
         ..Limits::default()
     };
+    // The streaming inventory reader (the differential check against the
+    // tree path is the `soap_inventory` target).
+    let _ = upsvisor_soap::inventory::parse_inventory_page(
+        data,
+        limits,
+        "RetrievePropertiesExResponse",
+    );
     let Ok(el) = codec::parse_envelope(data, limits) else {
         return;
     };

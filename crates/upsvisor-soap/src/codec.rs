@@ -291,14 +291,18 @@ fn shape(s: impl Into<String>) -> ReplyError {
 }
 
 fn fault_kind(detail_child: &Element) -> String {
-    if let Some(t) = &detail_child.xsi_type {
+    fault_kind_of(&detail_child.name, detail_child.xsi_type.as_deref())
+}
+
+/// The fault type named by a fault element: its `xsi:type` (prefix
+/// dropped), else its name without the `Fault` suffix.
+pub(crate) fn fault_kind_of(name: &str, xsi_type: Option<&str>) -> String {
+    if let Some(t) = xsi_type {
         return t.rsplit(':').next().unwrap_or(t).to_owned();
     }
-    detail_child
-        .name
-        .strip_suffix("Fault")
+    name.strip_suffix("Fault")
         .filter(|s| !s.is_empty())
-        .unwrap_or(&detail_child.name)
+        .unwrap_or(name)
         .to_owned()
 }
 
@@ -420,9 +424,50 @@ impl ObjectContent {
     }
 
     fn text(&self, path: &str) -> Option<&str> {
+        PropView::text(self, path)
+    }
+}
+
+/// The reads [`host_state`] and [`vm_record`] make of an object's
+/// properties, over either a parsed tree ([`ObjectContent`]) or the
+/// streaming reader's kept values (`crate::inventory`), so that both
+/// derive records by the same code. A path names the first `propSet` of
+/// that path.
+pub(crate) trait PropView {
+    /// The value's own text, trimmed; `None` when absent or blank.
+    fn text(&self, path: &str) -> Option<&str>;
+    /// The trimmed own text of the value's first child named `child`.
+    fn child_text(&self, path: &str, child: &str) -> Option<&str>;
+    /// The own text of every grandchild named `ipAddress` of the value
+    /// (`guest.net`: each NIC's addresses), in document order.
+    fn each_nic_ip(&self, path: &str, f: &mut dyn FnMut(&str));
+    /// The value as a managed-object reference.
+    fn moref(&self, path: &str) -> Option<MoRef>;
+}
+
+impl PropView for ObjectContent {
+    fn text(&self, path: &str) -> Option<&str> {
         self.prop(path)
             .map(|v| v.text.trim())
             .filter(|t| !t.is_empty())
+    }
+
+    fn child_text(&self, path: &str, child: &str) -> Option<&str> {
+        self.prop(path)?.child_text(child)
+    }
+
+    fn each_nic_ip(&self, path: &str, f: &mut dyn FnMut(&str)) {
+        if let Some(net) = self.prop(path) {
+            for nic in &net.children {
+                for ip in nic.children_named("ipAddress") {
+                    f(&ip.text);
+                }
+            }
+        }
+    }
+
+    fn moref(&self, path: &str) -> Option<MoRef> {
+        self.prop(path).and_then(MoRef::from_element)
     }
 }
 
@@ -529,15 +574,21 @@ pub struct HostState {
 
 /// Reads a host's [`HOST_PATHS`].
 pub fn host_state(o: &ObjectContent) -> HostState {
+    host_state_of(o)
+}
+
+pub(crate) fn host_state_of(o: &impl PropView) -> HostState {
     let mut info = HostInfo::default();
     info.hostname = o.text("name").map(str::to_owned);
-    if let Some(p) = o.prop("summary.config.product") {
-        let t = |n: &str| p.child_text(n).filter(|s| !s.is_empty()).map(str::to_owned);
-        info.product = t("name");
-        info.version = t("version");
-        info.build = t("build");
-        info.os = t("osType");
-    }
+    let t = |n: &str| {
+        o.child_text("summary.config.product", n)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    info.product = t("name");
+    info.version = t("version");
+    info.build = t("build");
+    info.os = t("osType");
     HostState {
         info,
         connection_state: o.text("runtime.connectionState").map(str::to_owned),
@@ -597,6 +648,10 @@ fn is_placeholder_id(id: &str) -> bool {
 /// an empty or placeholder instance UUID (`""` on older ESX, all zeros)
 /// falls back to the moref, never to a key several VMs would share.
 pub fn vm_record(o: &ObjectContent) -> VmRecord {
+    vm_record_of(&o.obj, o)
+}
+
+pub(crate) fn vm_record_of(obj: &MoRef, o: &impl PropView) -> VmRecord {
     let uuid = o
         .text("config.instanceUuid")
         .filter(|s| !is_placeholder_id(s))
@@ -604,8 +659,8 @@ pub fn vm_record(o: &ObjectContent) -> VmRecord {
     // A moref names a VM within one server's inventory only (a standalone
     // host's, or one vCenter's): keyed with its host, never shared.
     let host_local = uuid.is_none();
-    let id = uuid.unwrap_or_else(|| o.obj.value.clone());
-    let name = o.text("name").unwrap_or(&o.obj.value).to_owned();
+    let id = uuid.unwrap_or_else(|| obj.value.clone());
+    let name = o.text("name").unwrap_or(&obj.value).to_owned();
     let mut info = VmInfo::new(
         VmId::new(id),
         name,
@@ -620,13 +675,7 @@ pub fn vm_record(o: &ObjectContent) -> VmRecord {
     if let Some(ip) = o.text("guest.ipAddress") {
         push_ip(&mut info.ips, ip);
     }
-    if let Some(net) = o.prop("guest.net") {
-        for nic in &net.children {
-            for ip in nic.children_named("ipAddress") {
-                push_ip(&mut info.ips, &ip.text);
-            }
-        }
-    }
+    o.each_nic_ip("guest.net", &mut |ip| push_ip(&mut info.ips, ip));
     info.vcpus = o
         .text("config.hardware.numCPU")
         .and_then(|s| s.parse().ok());
@@ -636,8 +685,8 @@ pub fn vm_record(o: &ObjectContent) -> VmRecord {
     info.guest_os = o.text("config.guestFullName").map(str::to_owned);
     info.tools = tools_state(o.text("guest.toolsRunningStatus"));
     VmRecord {
-        moref: o.obj.clone(),
-        host: o.prop("runtime.host").and_then(MoRef::from_element),
+        moref: obj.clone(),
+        host: o.moref("runtime.host"),
         info,
     }
 }

@@ -6,6 +6,9 @@
 //!
 //! - [`codec`] is sans-IO: request envelopes and reply parsers, bounded in
 //!   size and depth, fuzzed, never panicking.
+//! - [`inventory`] reads the large inventory replies as a stream straight
+//!   into host states and VM records, with the same limits and errors and
+//!   no XML tree.
 //! - `SoapTransport` is the thin I/O shell, with one of two backends:
 //!   - feature `ureq` (`SoapTransport::new`): blocking requests on the
 //!     adapter's own threads, handed to the engine as futures, so no async
@@ -65,6 +68,7 @@ pub mod codec;
 mod config;
 #[cfg(any(feature = "ureq", feature = "reqwest"))]
 mod http;
+pub mod inventory;
 #[cfg(any(feature = "ureq", feature = "reqwest"))]
 mod transport;
 pub mod xml;

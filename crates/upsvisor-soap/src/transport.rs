@@ -20,6 +20,7 @@ use crate::codec::{
 };
 use crate::config::{HostSelector, SoapConfig};
 use crate::http::Backend;
+use crate::inventory;
 use crate::xml::{Element, Limits};
 
 /// A failed call: a vim25 fault the caller may interpret, or a core error.
@@ -597,37 +598,64 @@ impl Inner {
     }
 
     async fn retrieve_all(&self, s: &Session, q: &PropertyQuery) -> CallResult<Vec<ObjectContent>> {
+        let mut out = Vec::new();
+        self.retrieve_pages(s, q, |doc, want| {
+            let mut page =
+                codec::expect(doc, self.limits, want).and_then(codec::parse_retrieve_result)?;
+            out.append(&mut page.objects);
+            Ok(page.token)
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// `RetrievePropertiesEx` and every `ContinueRetrievePropertiesEx`
+    /// page after it. `read` takes each reply's bytes and the response
+    /// element it must hold, keeps what it needs and returns the next
+    /// page's token.
+    async fn retrieve_pages<F>(&self, s: &Session, q: &PropertyQuery, mut read: F) -> CallResult<()>
+    where
+        F: FnMut(&[u8], &str) -> Result<Option<String>, ReplyError> + Send,
+    {
         let pc = &s.sc.property_collector;
-        let el = self
-            .call(
-                s,
-                codec::retrieve_properties_ex(pc, q, self.cfg.page_size),
-                "RetrievePropertiesExResponse",
-            )
-            .await?;
-        let mut page =
-            codec::parse_retrieve_result(el).map_err(|e| Error::protocol(&self.target, e))?;
-        let mut out = std::mem::take(&mut page.objects);
-        let mut pages = 1usize;
-        while let Some(token) = page.token.take() {
+        let mut body = codec::retrieve_properties_ex(pc, q, self.cfg.page_size);
+        let mut want = "RetrievePropertiesExResponse";
+        let mut pages = 0usize;
+        loop {
             pages += 1;
             if pages > 100_000 {
                 return Err(
                     Error::protocol(&self.target, "property collector never stops paging").into(),
                 );
             }
-            let el = self
-                .call(
-                    s,
-                    codec::continue_retrieve_properties_ex(pc, &token),
-                    "ContinueRetrievePropertiesExResponse",
-                )
+            let reply = self
+                .backend
+                .post(body, Some(s.cookie.clone()), s.action.clone())
                 .await?;
-            page =
-                codec::parse_retrieve_result(el).map_err(|e| Error::protocol(&self.target, e))?;
-            out.append(&mut page.objects);
+            if reply.status != 200 && reply.status != 500 {
+                return Err(Error::protocol(
+                    &self.target,
+                    format!("HTTP {} instead of a SOAP reply", reply.status),
+                )
+                .into());
+            }
+            let token = match read(&reply.body, want) {
+                Ok(token) => token,
+                Err(ReplyError::Fault(f)) => return Err(CallError::Fault(f)),
+                Err(e) => {
+                    return Err(Error::protocol(
+                        &self.target,
+                        format!("{want}: {e} (HTTP {})", reply.status),
+                    )
+                    .into());
+                }
+            };
+            // The reply's bytes go before the next page comes in.
+            drop(reply);
+            let Some(token) = token else { return Ok(()) };
+            body = codec::continue_retrieve_properties_ex(pc, &token);
+            want = "ContinueRetrievePropertiesExResponse";
         }
-        Ok(out)
     }
 
     /// The current session, logging in if there is none.
@@ -878,23 +906,21 @@ impl Inner {
         }
     }
 
-    /// Fetches every host and VM of a scope in one RetrievePropertiesEx.
+    /// Fetches every host and VM of a scope in one RetrievePropertiesEx,
+    /// each page read straight into records (no XML tree).
     async fn fetch(self: Arc<Self>, s: Arc<Session>, view: MoRef) -> CallResult<Arc<Snapshot>> {
         let q = PropertyQuery::default()
             .props("HostSystem", codec::HOST_PATHS)
             .props("VirtualMachine", codec::VM_PATHS)
             .view(view);
-        let objs = self.retrieve_all(&s, &q).await?;
         let mut snap = Snapshot::default();
-        for o in &objs {
-            match o.obj.kind.as_str() {
-                "HostSystem" => {
-                    snap.hosts.insert(o.obj.clone(), codec::host_state(o));
-                }
-                "VirtualMachine" => snap.vms.push(codec::vm_record(o)),
-                _ => {}
-            }
-        }
+        self.retrieve_pages(&s, &q, |doc, want| {
+            let page = inventory::parse_inventory_page(doc, self.limits, want)?;
+            snap.hosts.extend(page.hosts);
+            snap.vms.extend(page.vms);
+            Ok(page.token)
+        })
+        .await?;
         let mut st = self.lock();
         for r in &snap.vms {
             st.vm_refs.insert(r.info.id.clone(), r.moref.clone());

@@ -1,8 +1,11 @@
 //! A bounded XML tree built from quick-xml's event stream.
 //!
-//! SOAP replies are small trees; building one with hard limits (bytes,
-//! depth, element count) is simpler to get right than a hand-written state
-//! machine per reply type, and the limits keep hostile input cheap.
+//! Most SOAP replies are small trees; building one with hard limits
+//! (bytes, depth, element count) is simpler to get right than a
+//! hand-written state machine per reply type, and the limits keep hostile
+//! input cheap. The one large reply, a datacenter's inventory, is read
+//! without a tree by [`crate::inventory`], under the same [`Limits`] and
+//! with the same [`XmlError`]s.
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;

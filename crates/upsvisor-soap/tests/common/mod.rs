@@ -167,6 +167,39 @@ impl Sim {
         body.to_owned()
     }
 
+    /// POSTs a SOAP body with curl (cookies in `jar`) and returns the
+    /// reply's bytes as the server sent them; panics unless HTTP 2xx.
+    pub fn curl(&self, jar: &str, body: &str) -> Vec<u8> {
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                "--fail-with-body",
+                "-b",
+                jar,
+                "-c",
+                jar,
+                "-H",
+                "Content-Type: text/xml",
+                "--data-binary",
+                "@-",
+            ])
+            .arg(&self.url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().expect("stdin").write_all(body.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "curl failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        out.stdout
+    }
+
     pub fn truth(&self) -> Truth {
         serde_json::from_str(&self.ctl("/truth")).expect("truth json")
     }
