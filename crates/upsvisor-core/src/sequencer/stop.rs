@@ -202,46 +202,9 @@ impl Sequencer {
                 "{host} did not answer the latest poll: its VMs are not known"
             )));
         }
-        self.episodes += 1;
-        let scope: BTreeSet<HostId> = BTreeSet::from([host.clone()]);
+        let scope = BTreeSet::from([host.clone()]);
         let reason = format!("operator's test of host {host}");
-        let mut e = Episode {
-            id: self.episodes,
-            started: now,
-            reason: reason.clone(),
-            full: true,
-            phase: Phase::Stopping { stage: 0 },
-            scope: scope.clone(),
-            vms: BTreeMap::new(),
-            hosts: scope.iter().map(|h| (h.clone(), new_host())).collect(),
-            in_flight: BTreeMap::new(),
-            committed: false,
-            finals: Vec::new(),
-            devices: BTreeSet::new(),
-            held_noted: false,
-            detached: BTreeSet::new(),
-            outlets_left_off: Vec::new(),
-            hooks: BTreeMap::new(),
-            test: None,
-            test_host: Some(host.clone()),
-        };
-        self.track_new_vms(&mut e, table);
-        let id = e.id;
-        self.push(
-            now,
-            id,
-            Audit::EpisodeStarted {
-                reason,
-                scope: scope.into_iter().collect(),
-                full: true,
-            },
-        );
-        let first = self.phase_name(&e);
-        self.push(now, id, Audit::Phase { phase: first });
-        self.poll_wanted = true;
-        self.dirty = true;
-        self.episode = Some(e);
-        Ok(id)
+        Ok(self.open_test(now, table, reason, true, scope, None, Some(host.clone())))
     }
 
     /// Starts an operator's live test of VM group `group` (`default` is the
@@ -282,14 +245,38 @@ impl Sequencer {
                 ),
             ));
         }
-        self.episodes += 1;
-        let scope: BTreeSet<HostId> = table.hosts.keys().cloned().collect();
+        let scope = table.hosts.keys().cloned().collect();
         let reason = format!("operator's test of group {group}");
+        Ok(self.open_test(
+            now,
+            table,
+            reason,
+            false,
+            scope,
+            Some(group.to_owned()),
+            None,
+        ))
+    }
+
+    /// Opens an operator's test episode over `scope` (no device: a test
+    /// commands none), audited and journaled; returns its id.
+    #[allow(clippy::too_many_arguments)]
+    fn open_test(
+        &mut self,
+        now: Instant,
+        table: &VmTable,
+        reason: String,
+        full: bool,
+        scope: BTreeSet<HostId>,
+        test: Option<String>,
+        test_host: Option<HostId>,
+    ) -> u64 {
+        self.episodes += 1;
         let mut e = Episode {
             id: self.episodes,
             started: now,
             reason: reason.clone(),
-            full: false,
+            full,
             phase: Phase::Stopping { stage: 0 },
             scope: scope.clone(),
             vms: BTreeMap::new(),
@@ -302,8 +289,8 @@ impl Sequencer {
             detached: BTreeSet::new(),
             outlets_left_off: Vec::new(),
             hooks: BTreeMap::new(),
-            test: Some(group.to_owned()),
-            test_host: None,
+            test,
+            test_host,
         };
         self.track_new_vms(&mut e, table);
         let id = e.id;
@@ -313,7 +300,7 @@ impl Sequencer {
             Audit::EpisodeStarted {
                 reason,
                 scope: scope.into_iter().collect(),
-                full: false,
+                full,
             },
         );
         let first = self.phase_name(&e);
@@ -321,7 +308,7 @@ impl Sequencer {
         self.poll_wanted = true;
         self.dirty = true;
         self.episode = Some(e);
-        Ok(id)
+        id
     }
 
     /// Tracks VMs in scope not seen before; true if any was added.
