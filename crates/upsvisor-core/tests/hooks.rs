@@ -164,11 +164,32 @@ fn a_failed_blocking_hook_holds_its_group_until_the_forced_deadline() {
     );
 }
 
-/// LB (or FSD) on battery means the battery is about to run out: a held
-/// step goes on at once, without a runtime reading and long before the
-/// forced deadline.
+/// LB (or FSD) arriving during an episode means the battery is about to
+/// run out: a held step goes on at once, without a runtime reading and
+/// long before the forced deadline. An episode that began at LB (the
+/// trigger the operator chose) holds as configured.
 #[test]
 fn low_battery_ends_a_blocking_hooks_hold() {
+    let mut lb = failing(None);
+    lb.low_battery = true;
+    {
+        let mut s = Sequencer::new(cfg_with(group_hook(true)), inventory(&["h1"]));
+        assert!(s.step(t(0), &VmTable::default(), &lb).is_empty());
+        let t1 = table(&VmTable::default(), 1, &[("h1", vec![vm("a", ON)])]);
+        let cmds = s.step(t(1), &t1, &lb);
+        let id = hook_id(&cmds, "flush");
+        s.complete(
+            t(5),
+            id,
+            Err(Error::protocol("hook flush", "exit status 1")),
+        );
+        assert!(
+            s.step(t(60), &t1, &lb).is_empty(),
+            "an episode begun at LB holds within its forced deadline"
+        );
+        let cmds = s.step(t(600), &t1, &lb);
+        assert_eq!(ops(&cmds), vec!["shutdown_guest a"]);
+    }
     let mut s = Sequencer::new(cfg_with(group_hook(true)), inventory(&["h1"]));
     let (t1, cmds) = started(&mut s);
     let id = hook_id(&cmds, "flush");
@@ -178,8 +199,6 @@ fn low_battery_ends_a_blocking_hooks_hold() {
         Err(Error::protocol("hook flush", "exit status 1")),
     );
     assert!(s.step(t(60), &t1, &failing(None)).is_empty(), "held");
-    let mut lb = failing(None);
-    lb.low_battery = true;
     let cmds = s.step(t(61), &t1, &lb);
     assert_eq!(ops(&cmds), vec!["shutdown_guest a"], "LB ends the hold");
     let a = audits(&mut s);

@@ -184,8 +184,8 @@ impl Sequencer {
         }
     }
 
-    /// Why a hold must end now, if it must: the UPS reports LB or FSD,
-    /// the forced deadline passed, or the runtime left only covers what
+    /// Why a hold must end now, if it must: the UPS reports LB or FSD
+    /// that it did not when the episode began, the forced deadline passed, or the runtime left only covers what
     /// follows the held step.
     fn hold_over(
         &self,
@@ -194,7 +194,7 @@ impl Sequencer {
         view: &PowerView,
         holds: Holds,
     ) -> Option<String> {
-        if view.low_battery {
+        if view.low_battery && !e.lb_at_start {
             return Some("the UPS reports LB (low battery)".to_owned());
         }
         let battery = match holds {

@@ -130,9 +130,11 @@ pub struct PowerView {
     #[cfg_attr(feature = "serde", serde(default))]
     pub runtime_s: Option<u32>,
     /// A device on battery now reports `LB` or `FSD` (NUT's status
-    /// tokens, from a fresh reading): its battery is about to run out, so
-    /// nothing may hold the shutdown any longer. Ends every blocking
-    /// hook's hold, with or without a runtime reading.
+    /// tokens, from a fresh reading): its battery is about to run out. An
+    /// LB that arrives during an episode ends every blocking hook's hold,
+    /// with or without a runtime reading; an episode that began at LB (the
+    /// operator's chosen trigger) holds within the forced deadline and the
+    /// battery budget as before.
     #[cfg_attr(feature = "serde", serde(default))]
     pub low_battery: bool,
     /// Every device has been on line for `stable_for`, whatever its

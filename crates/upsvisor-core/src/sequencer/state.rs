@@ -294,6 +294,12 @@ pub(super) struct Episode {
     /// and its VMs restored, while mains is on line.
     #[cfg_attr(feature = "serde", serde(default))]
     pub(super) test_host: Option<HostId>,
+    /// A device reported LB (or FSD) when the episode began: the operator
+    /// chose to shut down at LB, and its blocking hooks are held within
+    /// the forced deadline and the battery budget. An LB that comes later
+    /// ends their holds at once ([`PowerView::low_battery`]).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub(super) lb_at_start: bool,
 }
 
 pub(super) fn new_host() -> HostTrack {

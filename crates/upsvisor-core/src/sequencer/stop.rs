@@ -82,6 +82,7 @@ impl Sequencer {
                     hooks: BTreeMap::new(),
                     test: None,
                     test_host: None,
+                    lb_at_start: view.low_battery,
                 };
                 self.track_new_vms(&mut e, table);
                 let reason = view.reason.clone();
@@ -291,6 +292,7 @@ impl Sequencer {
             hooks: BTreeMap::new(),
             test,
             test_host,
+            lb_at_start: false,
         };
         self.track_new_vms(&mut e, table);
         let id = e.id;
